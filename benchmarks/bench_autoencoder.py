@@ -1,0 +1,140 @@
+"""Training throughput of the convolutional autoencoder (whole uint8 train set on the device).
+
+Usage::
+
+    python benchmarks/bench_autoencoder.py --n 2048 --epochs 2 --device cpu      # random faces
+    python benchmarks/bench_autoencoder.py --data /path/to/fer2013 --epochs 20    # full train split
+    python benchmarks/bench_autoencoder.py --data data/fer_dataset.npz --smote   # + latent SMOTE
+
+Prints one row per epoch and a summary (device, seconds, images/s, CUDA peak memory). Needs only
+torch, numpy (and pillow for a JPEG folder); runs on the GPU box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+try:
+    import fer_pipeline  # noqa: F401
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from fer_pipeline.core.autoencoder import (  # noqa: E402
+    AutoencoderConfig,
+    latent_smote,
+    oversampling_targets,
+    train_autoencoder,
+)
+from fer_pipeline.core.classes import CLASSES  # noqa: E402
+
+
+def load_train_split(path: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 faces and int64 labels of the train split: canonical .npz or FER2013 folder."""
+    source = Path(path)
+    if source.suffix == ".npz":
+        with np.load(source, allow_pickle=False) as data:
+            train = data["splits"] == "train" if "splits" in data else slice(None)
+            images, labels = data["images"][train], data["labels"][train].astype(np.int64)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from PIL import Image
+
+        root = source / "train" if (source / "train").is_dir() else source
+        files, labels_list = [], []
+        for label, name in enumerate(CLASSES):
+            class_files = sorted((root / name).glob("*.jpg"))
+            files += class_files
+            labels_list += [label] * len(class_files)
+
+        def read(file: Path) -> np.ndarray:
+            with Image.open(file) as image:
+                return np.asarray(image.convert("L"), dtype=np.uint8)
+
+        with ThreadPoolExecutor(8) as pool:
+            images = np.stack(list(pool.map(read, files)))
+        labels = np.asarray(labels_list, dtype=np.int64)
+    if limit and limit < len(images):  # a random subset keeps every class
+        keep = np.sort(np.random.default_rng(0).choice(len(images), limit, replace=False))
+        images, labels = images[keep], labels[keep]
+    return images, labels
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="FER2013 folder or canonical .npz (default: random faces)")
+    parser.add_argument("--n", type=int, help="number of faces (default: all of --data, else 4096)")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--latent-dim", type=int, default=128)
+    parser.add_argument("--base-channels", type=int, default=32)
+    parser.add_argument("--weighting", default="none", choices=["none", "inverse_frequency", "effective_number"])
+    parser.add_argument("--deepsmote", action="store_true", help="add the DeepSMOTE penalty term")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    parser.add_argument("--smote", action="store_true", help="also time latent_smote up to 50%% of the largest class")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    start = time.perf_counter()
+    if args.data:
+        images, labels = load_train_split(args.data, args.n)
+    else:
+        rng = np.random.default_rng(0)
+        n = args.n or 4096
+        images = rng.integers(0, 256, (n, 48, 48), dtype=np.uint8)
+        labels = rng.integers(0, len(CLASSES), n).astype(np.int64)
+    load_seconds = time.perf_counter() - start
+    cfg = AutoencoderConfig(
+        latent_dim=args.latent_dim,
+        base_channels=args.base_channels,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        weighting=args.weighting,
+        deepsmote=args.deepsmote,
+        device=args.device,
+        amp=not args.no_amp,
+    )
+    print(f"faces: {len(images)} ({args.data or 'random'}, loaded in {load_seconds:.1f} s), "
+          f"class counts {np.bincount(labels, minlength=len(CLASSES)).tolist()}")
+    print(f"config: {cfg.to_dict()}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+    start = time.perf_counter()
+    model, history = train_autoencoder(images, labels, cfg, progress=False)
+    total = time.perf_counter() - start
+    device = next(model.parameters()).device
+    print(f"\n{'epoch':>5} {'loss':>9} {'seconds':>8} {'images/s':>10}")
+    for row in history:
+        print(f"{row['epoch']:>5} {row['loss']:>9.5f} {row['seconds']:>8.2f} {row['images_per_s']:>10,.0f}")
+    steady = history[1:] or history  # epoch 1 includes warm-up (cuDNN autotune, allocator)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"\ndevice: {device} ({device_name}), amp: {cfg.amp and device.type == 'cuda'}")
+    print(f"epochs: {len(history)}, total seconds (incl. setup): {total:.2f}, "
+          f"images/s after epoch 1: {np.mean([r['images_per_s'] for r in steady]):,.0f}")
+    if device.type == "cuda":
+        print(f"peak CUDA memory: {torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MiB")
+    print("final per-class recon MSE: " + ", ".join(
+        f"{k.removeprefix('recon_mse_')} {v:.4f}" for k, v in history[-1].items() if k.startswith("recon_mse_")))
+
+    if args.smote:
+        counts = np.bincount(labels, minlength=len(CLASSES))
+        targets = oversampling_targets(counts, 0.5)
+        start = time.perf_counter()
+        synthetic, synthetic_labels = latent_smote(model, images, labels, targets, device=device)
+        seconds = time.perf_counter() - start
+        print(f"latent_smote: {len(synthetic)} synthetic faces "
+              f"{np.bincount(synthetic_labels, minlength=len(CLASSES)).tolist()} in {seconds:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

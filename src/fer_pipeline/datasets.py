@@ -1,0 +1,124 @@
+"""Custom Kedro datasets: NumPy array bundles and PyTorch model files.
+
+Both write atomically (temp file + rename) so a killed run never leaves a half-written file
+that a later run would load.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+from kedro.io import AbstractDataset, DatasetError
+
+
+def _atomic_target(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+class NpzDataset(AbstractDataset[dict, dict]):
+    """A dict of NumPy arrays in one ``.npz`` file (e.g. the canonical face dataset).
+
+    Loaded with ``allow_pickle=False``: only plain numeric and unicode arrays, never objects.
+    """
+
+    def __init__(self, filepath: str, compress: bool = False, metadata: dict | None = None):
+        self._filepath = PurePosixPath(filepath)
+        self._compress = compress
+        self.metadata = metadata
+
+    def load(self) -> dict[str, np.ndarray]:
+        path = Path(self._filepath)
+        if not path.exists():
+            raise DatasetError(f"{path} does not exist: run the stage that writes it first")
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+
+    def save(self, data: dict[str, np.ndarray]) -> None:
+        if not isinstance(data, dict):
+            raise DatasetError(f"NpzDataset saves a dict of arrays, got {type(data).__name__}")
+        path = Path(self._filepath)
+        tmp = _atomic_target(path)
+        with open(tmp, "wb") as handle:
+            (np.savez_compressed if self._compress else np.savez)(handle, **data)
+        os.replace(tmp, path)
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "compress": self._compress}
+
+
+class ModelFile:
+    """A handle on a saved model bundle ``{"config": dict, "state_dict": dict}``.
+
+    Loading the catalog entry returns this handle instead of the tensors so that a node can
+    choose another source (an MLflow run id) and can say clearly when no model was trained yet.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def require(self) -> Path:
+        """The model's path; a clear error when no model has been trained yet."""
+        if not self.path.exists():
+            raise FileNotFoundError(
+                f"No trained model at {self.path}. Train one first (`kedro run`, or "
+                "`kedro run --env demo` on the demo data), or evaluate a logged one with "
+                "`kedro run --pipeline evaluate --params evaluate.model_run_id=<MLflow run id>`."
+            )
+        return self.path
+
+    def load(self, map_location: str = "cpu") -> dict[str, Any]:
+        import torch
+
+        self.require()
+        # weights_only=True: a model file can never execute code when loaded.
+        bundle = torch.load(self.path, map_location=map_location, weights_only=True)
+        if not isinstance(bundle, dict) or {"config", "state_dict"} - bundle.keys():
+            raise ValueError(f"{self.path} is not a fer_pipeline model file (needs config + state_dict)")
+        return bundle
+
+    def __repr__(self) -> str:
+        return f"ModelFile({str(self.path)!r})"
+
+
+class TorchModelDataset(AbstractDataset[dict, ModelFile]):
+    """Model weights + architecture config saved with ``torch.save`` and loaded ``weights_only``.
+
+    ``save`` takes ``{"config": <plain dict>, "state_dict": <tensors>}``; ``load`` returns a
+    :class:`ModelFile` handle (the file is read when the node calls ``handle.load()``).
+    """
+
+    def __init__(self, filepath: str, metadata: dict | None = None):
+        self._filepath = PurePosixPath(filepath)
+        self.metadata = metadata
+
+    def load(self) -> ModelFile:
+        return ModelFile(Path(self._filepath))
+
+    def save(self, data: dict[str, Any]) -> None:
+        import torch
+
+        if not isinstance(data, dict) or {"config", "state_dict"} - data.keys():
+            raise DatasetError("TorchModelDataset saves a dict with 'config' and 'state_dict'")
+        path = Path(self._filepath)
+        tmp = _atomic_target(path)
+        torch.save({"config": data["config"], "state_dict": data["state_dict"]}, tmp)
+        os.replace(tmp, path)
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}

@@ -1,0 +1,5 @@
+"""class_balance stage."""
+
+from .pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

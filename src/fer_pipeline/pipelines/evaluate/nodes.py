@@ -1,0 +1,91 @@
+"""Evaluate stage: metrics, calibration and plots on a held-out split (PrivateTest by default)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fer_pipeline.core import evaluate as ev
+from fer_pipeline.core.models import load_model
+from fer_pipeline.datasets import ModelFile
+from fer_pipeline.pipelines.tracking import point_metrics
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model(model_file: ModelFile, run_id: str | None) -> tuple[Path, str | None]:
+    """The local model file, or the one logged by MLflow run ``run_id``."""
+    if not run_id:
+        return model_file.require(), None
+    import mlflow
+
+    target = Path(tempfile.mkdtemp(prefix="fer_model_"))
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", dst_path=target.as_posix())
+    files = sorted(Path(local).glob("*.pt"))
+    if not files:
+        raise FileNotFoundError(f"MLflow run {run_id} has no model/*.pt artifact")
+    return files[0], run_id
+
+
+def evaluate_model(resnet_model: ModelFile, fer_dataset: dict[str, np.ndarray], params: dict[str, Any]):
+    path, run_id = resolve_model(resnet_model, params.get("model_run_id"))
+    model, config = load_model(path, map_location="cpu")
+    classes = [str(c) for c in fer_dataset["classes"]]
+    split = params["split"]
+    mask = fer_dataset["splits"] == split
+    if not mask.any():
+        raise ValueError(f"split {split!r} is empty in this dataset (have: {sorted(set(fer_dataset['splits']))})")
+    images, labels = fer_dataset["images"][mask], fer_dataset["labels"][mask]
+
+    logits = ev.predict_logits(
+        model, images, config, tta=params["tta"], batch_size=params["batch_size"],
+        device=params["device"], progress=True,
+    )
+    report = ev.compute_metrics(labels, logits, classes)
+    report.update({"split": split, "tta": params["tta"], "n": int(mask.sum()),
+                   "model": path.as_posix(), "training_run_id": run_id or config.get("mlflow_run_id")})
+    _tag_training_run(report["training_run_id"])
+
+    per_class = pd.DataFrame(report["per_class"])
+    probs = _softmax(logits)
+    predictions = pd.DataFrame({
+        "source_id": fer_dataset["source_ids"][mask], "label": [classes[i] for i in labels],
+        "predicted": [classes[i] for i in probs.argmax(1)], "confidence": probs.max(1),
+        **{f"prob_{name}": probs[:, i] for i, name in enumerate(classes)},
+    })
+    metrics = {f"eval.{split}.{key}": float(report[key])
+               for key in ("accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy", "ece")}
+    for row in report["per_class"]:
+        metrics[f"eval.{split}.recall.{row['class']}"] = float(row["recall"])
+    log.info("%s (%s, tta=%s): accuracy %.4f, macro-F1 %.4f, balanced accuracy %.4f",
+             split, len(labels), params["tta"], report["accuracy"], report["macro_f1"], report["balanced_accuracy"])
+    return (
+        report, per_class, predictions,
+        ev.plot_confusion_matrix(report["confusion"], classes, normalized=False),
+        ev.plot_confusion_matrix(report["confusion_normalized"], classes, normalized=True),
+        ev.plot_reliability(report),
+        ev.plot_confident_mistakes(images, labels, logits, classes, n=24),
+        ev.plot_per_class(report["per_class"]),
+        point_metrics(metrics),
+    )
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def _tag_training_run(run_id: str | None) -> None:
+    """Link this evaluation to the MLflow run that trained the model."""
+    if not run_id:
+        return
+    import mlflow
+
+    if mlflow.active_run():
+        mlflow.set_tag("training_run_id", run_id)

@@ -1,0 +1,84 @@
+"""Ingestion nodes: find (or, in the demo, generate) the source, read it, report its quality."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fer_pipeline.core.classes import CLASSES, SPLITS
+from fer_pipeline.pipelines.tracking import point_metrics
+from fer_pipeline.core.ingestion import apply_duplicate_policy, find_duplicates, ingest, quality_report
+
+log = logging.getLogger(__name__)
+
+
+class MissingSourceError(FileNotFoundError):
+    """The configured dataset is not where the parameters say."""
+
+
+def prepare_source(params: dict[str, Any]) -> dict[str, Any]:
+    """Check that the source exists; in the demo environment generate the synthetic faces first."""
+    path = Path(params["source_path"])
+    demo = params.get("demo")
+    if demo:
+        from fer_pipeline.core.demo_data import generate_demo_dataset
+
+        summary = generate_demo_dataset(path, **demo)
+        log.info("Demo faces (synthetic, not FER2013) ready in %s: %s", path, summary.get("counts"))
+    if not path.exists():
+        raise MissingSourceError(
+            f"No dataset at '{path}'. Put FER2013 there (train/<class>/*.jpg and test/<class>/*.jpg, "
+            "or fer2013.csv), or point to it with `kedro run --params ingestion.source_path=/path/to/fer2013`. "
+            "To try the project without FER2013, run the demo: `kedro run --env demo`."
+        )
+    return {"path": path.as_posix(), "kind": params["source_kind"], "demo": bool(demo)}
+
+
+def ingest_faces(
+    source: dict[str, Any], params: dict[str, Any]
+) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, float]]:
+    """Read every face, quarantine bad items, find duplicates and apply the duplicate policy."""
+    result = ingest(
+        source["path"],
+        kind=source["kind"],
+        on_error=params["on_error"],
+        colour=params["colour"],
+        size=params["size"],
+        val_fraction=params["val_fraction"],
+        test_fraction=params["test_fraction"],
+        seed=params["seed"],
+        workers=params["workers"],
+        progress=True,
+    )
+    duplicates = find_duplicates(result.images, result.labels, result.splits, result.byte_hashes)
+    keep, dropped = apply_duplicate_policy(result, duplicates, params["duplicates"])
+    report = quality_report(result, duplicates, keep, dropped, policy=params["duplicates"])
+    report["source_path"] = source["path"]
+    report["synthetic_demo_data"] = source["demo"]
+    dataset = {
+        "images": result.images[keep],
+        "labels": result.labels[keep].astype(np.int64),
+        "splits": result.splits[keep],
+        "source_ids": result.source_ids[keep],
+        "classes": np.array(CLASSES),
+    }
+    log.info(
+        "Ingested %d items: kept %d, quarantined %d; %d duplicate groups (%d across splits, %d conflicting)",
+        report["read"], report["kept"], report["quarantined"], report["duplicates"]["groups"],
+        report["duplicates"]["cross_split_groups"], report["duplicates"]["conflicting_label_groups"],
+    )
+    return dataset, report, point_metrics(ingestion_metrics(report))
+
+
+def ingestion_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """The report's headline figures as flat MLflow metrics."""
+    metrics = {f"ingestion.{key}": float(report[key]) for key in ("read", "kept", "quarantined")}
+    for key in ("groups", "cross_split_groups", "train_test_groups", "conflicting_label_groups"):
+        metrics[f"ingestion.duplicates.{key}"] = float(report["duplicates"][key])
+    for split in SPLITS:
+        for name, count in report["counts"].get(split, {}).items():
+            metrics[f"ingestion.count.{split}.{name}"] = float(count)
+    return metrics

@@ -1,0 +1,56 @@
+"""Shared fixtures: a throw-away copy of the Kedro project and one small demo run in it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+KEDRO = Path(sys.executable).with_name("kedro")
+
+# Small enough for CI's 2 cores, big enough that every stage has every class in every split.
+SMALL_DEMO_PARAMS = ",".join(
+    [
+        "ingestion.demo.n_train=420",
+        "ingestion.demo.n_test=140",
+        "autoencoder.epochs=1",
+        "training.config.epochs=2",
+        "training.config.drw_epoch=1",
+        "predict.demo_photos.n_photos=2",
+    ]
+)
+
+
+def make_project(root: Path) -> Path:
+    """A Kedro project at ``root`` sharing this repo's code and config, with empty data/."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir(exist_ok=True)
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    shutil.copy(REPO / ".telemetry", root / ".telemetry")
+    (root / "src").symlink_to(REPO / "src", target_is_directory=True)
+    if (REPO / "notebooks").exists():
+        shutil.copytree(REPO / "notebooks", root / "notebooks")
+    return root
+
+
+def run_kedro(project: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [str(KEDRO), *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory) -> Path:
+    """`kedro run --env demo` (every pipeline) once, on small generated data."""
+    project = make_project(tmp_path_factory.mktemp("demo") / "fer_project")
+    result = run_kedro(project, "run", "--env", "demo", "--params", SMALL_DEMO_PARAMS)
+    if result.returncode != 0:
+        pytest.fail(f"kedro run --env demo failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
+    return project

@@ -1,0 +1,236 @@
+"""Training loop: config validation, metrics, model selection on val, flags, resume after a kill."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fer_pipeline.core import train as train_module
+from fer_pipeline.core.models import load_model
+from fer_pipeline.core.train import (
+    TrainConfig,
+    classification_metrics,
+    evaluate_classifier,
+    plot_training_curves,
+    train_classifier,
+)
+
+TIMING_KEYS = ("epoch_seconds", "images_per_s")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny convolutions run far faster on one thread, above all on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+#: The smallest model the builder makes: fast enough on a 2-core CPU.
+TINY_MODEL = {"arch": "resnet18", "stem": "imagenet"}
+
+
+@pytest.fixture(scope="module")
+def faces():
+    rng = np.random.default_rng(0)
+    train_labels = np.arange(16) % 7
+    val_labels = np.arange(8) % 7
+    # a learnable signal: brightness grows with the class index, plus noise
+    def make(labels):
+        base = (labels[:, None, None] * 30 + 20).astype(np.int16)
+        return np.clip(base + rng.integers(-15, 16, (len(labels), 16, 16)), 0, 255).astype(np.uint8)
+
+    return make(train_labels), train_labels, make(val_labels), val_labels, np.bincount(train_labels, minlength=7)
+
+
+def run(faces, **overrides):
+    on_epoch = overrides.pop("on_epoch", None)
+    model_cfg = overrides.pop("model_cfg", TINY_MODEL)
+    policy = overrides.pop("policy", None)
+    params = {"epochs": 2, "batch_size": 8, "lr": 0.02, "seed": 3, "warmup_epochs": 0, "amp": False, **overrides}
+    return train_classifier(*faces, model_cfg, TrainConfig.from_dict(params), policy, on_epoch=on_epoch, progress=False)
+
+
+def without_timing(history):
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# ---- configuration --------------------------------------------------------------------------
+
+
+def test_train_config_rejects_unknown_keys_with_a_hint():
+    with pytest.raises(ValueError, match=r"unknown training parameter.*'learning_rate'"):
+        TrainConfig.from_dict({"epochs": 3, "learning_rate": 0.1})
+    with pytest.raises(ValueError, match=r"'ema_decy' \(did you mean 'ema_decay'\?\)"):
+        TrainConfig.from_dict({"ema_decy": 0.99})
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig.from_dict({"optimizer": "lamb"})
+    with pytest.raises(ValueError, match="loss"):
+        TrainConfig(loss="hinge")
+    assert TrainConfig.from_dict({"epochs": 3, "loss": "ldam_drw"}).epochs == 3
+    assert TrainConfig.from_dict(TrainConfig(ema=True).to_dict()) == TrainConfig(ema=True)
+
+
+# ---- metrics ----------------------------------------------------------------------------------
+
+
+def test_classification_metrics_by_hand():
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    y_pred = np.array([0, 1, 1, 1, 0, 2])
+    metrics = classification_metrics(y_true, y_pred, num_classes=4)  # class 3 absent: ignored
+    f1 = [2 * 1 / (2 + 2), 2 * 2 / (2 + 3), 2 * 1 / (2 + 1)]  # 2TP / (support + predicted)
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    assert metrics["macro_f1"] == pytest.approx(np.mean(f1))
+    assert metrics["balanced_accuracy"] == pytest.approx(np.mean([0.5, 1.0, 0.5]))
+
+
+def test_classification_metrics_match_sklearn():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(1)
+    y_true = rng.integers(0, 6, 200)  # class 6 never true ...
+    y_pred = rng.integers(0, 7, 200)  # ... but predicted
+    ours = classification_metrics(y_true, y_pred, 7)
+    assert ours["accuracy"] == pytest.approx(sklearn_metrics.accuracy_score(y_true, y_pred))
+    assert ours["macro_f1"] == pytest.approx(sklearn_metrics.f1_score(y_true, y_pred, average="macro"))
+    with pytest.warns(UserWarning):  # sklearn warns about the predicted-only class; same value
+        expected = sklearn_metrics.balanced_accuracy_score(y_true, y_pred)
+    assert ours["balanced_accuracy"] == pytest.approx(expected)
+
+
+# ---- model selection on val -----------------------------------------------------------------
+
+
+def scripted_evaluation(monkeypatch, scores: dict[str, list[float]]):
+    """Replace validation by scripted metrics; remember the weights evaluated at each epoch."""
+    evaluated_states = []
+
+    def fake_evaluate(model, images, labels, *args, **kwargs):
+        epoch = len(evaluated_states)
+        evaluated_states.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"loss": 1.0, **{name: values[epoch] for name, values in scores.items()}}
+
+    monkeypatch.setattr(train_module, "evaluate_classifier", fake_evaluate)
+    return evaluated_states
+
+
+SCORES = {"macro_f1": [0.2, 0.5, 0.3], "accuracy": [0.9, 0.1, 0.2], "balanced_accuracy": [0.1, 0.2, 0.3]}
+
+
+@pytest.mark.parametrize("select_metric,best", [("macro_f1", 1), ("accuracy", 0), ("balanced_accuracy", 2)])
+def test_selection_by_validation_metric_returns_those_weights(faces, monkeypatch, select_metric, best):
+    evaluated = scripted_evaluation(monkeypatch, SCORES)
+    result = run(faces, epochs=3, select_metric=select_metric, steps_per_epoch=1)
+    assert result.best_epoch == best
+    assert result.best_metrics[select_metric] == SCORES[select_metric][best]
+    assert_same_state({k: v.cpu() for k, v in result.model.state_dict().items()}, evaluated[best])
+    assert not result.model.training
+
+
+def test_early_stopping(faces, monkeypatch):
+    scripted_evaluation(monkeypatch, {"macro_f1": [0.5, 0.6, 0.4, 0.3, 0.9], "accuracy": [0] * 5,
+                                      "balanced_accuracy": [0] * 5})
+    result = run(faces, epochs=5, early_stopping_patience=2, steps_per_epoch=1)
+    assert [row["epoch"] for row in result.history] == [0, 1, 2, 3]  # epoch 4's 0.9 never seen
+    assert result.stopped_early and result.best_epoch == 1
+
+
+# ---- real (tiny) training runs -----------------------------------------------------------------
+
+
+def test_training_run_history_metrics_and_saved_best(faces, tmp_path):
+    seen = []
+    result = run(faces, epochs=3, checkpoint_dir=str(tmp_path), on_epoch=lambda e, m: seen.append((e, m)))
+    assert [e for e, _ in seen] == [0, 1, 2]
+    expected_keys = {"epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "val_balanced_accuracy",
+                     "lr", "epoch_seconds", "images_per_s"}
+    assert set(result.history[0]) == expected_keys
+    assert result.history[0]["lr"] > result.history[-1]["lr"]  # cosine decay
+    assert result.config["input_size"] == 16 and result.config["arch"] == "resnet18"
+    # the returned model reproduces the best epoch's validation metrics
+    x_val = torch.from_numpy(faces[2])
+    again = evaluate_classifier(result.model.cpu(), x_val, torch.from_numpy(faces[3]), input_size=16)
+    assert again["macro_f1"] == pytest.approx(result.best_metrics["macro_f1"])
+    assert again["loss"] == pytest.approx(result.best_metrics["loss"], rel=1e-4)
+    # best.pt is a regular model file
+    model, config = load_model(tmp_path / "best.pt")
+    assert config == result.config
+    with torch.no_grad():
+        x = torch.rand(2, 1, 16, 16)
+        assert torch.equal(model(x), result.model(x))
+
+
+def test_flags_ema_aux_ldam_adamw_onecycle_forced_amp(faces):
+    result = run(
+        faces, epochs=2, ema=True, ema_decay=0.5, aux_weight=0.3, loss="ldam_drw", drw_epoch=1,
+        optimizer="adamw", lr=1e-3, schedule="onecycle", amp="force", label_smoothing=0.1,
+        channels_last=False, model_cfg={**TINY_MODEL, "aux_reconstruction": True, "dropout": 0.1},
+    )
+    assert result.config["classifier"] == "cosine"  # LDAM pairs with a normalised head
+    assert result.config["aux_reconstruction"] is True
+    assert all(np.isfinite(row["train_loss"]) and row["train_recon_loss"] > 0 for row in result.history)
+    with pytest.raises(ValueError, match="aux_reconstruction"):
+        run(faces, epochs=1, aux_weight=0.3)
+
+
+#: Random crop, flip, affine, colour, erasing and mixup: every RNG stream the loop uses.
+POLICY = {"crop_size": 12, "padding": 2, "hflip_p": 0.5, "affine": {"p": 0.5, "degrees": 10},
+          "color": {"p": 0.5, "brightness": 0.2, "contrast": 0.2}, "erasing": {"p": 0.5}, "mixup_alpha": 0.4}
+
+
+def test_augmentation_policy_sets_input_size_and_sampler_runs(faces):
+    pytest.importorskip("fer_pipeline.core.augment")
+    result = run(faces, epochs=1, policy=POLICY, sampler="class_balanced", loss="cb_focal")
+    assert result.config["input_size"] == 12
+    assert np.isfinite(result.history[0]["train_loss"])
+    with torch.no_grad():
+        assert result.model(torch.rand(2, 1, 12, 12)).shape == (2, 7)
+
+
+def test_resume_after_kill_equals_uninterrupted_run(faces, tmp_path):
+    pytest.importorskip("fer_pipeline.core.augment")
+    settings = {"epochs": 3, "deterministic": True, "ema": True, "ema_decay": 0.5, "warmup_epochs": 1,
+                "sampler": "sqrt", "policy": POLICY, "model_cfg": {**TINY_MODEL, "dropout": 0.3}}
+    reference = run(faces, **settings)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_epoch_1(epoch, metrics):
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(faces, checkpoint_dir=str(tmp_path), on_epoch=kill_after_epoch_1, **settings)
+    assert not torch.are_deterministic_algorithms_enabled()  # global flag restored after the crash
+    # a different configuration does not resume from this checkpoint
+    assert (tmp_path / "last.pt").exists()
+    resumed = run(faces, checkpoint_dir=str(tmp_path), **settings)
+
+    assert resumed.resumed_from_epoch == 2
+    assert without_timing(resumed.history) == without_timing(reference.history)
+    assert resumed.best_epoch == reference.best_epoch
+    assert_same_state(resumed.model.state_dict(), reference.model.state_dict())
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert last["epoch"] == 2
+
+
+def test_checkpoint_of_another_config_is_not_resumed(faces, tmp_path):
+    run(faces, epochs=1, checkpoint_dir=str(tmp_path))
+    again = run(faces, epochs=1, checkpoint_dir=str(tmp_path))
+    assert again.resumed_from_epoch == 1 and len(again.history) == 1  # finished run: nothing to redo
+    other = run(faces, epochs=1, lr=0.05, checkpoint_dir=str(tmp_path))
+    assert other.resumed_from_epoch is None
+
+
+def test_plot_training_curves():
+    pytest.importorskip("matplotlib")
+    history = [{"epoch": e, "train_loss": 1.0 / (e + 1), "val_loss": 1.2 / (e + 1), "val_accuracy": 0.3 + e / 10,
+                "val_macro_f1": 0.2 + e / 10, "val_balanced_accuracy": 0.25 + e / 10} for e in range(3)]
+    figure = plot_training_curves(history)
+    assert len(figure.axes) == 2 and len(figure.axes[0].lines) == 2

@@ -1,0 +1,175 @@
+"""kedro-viz and the MLflow UI after a demo run, loaded in headless Chromium.
+
+Skipped with a reason when Chromium or its driver is missing (`.ci/run` installs Debian's
+`chromium` and `chromium-driver`). Servers bind to 127.0.0.1 and are stopped, children
+included, by PID. Screenshots go to the demo project's data/08_reporting/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _descendants(pid: int) -> list[int]:
+    """All processes below ``pid`` (read from /proc: no psutil needed)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat")
+    return not (state.exists() and state.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def _stop(process: subprocess.Popen) -> list[int]:
+    """SIGTERM the server and every descendant by PID, then SIGKILL stragglers; return the PIDs."""
+    pids = _descendants(process.pid) + [process.pid]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + 15
+    while time.time() < deadline and any(_alive(p) for p in pids):
+        process.poll()
+        time.sleep(0.2)
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    return pids
+
+
+def _wait_http(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early ({process.returncode}): {process.stdout.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def _start(cmd: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture
+def browser():
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("headless Chromium not installed (apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--window-size=1600,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def _wait_for_text(driver, needles: list[str], timeout: float = 60) -> str:
+    deadline = time.time() + timeout
+    text = ""
+    while time.time() < deadline:
+        text = driver.find_element("tag name", "body").text
+        if all(n in text for n in needles):
+            return text
+        time.sleep(1)
+    missing = [n for n in needles if n not in text]
+    raise AssertionError(f"page never showed {missing}; it showed:\n{text[:3000]}")
+
+
+def test_kedro_viz_shows_every_pipeline(demo_project, browser):
+    port = _free_port()
+    server = _start([str(BIN / "kedro"), "viz", "run", "--host", "127.0.0.1", "--port", str(port),
+                     "--no-browser", "--env", "demo"], demo_project)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/api/main", server)
+        browser.get(f"http://127.0.0.1:{port}/")
+        # node labels of the default (all-stages) DAG
+        _wait_for_text(browser, ["Ingest Faces", "Analyse Class Balance", "Train Autoencoder",
+                                 "Assemble Training Set", "Train Resnet", "Evaluate Model", "Predict Emotions"])
+        browser.save_screenshot(str(demo_project / "data/08_reporting/kedro_viz.png"))
+        import json
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/main", timeout=10) as response:
+            pipelines = {p["id"] for p in json.load(response)["pipelines"]}
+        assert {"ingestion", "class_balance", "autoencoder", "augmentation", "training", "evaluate",
+                "predict", "__default__"} <= pipelines
+    finally:
+        pids = _stop(server)
+    assert not any(_alive(p) for p in pids), "kedro viz left processes behind"
+
+
+def test_mlflow_ui_shows_the_demo_run(demo_project, browser):
+    from mlflow.tracking import MlflowClient
+
+    db = f"sqlite:///{demo_project / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=db)
+    experiment = client.get_experiment_by_name("fer_pipeline_demo")
+    run = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])[0]
+
+    port = _free_port()
+    server = _start([str(BIN / "mlflow"), "ui", "--backend-store-uri", db, "--host", "127.0.0.1",
+                     "--port", str(port), "--workers", "1"], demo_project)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health", server)
+        base = f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}"
+        browser.get(base)
+        _wait_for_text(browser, ["ingestion.source_path", "eval.test.accuracy"])
+        browser.save_screenshot(str(demo_project / "data/08_reporting/mlflow_run.png"))
+        browser.get(base + "/artifacts")
+        _wait_for_text(browser, ["plots", "model", "reports"])
+        browser.save_screenshot(str(demo_project / "data/08_reporting/mlflow_artifacts.png"))
+    finally:
+        pids = _stop(server)
+    assert not any(_alive(p) for p in pids), "mlflow ui left processes behind"

@@ -1,0 +1,64 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from kedro.io import DatasetError
+
+from fer_pipeline.datasets import ModelFile, NpzDataset, TorchModelDataset
+
+
+def test_npz_round_trip_keeps_dtypes_and_refuses_pickles(tmp_path):
+    data = {
+        "images": np.arange(2 * 48 * 48, dtype=np.uint8).reshape(2, 48, 48),
+        "labels": np.array([3, 1], dtype=np.int64),
+        "splits": np.array(["train", "test"]),
+    }
+    ds = NpzDataset(filepath=(tmp_path / "sub" / "d.npz").as_posix())
+    assert not ds.exists()
+    ds.save(data)
+    loaded = ds.load()
+    assert set(loaded) == set(data)
+    for key in data:
+        assert loaded[key].dtype == data[key].dtype
+        np.testing.assert_array_equal(loaded[key], data[key])
+    assert not list((tmp_path / "sub").glob("*.tmp"))  # atomic write left no temp file
+
+    objects = NpzDataset(filepath=(tmp_path / "obj.npz").as_posix())
+    np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(DatasetError, match="allow_pickle=False"):
+        objects.load()
+
+
+def test_npz_missing_file_says_what_to_do(tmp_path):
+    with pytest.raises(DatasetError, match="run the stage that writes it"):
+        NpzDataset(filepath=(tmp_path / "none.npz").as_posix()).load()
+
+
+def test_torch_model_dataset_is_lazy_and_weights_only(tmp_path):
+    path = tmp_path / "m.pt"
+    ds = TorchModelDataset(filepath=path.as_posix())
+    handle = ds.load()
+    assert isinstance(handle, ModelFile) and not handle.exists()
+    with pytest.raises(FileNotFoundError, match="kedro run --env demo"):
+        handle.load()
+
+    layer = torch.nn.Linear(3, 2)
+    ds.save({"config": {"arch": "linear", "sizes": [3, 2]}, "state_dict": layer.state_dict()})
+    bundle = ds.load().load()
+    assert bundle["config"] == {"arch": "linear", "sizes": [3, 2]}
+    torch.testing.assert_close(bundle["state_dict"]["weight"], layer.weight.detach())
+
+    with pytest.raises(DatasetError, match="config"):
+        ds.save({"state_dict": {}})
+
+
+class NotAllowed:
+    """Any class outside torch's weights_only allow-list."""
+
+
+def test_model_file_rejects_arbitrary_pickles(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"config": NotAllowed(), "state_dict": {}}, path)
+    with pytest.raises(pickle.UnpicklingError, match="weights_only"):
+        ModelFile(path).load()

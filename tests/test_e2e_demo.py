@@ -1,0 +1,118 @@
+"""End to end: `kedro run --env demo` on generated faces, then its reports and MLflow run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fer_pipeline.core.classes import CLASSES
+
+from .conftest import make_project, run_kedro
+
+pytestmark = pytest.mark.e2e
+
+
+def _json(project, rel):
+    return json.loads((project / rel).read_text())
+
+
+def test_data_quality_report_reconciles(demo_project):
+    report = _json(demo_project, "data/08_reporting/data_quality.json")
+    assert report["read"] == report["kept"] + report["quarantined"]
+    assert report["quarantined"] == len(report["quarantine"]) == 0  # the generator writes no bad files
+    assert report["kept"] == 420 + 140
+    assert set(report["counts"]) == {"train", "val", "test"}
+    assert sum(report["counts"]["train"].values()) == 420
+    assert sum(report["counts"]["val"].values()) + sum(report["counts"]["test"].values()) == 140
+    # FER2013's proportions: happy is the largest class, disgust the smallest
+    train = report["counts"]["train"]
+    assert max(train, key=train.get) == "happy" and min(train, key=train.get) == "disgust"
+    assert {"groups", "cross_split_groups", "conflicting_label_groups"} <= set(report["duplicates"])
+
+
+def test_class_balance_outputs(demo_project):
+    balance = _json(demo_project, "data/04_feature/class_balance.json")
+    assert balance["classes"] == list(CLASSES)
+    weights = np.array(balance["effective_number"])
+    assert weights.sum() == pytest.approx(len(CLASSES))
+    assert weights[CLASSES.index("disgust")] == weights.max()
+    table = pd.read_csv(demo_project / "data/08_reporting/class_balance.csv")
+    assert set(table["split"]) == {"train", "val", "test"}
+    assert (demo_project / "data/08_reporting/class_balance.png").stat().st_size > 10_000
+
+
+def test_autoencoder_outputs_compare_weighted_and_unweighted(demo_project):
+    table = pd.read_csv(demo_project / "data/08_reporting/reconstruction_error.csv")
+    assert list(table["class"]) == list(CLASSES)
+    assert {"mse_effective_number", "mse_none"} <= set(table.columns)
+    with np.load(demo_project / "data/05_model_input/training_set.npz") as npz:
+        labels, synthetic = npz["labels"], npz["synthetic"]
+    assert synthetic.any()  # the demo adds latent-SMOTE faces
+    assert (labels[~synthetic].size) == 420  # every real training face, and only those
+    for name in ("reconstruction_grid", "synthetic_faces", "augmentation_preview"):
+        assert (demo_project / f"data/08_reporting/{name}.png").exists()
+
+
+def test_training_and_evaluation_outputs(demo_project):
+    history = pd.read_csv(demo_project / "data/07_model_output/training_history.csv")
+    assert list(history["epoch"]) == [1, 2] or list(history["epoch"]) == [0, 1]
+    assert (demo_project / "data/06_models/resnet34.pt").exists()
+    report = _json(demo_project, "data/08_reporting/evaluation_metrics.json")
+    assert report["split"] == "test"
+    assert 0.0 <= report["accuracy"] <= 1.0
+    assert len(report["per_class"]) == len(CLASSES)
+    per_class = pd.read_csv(demo_project / "data/08_reporting/per_class_metrics.csv")
+    assert list(per_class["class"]) == list(CLASSES)
+    for name in ("confusion_matrix", "confusion_matrix_normalized", "reliability", "confident_mistakes", "training_curves"):
+        assert (demo_project / f"data/08_reporting/{name}.png").exists(), name
+
+
+def test_predict_outputs(demo_project):
+    table = pd.read_csv(demo_project / "data/07_model_output/face_predictions.csv")
+    faces = table[table["status"] == "face"]
+    assert len(faces) >= 1
+    probs = faces[[f"prob_{c}" for c in CLASSES]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
+    assert list((demo_project / "data/08_reporting/annotated_photos").glob("*.png"))
+
+
+def test_mlflow_run_holds_flat_params_metric_histories_and_artifacts(demo_project):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{demo_project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("fer_pipeline_demo")
+    assert experiment is not None
+    run = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])[-1]
+    params = run.data.params
+    assert params["ingestion.source_path"] == "data/01_raw/fer2013_demo"
+    assert params["training.config.epochs"] == "2"
+    assert params["augmentation.policy.crop_size"] == "44"
+    metrics = run.data.metrics
+    assert metrics["ingestion.read"] == 560
+    assert "eval.test.accuracy" in metrics
+    val_history = client.get_metric_history(run.info.run_id, "train.val_accuracy")
+    assert len(val_history) == 2
+    assert len(client.get_metric_history(run.info.run_id, "autoencoder.loss")) == 1
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert "plots/class_balance.png" in artifacts and "plots/confusion_matrix.png" in artifacts
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} == {"model/resnet34.pt"}
+
+
+def test_evaluate_pipeline_alone_with_flip_tta(demo_project):
+    result = run_kedro(demo_project, "run", "--env", "demo", "--pipeline", "evaluate",
+                       "--params", "evaluate.tta=flip")
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = _json(demo_project, "data/08_reporting/evaluation_metrics.json")
+    assert report["tta"] == "flip"
+
+
+def test_missing_dataset_stops_with_instructions(tmp_path):
+    project = make_project(tmp_path / "empty_project")
+    result = run_kedro(project, "run", "--pipeline", "ingestion", timeout=300)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "No dataset at 'data/01_raw/fer2013'" in output
+    assert "kedro run --env demo" in output

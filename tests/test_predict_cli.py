@@ -1,0 +1,154 @@
+"""Tests for the ``fer-predict`` command line: exit codes, default model lookup, outputs."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from fer_pipeline.predict_cli import DEFAULT_MODEL_RELATIVE, find_project_root, main
+from fer_pipeline.core.demo_data import draw_photo
+from fer_pipeline.core.models import build_resnet34, model_config, save_model
+
+PHOTO_FACES = [(3, (60, 90, 130, 150)), (5, (290, 80, 120, 140))]
+
+
+def write_photo(path: Path, image: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imencode(path.suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tofile(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    return save_model(path, build_resnet34(arch="resnet18"), model_config(arch="resnet18", input_size=44))
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    return write_photo(folder / "group.jpg", draw_photo(PHOTO_FACES, rng=np.random.default_rng(1)))
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_success_writes_csv_and_annotations(model_file: Path, photo: Path, tmp_path: Path, capsys) -> None:
+    blank = write_photo(tmp_path / "in" / "blank.png", np.full((200, 300, 3), 90, np.uint8))
+    out = tmp_path / "out"
+    code = main([str(photo), str(blank.parent), "--model", str(model_file), "--output", str(out),
+                 "--tta", "flip", "--device", "cpu", "--margin", "0.3", "--quiet"])
+    assert code == 0
+    rows = read_csv(out / "predictions.csv")
+    assert {row["status"] for row in rows} == {"face", "no_face"}
+    assert sum(row["status"] == "face" for row in rows) >= 1
+    assert (out / "annotated" / "group.png").is_file() and (out / "annotated" / "blank.png").is_file()
+    printed = capsys.readouterr().out
+    assert "faces" in printed and str(out / "predictions.csv") in printed
+
+
+def test_no_face_is_still_success(model_file: Path, tmp_path: Path) -> None:
+    blank = write_photo(tmp_path / "blank.jpg", np.full((200, 300, 3), 90, np.uint8))
+    assert main([str(blank), "--model", str(model_file), "--output", str(tmp_path / "out"), "--quiet"]) == 0
+    assert [row["status"] for row in read_csv(tmp_path / "out" / "predictions.csv")] == ["no_face"]
+
+
+def test_unreadable_files_alone_exit_1(model_file: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    code = main([str(tmp_path / "empty.jpg"), str(tmp_path / "text.jpg"), "--model", str(model_file),
+                 "--output", str(tmp_path / "out"), "--quiet"])
+    assert code == 1
+    assert "could be read" in capsys.readouterr().err
+    empty_folder = tmp_path / "nothing"
+    empty_folder.mkdir()
+    assert main([str(empty_folder), "--model", str(model_file), "--quiet"]) == 1
+
+
+def test_unreadable_next_to_readable_is_success(model_file: Path, photo: Path, tmp_path: Path) -> None:
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = tmp_path / "out"
+    assert main([str(photo), str(tmp_path / "broken.png"), "--model", str(model_file), "--output", str(out),
+                 "--quiet"]) == 0
+    statuses = [row["status"] for row in read_csv(out / "predictions.csv")]
+    assert "unreadable" in statuses and "face" in statuses
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["--tta", "sideways", "x.jpg"], ["--margin", "-1", "x.jpg"], ["--bogus-option", "x.jpg"]],
+    ids=["no-path", "bad-tta", "negative-margin", "unknown-option"],
+)
+def test_usage_errors_exit_2(argv: list[str], tmp_path: Path) -> None:
+    (tmp_path / "x.jpg").write_bytes(b"")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert main(argv) == 2
+    finally:
+        os.chdir(cwd)
+
+
+def test_missing_input_exits_2_before_loading_the_model(tmp_path: Path, capsys) -> None:
+    assert main([str(tmp_path / "missing.jpg"), "--model", str(tmp_path / "also_missing.pt")]) == 2
+    assert "missing.jpg" in capsys.readouterr().err
+
+
+def test_bad_model_exits_3(photo: Path, tmp_path: Path, capsys) -> None:
+    assert main([str(photo), "--model", str(tmp_path / "nope.pt")]) == 3
+    assert "kedro run" in capsys.readouterr().err
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_text("not a model")
+    assert main([str(photo), "--model", str(garbage)]) == 3
+    wrong_payload = tmp_path / "weights_only.pt"
+    torch.save({"state_dict": {}}, wrong_payload)  # no config
+    assert main([str(photo), "--model", str(wrong_payload)]) == 3
+    assert "--model" in capsys.readouterr().err
+
+
+def test_default_model_is_found_from_the_kedro_project_root(
+    model_file: Path, photo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    project = tmp_path / "project"
+    (project / "notebooks").mkdir(parents=True)
+    (project / "pyproject.toml").write_text('[tool.kedro]\npackage_name = "x"\n')
+    (project / "notebooks" / "pyproject.toml").write_text("[tool.black]\n")  # not a kedro project
+    monkeypatch.chdir(project / "notebooks")
+    assert find_project_root() == project.resolve()
+
+    assert main([str(photo)]) == 3  # no trained model yet
+    err = capsys.readouterr().err
+    assert str(project.resolve() / DEFAULT_MODEL_RELATIVE) in err and "kedro run --env demo" in err
+
+    (project / DEFAULT_MODEL_RELATIVE).parent.mkdir(parents=True)
+    (project / DEFAULT_MODEL_RELATIVE).write_bytes(model_file.read_bytes())
+    assert main([str(photo), "--quiet", "--device", "cpu"]) == 0
+    assert (project / "notebooks" / "predictions" / "predictions.csv").is_file()  # default output: ./predictions
+
+
+def test_find_project_root_falls_back_to_start(tmp_path: Path) -> None:
+    assert find_project_root(tmp_path) == tmp_path.resolve()
+
+
+def test_python_dash_m_entry_point(model_file: Path, photo: Path, tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "fer_pipeline.predict_cli", str(photo), "--model", str(model_file),
+         "--output", str(tmp_path / "out"), "--quiet", "--device", "cpu"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "DO_NOT_TRACK": "true"},
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "predictions.csv" in completed.stdout
+    assert (tmp_path / "out" / "predictions.csv").is_file()
+    usage = subprocess.run([sys.executable, "-m", "fer_pipeline.predict_cli"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "usage" in usage.stderr
