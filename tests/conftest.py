@@ -33,7 +33,8 @@ def make_project(root: Path) -> Path:
     (root / "conf" / "local").mkdir(exist_ok=True)
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
     shutil.copy(REPO / ".telemetry", root / ".telemetry")
-    (root / "src").symlink_to(REPO / "src", target_is_directory=True)
+    # The package itself is installed (editable); kedro only needs src/ to exist.
+    (root / "src").mkdir()
     if (REPO / "notebooks").exists():
         shutil.copytree(REPO / "notebooks", root / "notebooks")
     return root

@@ -7,6 +7,7 @@ included, by PID. Screenshots go to the demo project's data/08_reporting/.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -136,13 +137,19 @@ def test_kedro_viz_shows_every_pipeline(demo_project, browser):
         _wait_http(f"http://127.0.0.1:{port}/api/main", server)
         browser.get(f"http://127.0.0.1:{port}/")
         # node labels of the default (all-stages) DAG
-        _wait_for_text(browser, ["Ingest Faces", "Analyse Class Balance", "Train Autoencoder",
-                                 "Assemble Training Set", "Train Resnet", "Evaluate Model", "Predict Emotions"])
+        _wait_for_text(browser, ["ingest_faces", "analyse_class_balance", "train_autoencoder",
+                                 "assemble_training_set", "train_resnet", "evaluate_model", "predict_emotions"])
+        # the DAG itself is drawn: one SVG node per pipeline node and dataset
+        deadline = time.time() + 30
+        while time.time() < deadline and len(browser.find_elements("css selector", "svg .pipeline-node")) < 20:
+            time.sleep(1)
+        assert len(browser.find_elements("css selector", "svg .pipeline-node")) >= 20
         browser.save_screenshot(str(demo_project / "data/08_reporting/kedro_viz.png"))
-        import json
-
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/main", timeout=10) as response:
-            pipelines = {p["id"] for p in json.load(response)["pipelines"]}
+            graph = json.load(response)
+        pipelines = {p["id"] for p in graph["pipelines"]}
+        # Kedro layers are drawn as bands (kedro-viz drops them all if their order is circular)
+        assert graph["layers"] == ["raw", "primary", "feature", "model_input", "models", "model_output", "reporting"]
         assert {"ingestion", "class_balance", "autoencoder", "augmentation", "training", "evaluate",
                 "predict", "__default__"} <= pipelines
     finally:

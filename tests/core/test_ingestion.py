@@ -294,12 +294,14 @@ def test_empty_class_folder_is_a_warning_in_both_modes(tmp_path: Path) -> None:
 def test_image_folder_bad_files_keep_the_books_balanced(tmp_path: Path) -> None:
     make_class_tree(tmp_path, per_class=4)
     (tmp_path / "happy" / "empty.png").write_bytes(b"")
-    (tmp_path / "README.txt").write_text("stray file at the root")
+    (tmp_path / "README.txt").write_text("documentation at the root")
+    (tmp_path / "stray.png").write_bytes(b"\x89PNG")  # could be a face: quarantined, not ignored
     (tmp_path / "sad" / "._0.png").write_bytes(b"\x00\x05\x16\x07")  # macOS resource fork
     result = ingest(tmp_path, progress=False)
     check_consistent(result)
     assert result.read == 7 * 4 + 3 and len(result.quarantine) == 3
-    assert reasons_for(result, "README.txt")[0].startswith("not_in_class_folder")
+    assert reasons_for(result, "stray.png")[0].startswith("not_in_class_folder")
+    assert any(w["item"] == "README.txt" and w["reason"].startswith("ignored_root_file") for w in result.warnings)
     assert reasons_for(result, "happy/empty.png")[0].startswith("empty_file")
     assert reasons_for(result, "sad/._0.png")[0].startswith("not_an_image")
 

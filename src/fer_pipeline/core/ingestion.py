@@ -95,6 +95,7 @@ REASON_CATEGORIES: tuple[str, ...] = (
 
 #: Warning categories (not rejections: nothing is dropped for these).
 WARNING_CATEGORIES: tuple[str, ...] = (
+    "ignored_root_file",
     "empty_class_folder",
     "missing_class_folder",
     "missing_split",
@@ -250,6 +251,9 @@ def _list_class_folders(
     with os.scandir(parent) as entries:
         entries = sorted(entries, key=lambda e: e.name)
     for entry in entries:
+        if entry.is_file() and parent == root:
+            _root_file(entry, root, items, warnings)
+            continue
         if entry.is_file():
             items.append(
                 _Item(_rel(entry.path, root), entry.path, split, None,
@@ -276,13 +280,27 @@ def _list_class_folders(
         warnings.append({"item": where, "reason": f"missing_class_folder: no folder for {', '.join(missing)}"})
 
 
+#: Extensions of files at a dataset's root that are documentation or metadata, not faces.
+_METADATA_SUFFIXES = frozenset({".json", ".md", ".txt", ".yml", ".yaml", ".csv", ".html", ".pdf", ""})
+
+
+def _root_file(entry: os.DirEntry, root: Path, items: list[_Item], warnings: list[dict]) -> None:
+    """A file beside the split folders: metadata (README, demo_spec.json) is listed as ignored;
+    anything else might be a face and is quarantined, so it cannot vanish silently."""
+    if Path(entry.name).suffix.lower() in _METADATA_SUFFIXES and not entry.name.startswith("."):
+        warnings.append({"item": entry.name, "reason": "ignored_root_file: documentation or metadata beside "
+                         "the split folders, not read as a face"})
+    else:
+        items.append(_Item(_rel(entry.path, root), entry.path, None, None,
+                           "not_in_class_folder: file lies at the dataset root"))
+
+
 def _list_fer_folder(root: Path) -> tuple[list[_Item], list[dict]]:
     items: list[_Item] = []
     warnings: list[dict] = []
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.is_file():
-            items.append(_Item(_rel(entry.path, root), entry.path, None, None,
-                               "not_in_class_folder: file lies at the dataset root"))
+            _root_file(entry, root, items, warnings)
         elif entry.is_dir():
             folder_split = SPLIT_FOLDER_NAMES.get(entry.name.lower())
             if folder_split is None:
@@ -325,8 +343,7 @@ def _list_image_folder(root: Path) -> tuple[list[_Item], list[dict], bool]:
         return items, warnings, False
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.is_file():
-            items.append(_Item(_rel(entry.path, root), entry.path, None, None,
-                               "not_in_class_folder: file lies at the dataset root"))
+            _root_file(entry, root, items, warnings)
         elif entry.is_dir():
             split = SPLIT_FOLDER_NAMES.get(entry.name.lower())
             if split is None:

@@ -1,0 +1,1127 @@
+"""The whole default FER pipeline without Kedro or MLflow, for the lent GPU machine.
+
+It calls the same ``fer_pipeline.core`` functions with the same parameters as the Kedro nodes
+(``src/fer_pipeline/pipelines/*/nodes.py``), read from ``conf/base/parameters_*.yml``:
+
+    ingestion -> class balance -> autoencoder (+ unweighted twin) -> latent-SMOTE oversampling
+    -> augmentation (training set) -> ResNet-34 training (selected on PublicTest = val)
+    -> evaluation on PublicTest and PrivateTest (= test), without and with ten-crop TTA
+    [-> naive DataLoader baseline vs the fast path, --naive-baseline-steps]
+
+The test split is read only by the evaluation stage, after the model is chosen: training sees
+train + val, the best epoch is picked on val, and the TTA mode is picked on val too.
+
+Needs only torch, torchvision, numpy and pillow (no kedro, mlflow, pandas, sklearn, matplotlib,
+PyYAML or OpenCV): the parameter files are read by a small YAML-subset reader (``read_yaml``,
+checked against OmegaConf on every parameter file by tests/test_gpu_scripts.py), metrics are
+NumPy, and when OpenCV is missing ``core.ingestion`` decodes through its own Pillow fallback
+(``ensure_cv2``; Pillow and OpenCV give identical pixels on all 35,887 FER2013 JPEGs).
+
+GPU machine, from the repository root (the dataset carried as ``.gpu_data/fer2013.tar.gz``)::
+
+    PYTHONUNBUFFERED=1 python scripts/gpu_pipeline.py --data .gpu_data/fer2013.tar.gz --out $OUT \\
+        --naive-baseline-steps 200
+
+Here (CPU smoke run on generated demo faces)::
+
+    python -m fer_pipeline.core.demo_data /tmp/fer_demo --n-train 210 --n-test 70   # or any FER folder
+    python scripts/gpu_pipeline.py --data /tmp/fer_demo --out /tmp/gpu_out --epochs 1 --ae-epochs 1 \\
+        --set training.model.stem=imagenet --set training.config.batch_size=32
+
+Outputs in ``--out`` (at most 8 files): ``resnet34.pt`` (core.models.save_model; 85 MB, so it
+does not come back from the device, whose per-file limit is 16 MiB: metrics.json records its
+sha256), ``autoencoder.pt``, ``metrics.json`` (everything, rewritten after every stage),
+``per_class.csv``, ``confusion.csv``, ``history.csv`` (classifier, per epoch) and
+``pipeline.log``. Training checkpoints go to ``--work`` (default ``build/gpu_work``, git-ignored)
+so a command killed at its time limit resumes where it stopped when run again on the same machine.
+
+Parameters: ``--set training.config.lr=0.05`` (any dotted key, YAML value), the shortcuts
+``--epochs``, ``--ae-epochs``, ``--duplicates``, ``--device``; ``--dump-params FILE`` writes the
+effective parameters as JSON and exits; ``--params-json FILE`` reads them from such a file
+instead of conf/base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import sys
+import tarfile
+import time
+import types
+import zipfile
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+try:
+    import fer_pipeline  # noqa: F401
+except ImportError:  # a bare checkout (the GPU machine): use src/ directly
+    sys.path.insert(0, str(ROOT / "src"))
+
+from fer_pipeline.core.classes import CLASSES, SPLITS  # noqa: E402
+
+log = logging.getLogger("gpu_pipeline")
+
+#: FER2013's names of our splits (the file-name prefixes).
+FER_SPLIT_NAMES = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+CONF_DIR = ROOT / "conf" / "base"
+DEFAULT_WORK = ROOT / "build" / "gpu_work"
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+
+
+# ============================================================================================
+# Parameters: a YAML-subset reader (PyYAML may be missing on the GPU machine)
+# ============================================================================================
+
+class YamlSubsetError(ValueError):
+    """A construct outside the subset ``read_yaml`` understands (the message names the line)."""
+
+
+# Scalars resolve as OmegaConf (what Kedro's config loader uses) resolves them.
+_NULLS = {"", "~", "null", "Null", "NULL"}
+_TRUE = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"}
+_FALSE = {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"}
+_INT = re.compile(r"^[-+]?(0|[1-9][0-9_]*)$")
+_FLOAT = re.compile(
+    r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
+    r"|\.[0-9_]+(?:[eE][-+][0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)"
+    r"|\.(?:nan|NaN|NAN))$"
+)
+
+
+def _scalar(token: str) -> Any:
+    token = token.strip()
+    if len(token) >= 2 and token[0] == token[-1] and token[0] in "'\"":
+        body = token[1:-1]
+        return body.replace("''", "'") if token[0] == "'" else bytes(body, "utf-8").decode("unicode_escape")
+    if token in _NULLS:
+        return None
+    if token in _TRUE:
+        return True
+    if token in _FALSE:
+        return False
+    if _INT.match(token):
+        return int(token.replace("_", ""))
+    if _FLOAT.match(token):
+        lowered = token.lower().replace("_", "")
+        if lowered.endswith(".inf"):
+            return -math.inf if lowered.startswith("-") else math.inf
+        if lowered == ".nan":
+            return math.nan
+        return float(lowered)
+    if "${" in token:
+        raise YamlSubsetError(f"interpolation {token!r} is not supported")
+    return token
+
+
+def _strip_comment(line: str) -> str:
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
+            return line[:i]
+    return line
+
+
+def _parse_flow(text: str) -> Any:
+    """``{a: 1, b: [0.8, 1.0]}`` / ``[1, 2]`` / a scalar (one line)."""
+    pos = 0
+
+    def skip() -> None:
+        nonlocal pos
+        while pos < len(text) and text[pos] in " \t":
+            pos += 1
+
+    def value() -> Any:
+        nonlocal pos
+        skip()
+        if pos < len(text) and text[pos] == "{":
+            pos += 1
+            out: dict = {}
+            skip()
+            if text[pos:pos + 1] == "}":
+                pos += 1
+                return out
+            while True:
+                key = atom(stop=":")
+                if text[pos:pos + 1] != ":":
+                    raise YamlSubsetError(f"expected ':' in flow mapping {text!r}")
+                pos += 1
+                out[key] = value()
+                skip()
+                if text[pos:pos + 1] == ",":
+                    pos += 1
+                    continue
+                if text[pos:pos + 1] == "}":
+                    pos += 1
+                    return out
+                raise YamlSubsetError(f"unterminated flow mapping {text!r}")
+        if pos < len(text) and text[pos] == "[":
+            pos += 1
+            items: list = []
+            skip()
+            if text[pos:pos + 1] == "]":
+                pos += 1
+                return items
+            while True:
+                items.append(value())
+                skip()
+                if text[pos:pos + 1] == ",":
+                    pos += 1
+                    continue
+                if text[pos:pos + 1] == "]":
+                    pos += 1
+                    return items
+                raise YamlSubsetError(f"unterminated flow sequence {text!r}")
+        return atom(stop=",]}")
+
+    def atom(stop: str) -> Any:
+        nonlocal pos
+        skip()
+        start = pos
+        if pos < len(text) and text[pos] in "'\"":
+            quote = text[pos]
+            pos += 1
+            while pos < len(text) and text[pos] != quote:
+                pos += 1
+            pos += 1
+            return _scalar(text[start:pos])
+        while pos < len(text) and text[pos] not in stop and not (text[pos] == ":" and ":" in stop):
+            pos += 1
+        return _scalar(text[start:pos])
+
+    result = value()
+    skip()
+    if pos != len(text):
+        raise YamlSubsetError(f"unexpected text after value: {text!r}")
+    return result
+
+
+def _value(text: str) -> Any:
+    """A block-level value: a flow collection, or a scalar (which may hold braces or commas)."""
+    text = text.strip()
+    if text[:1] in ("&", "*", "!", "|", ">", "%", "@", "`"):
+        raise YamlSubsetError(f"unsupported YAML construct {text!r} (anchor, alias, tag or block scalar)")
+    return _parse_flow(text) if text[:1] in ("{", "[") else _scalar(text)
+
+
+def _split_key(content: str) -> tuple[str, str] | None:
+    """``key: rest`` -> (key, rest); None when the line is not a mapping entry."""
+    match = re.match(r"^(\"[^\"]*\"|'[^']*'|[^\s:'\"{}\[\],#][^:]*?)\s*:(?:\s+(.*)|$)", content)
+    if not match:
+        return None
+    key = match.group(1)
+    if key[0] in "'\"":
+        key = key[1:-1]
+    return key, (match.group(2) or "").strip()
+
+
+def read_yaml(text: str, source: str = "<yaml>") -> Any:
+    """Parse the YAML subset the project's config files use.
+
+    Block mappings and ``- item`` sequences by indentation, flow ``{...}`` / ``[...]`` on one
+    line, plain / quoted scalars, ``#`` comments. Anything else (anchors, multi-line strings,
+    multi-line flow collections, ``${...}`` interpolation) raises ``YamlSubsetError``.
+    """
+    lines: list[tuple[int, str, int]] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = _strip_comment(raw).rstrip()
+        if not line.strip() or line.strip() in ("---", "..."):
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        if line[indent:indent + 1] == "\t":
+            raise YamlSubsetError(f"{source}:{number}: tab indentation")
+        content = line.strip()
+        if content[0] in "&*!|>" or content.startswith("? "):
+            raise YamlSubsetError(f"{source}:{number}: unsupported YAML construct {content!r}")
+        lines.append((indent, content, number))
+
+    def block(i: int, indent: int) -> tuple[Any, int]:
+        if lines[i][1].startswith("- ") or lines[i][1] == "-":
+            items = []
+            while i < len(lines) and lines[i][0] == indent and (lines[i][1].startswith("- ") or lines[i][1] == "-"):
+                rest = lines[i][1][1:].strip()
+                if _split_key(rest) is not None and not rest.startswith(("{", "[")):
+                    raise YamlSubsetError(f"{source}:{lines[i][2]}: mappings inside '- ' items are not supported")
+                if rest:
+                    items.append(_value(rest))
+                    i += 1
+                elif i + 1 < len(lines) and lines[i + 1][0] > indent:
+                    value, i = block(i + 1, lines[i + 1][0])
+                    items.append(value)
+                else:
+                    items.append(None)
+                    i += 1
+            return items, i
+        mapping: dict = {}
+        while i < len(lines) and lines[i][0] == indent:
+            entry = _split_key(lines[i][1])
+            if entry is None:
+                raise YamlSubsetError(f"{source}:{lines[i][2]}: expected 'key: value', got {lines[i][1]!r}")
+            key, rest = entry
+            if key in mapping:
+                raise YamlSubsetError(f"{source}:{lines[i][2]}: duplicate key {key!r}")
+            if rest:
+                mapping[key] = _value(rest)
+                i += 1
+            elif i + 1 < len(lines) and lines[i + 1][0] > indent:
+                mapping[key], i = block(i + 1, lines[i + 1][0])
+            elif i + 1 < len(lines) and lines[i + 1][0] == indent and lines[i + 1][1].startswith("- "):
+                mapping[key], i = block(i + 1, indent)
+            else:
+                mapping[key] = None
+                i += 1
+        if i < len(lines) and lines[i][0] > indent:
+            raise YamlSubsetError(f"{source}:{lines[i][2]}: unexpected indentation")
+        return mapping, i
+
+    if not lines:
+        return None
+    value, end = block(0, lines[0][0])
+    if end != len(lines):
+        raise YamlSubsetError(f"{source}:{lines[end][2]}: unexpected dedent / content")
+    return value
+
+
+def read_yaml_file(path: str | os.PathLike) -> Any:
+    return read_yaml(Path(path).read_text(encoding="utf-8"), str(path))
+
+
+def load_parameters(conf_dir: str | os.PathLike = CONF_DIR) -> dict[str, Any]:
+    """Every ``parameters*.yml`` of ``conf_dir`` merged by top-level key, as Kedro does (a key
+    defined in two files is an error there too)."""
+    params: dict[str, Any] = {}
+    for path in sorted(Path(conf_dir).glob("parameters*.yml")):
+        content = read_yaml_file(path) or {}
+        for key, value in content.items():
+            if key in params:
+                raise ValueError(f"parameter key {key!r} defined twice (again in {path.name})")
+            params[key] = value
+    if not params:
+        raise FileNotFoundError(f"no parameters*.yml in {conf_dir}")
+    return params
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``base`` with ``override`` merged in (dicts recursively, other values replaced)."""
+    out = json.loads(json.dumps(base))
+    for key, value in (override or {}).items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = json.loads(json.dumps(value))
+    return out
+
+
+def set_dotted(params: dict[str, Any], key: str, value: Any) -> None:
+    """``set_dotted(p, "training.config.epochs", 3)``; the parent keys must exist (typo guard)."""
+    parts = key.split(".")
+    node = params
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node.get(part), dict):
+            raise KeyError(f"--set {key}: no parameter group {'.'.join(parts[:i + 1])!r}")
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def apply_sets(params: dict[str, Any], assignments: list[str] | None) -> dict[str, Any]:
+    """Apply ``KEY=VALUE`` strings (VALUE in YAML flow syntax) to a copy of ``params``."""
+    params = deep_merge(params, {})
+    for assignment in assignments or []:
+        if "=" not in assignment:
+            raise ValueError(f"--set needs KEY=VALUE, got {assignment!r}")
+        key, raw = assignment.split("=", 1)
+        set_dotted(params, key.strip(), _value(raw))
+    return params
+
+
+# ============================================================================================
+# Data
+# ============================================================================================
+
+def ensure_cv2(force_pil: bool = False) -> str:
+    """Make ``core.ingestion`` importable-and-working without OpenCV; returns the decoder used.
+
+    ``core.ingestion`` imports cv2 inside its decode functions. Without OpenCV a stand-in module
+    is registered whose ``imdecode`` returns None, so every file goes through ingestion's own
+    Pillow fallback (``_decode_pil``); ``cvtColor`` (BGR->grey, OpenCV's weights) and ``resize``
+    (area, via Pillow's box filter) are only reached by colour or non-48x48 files, which FER2013
+    does not have. ``force_pil`` installs the stand-in even where OpenCV exists (tests).
+    """
+    if not force_pil:
+        try:
+            import cv2
+
+            return f"opencv {cv2.__version__}"
+        except ImportError:
+            pass
+    from PIL import Image
+
+    shim = types.ModuleType("cv2")
+    shim.__doc__ = "stand-in installed by scripts/gpu_pipeline.py: decoding falls back to Pillow"
+    shim.__version__ = "pil-shim"
+    shim.IMREAD_ANYCOLOR, shim.IMREAD_ANYDEPTH, shim.COLOR_BGR2GRAY, shim.INTER_AREA = 4, 2, 6, 3
+    shim.imdecode = lambda buffer, flags: None  # -> core.ingestion._decode_pil
+
+    def cvt_color(image: np.ndarray, code: int) -> np.ndarray:
+        if code != shim.COLOR_BGR2GRAY:
+            raise NotImplementedError("cv2 stand-in: only COLOR_BGR2GRAY")
+        bgr = image.astype(np.float64)
+        grey = 0.114 * bgr[..., 0] + 0.587 * bgr[..., 1] + 0.299 * bgr[..., 2]
+        return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+
+    def resize(image: np.ndarray, size: tuple[int, int], interpolation: int | None = None) -> np.ndarray:
+        return np.asarray(Image.fromarray(image).resize(tuple(size), Image.Resampling.BOX))
+
+    silent = types.SimpleNamespace(getLogLevel=lambda: 0, setLogLevel=lambda level: None, LOG_LEVEL_SILENT=0)
+    shim.cvtColor, shim.resize = cvt_color, resize
+    shim.utils = types.SimpleNamespace(logging=silent)
+    sys.modules["cv2"] = shim
+    return "pillow (cv2 stand-in: core.ingestion's Pillow fallback)"
+
+
+def _archive_name(path: Path) -> str | None:
+    lowered = path.name.lower()
+    return next((path.name[: -len(s)] for s in ARCHIVE_SUFFIXES if lowered.endswith(s)), None)
+
+
+def resolve_data(path: str | os.PathLike, work: Path) -> Path:
+    """A dataset path; an archive (.tar.gz/.tgz/.tar/.zip) is extracted once under ``work``."""
+    path = Path(path)
+    stem = _archive_name(path) if path.is_file() else None
+    if stem is None:
+        return path
+    target = work / "data" / stem
+    marker = target / ".extracted"
+    stamp = f"{path.stat().st_size}:{path.stat().st_mtime_ns}"
+    if not (marker.is_file() and marker.read_text() == stamp):
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        start = time.perf_counter()
+        if path.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(path) as archive:
+                archive.extractall(target)
+        else:
+            with tarfile.open(path) as archive:
+                if hasattr(tarfile, "data_filter"):
+                    archive.extractall(target, filter="data")
+                else:  # pragma: no cover - Python without extraction filters
+                    archive.extractall(target)
+        marker.write_text(stamp)
+        log.info("extracted %s into %s in %.1f s", path, target, time.perf_counter() - start)
+    entries = [e for e in target.iterdir() if e.name != ".extracted"]
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else target
+
+
+def load_dataset(
+    data: str | os.PathLike, params: Mapping[str, Any], work: Path, decoder: str = "auto"
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The canonical dataset and a compact quality report, as the ingestion node makes them.
+
+    ``data``: anything ``core.ingestion.ingest`` reads (FER folder, fer2013.csv, ImageFolder),
+    an archive of one, or a canonical ``fer_dataset.npz`` (Kedro's ingestion output; no decode).
+    """
+    path = Path(data)
+    if path.suffix == ".npz" and path.is_file():
+        with np.load(path, allow_pickle=False) as stored:
+            dataset = {k: stored[k] for k in ("images", "labels", "splits", "source_ids", "classes")}
+        report = {"source_kind": "npz", "source_path": path.as_posix(), "decoder": "none (pre-ingested .npz)",
+                  "kept": int(len(dataset["labels"]))}
+        return dataset, report
+
+    decoder_used = ensure_cv2(force_pil=decoder == "pil")
+    from fer_pipeline.core.ingestion import apply_duplicate_policy, find_duplicates, ingest, quality_report
+
+    root = resolve_data(path, work)
+    result = ingest(
+        root, kind=params["source_kind"], on_error=params["on_error"], colour=params["colour"],
+        size=params["size"], val_fraction=params["val_fraction"], test_fraction=params["test_fraction"],
+        seed=params["seed"], workers=params["workers"], progress=False,
+    )
+    duplicates = find_duplicates(result.images, result.labels, result.splits, result.byte_hashes)
+    keep, dropped = apply_duplicate_policy(result, duplicates, params["duplicates"])
+    full = quality_report(result, duplicates, keep, dropped, policy=params["duplicates"])
+    dataset = {
+        "images": result.images[keep],
+        "labels": result.labels[keep].astype(np.int64),
+        "splits": result.splits[keep],
+        "source_ids": result.source_ids[keep],
+        "classes": np.array(CLASSES),
+    }
+    report = {key: full[key] for key in ("source_kind", "read", "kept", "quarantined", "consistent", "counts",
+                                         "totals", "reasons")}
+    report["duplicates"] = {k: v for k, v in full["duplicates"].items() if k != "examples"}
+    report["quarantine_examples"] = full["quarantine"][:20]
+    report["warnings"] = full["warnings"][:20]
+    report["source_path"] = root.as_posix()
+    report["decoder"] = decoder_used
+    return dataset, report
+
+
+def subset_dataset(dataset: Mapping[str, np.ndarray], per_split: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """At most ``per_split`` images of each split, stratified by class, every present class kept."""
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(len(dataset["labels"]), bool)
+    for split in SPLITS:
+        members = np.flatnonzero(dataset["splits"] == split)
+        if len(members) <= per_split:
+            keep[members] = True
+            continue
+        labels = dataset["labels"][members]
+        for label in np.unique(labels):
+            of_class = members[labels == label]
+            take = max(1, int(round(per_split * len(of_class) / len(members))))
+            keep[rng.permutation(of_class)[:take]] = True
+    return {k: (v[keep] if k != "classes" else v) for k, v in dataset.items()}
+
+
+# ============================================================================================
+# Metrics (NumPy only: what core.evaluate.compute_metrics gives, without scikit-learn)
+# ============================================================================================
+
+def classification_report(labels: np.ndarray, logits: np.ndarray, classes=CLASSES) -> dict[str, Any]:
+    """accuracy, balanced accuracy, macro/weighted F1, top-2, NLL, ECE, per-class precision /
+    recall / F1 / support and the confusion matrix (rows = true class), with
+    ``core.evaluate.compute_metrics``'s conventions (tests compare the two)."""
+    from fer_pipeline.core.evaluate import reliability_bins, softmax
+    from fer_pipeline.core.train import classification_metrics
+
+    classes = [str(c) for c in classes]
+    k = len(classes)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    logits = np.asarray(logits, dtype=np.float64)
+    probs = softmax(logits)
+    preds = probs.argmax(axis=1)
+    confusion = np.bincount(labels * k + preds, minlength=k * k).reshape(k, k)
+    true_pos = np.diag(confusion).astype(np.float64)
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    precision = np.divide(true_pos, predicted, out=np.zeros(k), where=predicted > 0)
+    recall = np.divide(true_pos, support, out=np.zeros(k), where=support > 0)
+    f1 = np.divide(2 * true_pos, support + predicted, out=np.zeros(k), where=(support + predicted) > 0)
+    top2 = np.argsort(probs, axis=1, kind="mergesort")[:, ::-1][:, :2]  # sklearn's top_k_accuracy_score
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    headline = classification_metrics(labels, preds, k)
+    normalized = np.divide(confusion, support[:, None], out=np.zeros((k, k)), where=support[:, None] > 0)
+    return {
+        "n": int(labels.size),
+        "accuracy": headline["accuracy"],
+        "balanced_accuracy": headline["balanced_accuracy"],
+        "macro_f1": headline["macro_f1"],
+        "weighted_f1": float((f1 * support).sum() / max(1, support.sum())),
+        "top2_accuracy": float((top2 == labels[:, None]).any(axis=1).mean()) if k > 2 else 1.0,
+        "nll": float(-log_probs[np.arange(labels.size), labels].mean()),
+        "ece": reliability_bins(probs, labels)["ece"],
+        "per_class": [
+            {"class": classes[c], "precision": float(precision[c]), "recall": float(recall[c]),
+             "f1": float(f1[c]), "support": int(support[c])}
+            for c in range(k)
+        ],
+        "confusion": confusion.astype(int).tolist(),
+        "confusion_normalized": normalized.tolist(),
+        "classes": classes,
+    }
+
+
+# ============================================================================================
+# Stages (each mirrors a Kedro node; pandas / matplotlib outputs of the nodes are left out)
+# ============================================================================================
+
+def class_balance_summary(dataset: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``class_balance`` summary of ``pipelines/class_balance/nodes.py``."""
+    from fer_pipeline.core import class_balance as cb
+
+    classes = [str(c) for c in dataset["classes"]]
+    labels, splits = dataset["labels"], dataset["splits"]
+    train_counts = cb.class_counts(labels[splits == "train"], len(classes))
+    summary: dict[str, Any] = {
+        "classes": classes,
+        "train_counts": train_counts.tolist(),
+        "beta": params["beta"],
+        "inverse_frequency": cb.inverse_frequency_weights(train_counts).tolist(),
+        "effective_number": cb.effective_number_weights(train_counts, params["beta"]).tolist(),
+        "log_priors": cb.log_priors(train_counts).tolist(),
+        "imbalance_ratio": {},
+        "table": cb.split_class_table(labels, splits, classes),
+    }
+    for split in SPLITS:
+        counts = cb.class_counts(labels[splits == split], len(classes))
+        if counts.sum():
+            summary["imbalance_ratio"][split] = float(counts.max() / counts.min()) if counts.min() > 0 else None
+    return summary
+
+
+def autoencoder_config(params: Mapping[str, Any], **overrides):
+    """``AutoencoderConfig`` from the autoencoder parameters (extra keys ignored, as the node)."""
+    import dataclasses
+
+    from fer_pipeline.core.autoencoder import AutoencoderConfig
+
+    names = {f.name for f in dataclasses.fields(AutoencoderConfig)}
+    return AutoencoderConfig(**{**{k: v for k, v in params.items() if k in names}, **overrides})
+
+
+def train_autoencoder(dataset: Mapping[str, np.ndarray], params: Mapping[str, Any], twin: bool | None = None):
+    """``train_autoencoder`` node: (model, info). ``twin`` defaults to ``compare_unweighted``."""
+    from fer_pipeline.core import autoencoder as ae
+
+    classes = [str(c) for c in dataset["classes"]]
+    train = dataset["splits"] == "train"
+    images, labels = dataset["images"][train], dataset["labels"][train]
+    cfg = autoencoder_config(params)
+
+    def on_epoch(epoch: int, metrics: dict) -> None:
+        log.info("autoencoder epoch %d/%d: loss %.5f (%.0f img/s)", epoch, cfg.epochs, metrics["loss"],
+                 metrics["images_per_s"])
+
+    model, history = ae.train_autoencoder(images, labels, cfg, on_epoch=on_epoch, progress=False)
+    errors = ae.per_class_reconstruction_error(model, images, labels, classes, device=cfg.device)
+    info: dict[str, Any] = {"config": cfg.to_dict(), "history": history, "reconstruction_error": errors}
+    if (params.get("compare_unweighted") if twin is None else twin) and cfg.weighting != "none":
+        twin_model, twin_history = ae.train_autoencoder(images, labels, autoencoder_config(params, weighting="none"),
+                                                        progress=False)
+        twin_errors = ae.per_class_reconstruction_error(twin_model, images, labels, classes, device=cfg.device)
+        for row, twin_row in zip(errors, twin_errors):
+            row["mse_none"], row["mae_none"] = twin_row["mse"], twin_row["mae"]
+            row["mse_change_pct"] = (100.0 * (row["mse"] / twin_row["mse"] - 1.0)
+                                     if twin_row["mse"] and not math.isnan(twin_row["mse"]) else None)
+        info["twin_history"] = twin_history
+        del twin_model
+    return model, info
+
+
+def oversample(dataset: Mapping[str, np.ndarray], model, params: Mapping[str, Any]):
+    """``oversample_minorities`` node: the synthetic set and a summary."""
+    from fer_pipeline.core import autoencoder as ae
+
+    classes = [str(c) for c in dataset["classes"]]
+    train = dataset["splits"] == "train"
+    images, labels = dataset["images"][train], dataset["labels"][train]
+    options = params["oversampling"]
+    counts = np.bincount(labels, minlength=len(classes))
+    if options.get("enabled", True):
+        targets = ae.oversampling_targets(counts, options["fraction_of_largest"])
+        synth_images, synth_labels = ae.latent_smote(model, images, labels, targets, k=options["k"],
+                                                     seed=options["seed"], device=params.get("device", "auto"))
+    else:
+        targets = counts
+        synth_images = np.zeros((0, *images.shape[1:]), dtype=np.uint8)
+        synth_labels = np.zeros(0, dtype=np.int64)
+    synthetic = {"images": synth_images, "labels": synth_labels.astype(np.int64), "classes": np.array(classes)}
+    added = np.bincount(synth_labels, minlength=len(classes))
+    info = {"targets": dict(zip(classes, np.asarray(targets).tolist())), "added": dict(zip(classes, added.tolist()))}
+    return synthetic, info
+
+
+def assemble_training_set(dataset: Mapping[str, np.ndarray], synthetic: Mapping[str, np.ndarray] | None,
+                          params: Mapping[str, Any]):
+    """``assemble_training_set`` node: real train faces (+ synthetic ones when enabled)."""
+    from fer_pipeline.core.augment import sampling_weights
+
+    classes = [str(c) for c in dataset["classes"]]
+    train = dataset["splits"] == "train"
+    images, labels = [dataset["images"][train]], [dataset["labels"][train]]
+    flags = [np.zeros(int(train.sum()), dtype=bool)]
+    if params["use_synthetic"]:
+        if synthetic is None:
+            raise ValueError("augmentation.use_synthetic is true but no synthetic faces were made")
+        if len(synthetic["labels"]):
+            images.append(synthetic["images"])
+            labels.append(synthetic["labels"])
+            flags.append(np.ones(len(synthetic["labels"]), dtype=bool))
+    training_set = {"images": np.concatenate(images), "labels": np.concatenate(labels).astype(np.int64),
+                    "synthetic": np.concatenate(flags), "classes": np.array(classes)}
+    weights = sampling_weights(training_set["labels"], params["sampler"])
+    counts = np.bincount(training_set["labels"], minlength=len(classes)).astype(float)
+    shares = counts if weights is None else np.bincount(training_set["labels"], weights=weights,
+                                                        minlength=len(classes))
+    shares = shares / shares.sum()
+    info = {"training_set_size": int(len(training_set["labels"])),
+            "synthetic_faces": int(training_set["synthetic"].sum()),
+            "counts": dict(zip(classes, counts.astype(int).tolist())),
+            "sampled_share": dict(zip(classes, shares.tolist())), "sampler": params["sampler"]}
+    return training_set, info
+
+
+def train_resnet(training_set: Mapping[str, np.ndarray], dataset: Mapping[str, np.ndarray],
+                 training_params: Mapping[str, Any], augmentation_params: Mapping[str, Any], on_epoch=None):
+    """``train_resnet`` node: train on ``training_set``, pick the best epoch on val. The test
+    split is never passed to the trainer."""
+    from fer_pipeline.core.train import TrainConfig, train_classifier
+
+    classes = [str(c) for c in dataset["classes"]]
+    val = dataset["splits"] == "val"
+    if not val.any():
+        raise ValueError("the dataset has no validation split: model selection needs one")
+    train_cfg = TrainConfig.from_dict({**training_params["config"], "sampler": augmentation_params["sampler"]})
+    model_cfg = {**training_params["model"], "num_classes": len(classes)}
+    counts = np.bincount(training_set["labels"], minlength=len(classes))
+    result = train_classifier(
+        training_set["images"], training_set["labels"], dataset["images"][val], dataset["labels"][val],
+        counts, model_cfg, train_cfg, augmentation_params["policy"], on_epoch=on_epoch, progress=False,
+    )
+    config = dict(result.config)
+    config["classes"] = classes
+    return result, config, train_cfg
+
+
+def evaluate_split(model, config: Mapping[str, Any], dataset: Mapping[str, np.ndarray], split: str, tta: str,
+                   params: Mapping[str, Any]) -> dict[str, Any]:
+    """``evaluate_model`` node's metrics (NumPy) for one split and TTA mode, timed."""
+    from fer_pipeline.core.evaluate import predict_logits
+
+    mask = dataset["splits"] == split
+    if not mask.any():
+        raise ValueError(f"split {split!r} is empty")
+    device = _device(params.get("device", "auto"))
+    _sync(device)
+    start = time.perf_counter()
+    logits = predict_logits(model, dataset["images"][mask], dict(config), tta=tta, batch_size=params["batch_size"],
+                            device=device, progress=False)
+    seconds = time.perf_counter() - start
+    report = classification_report(dataset["labels"][mask], logits, [str(c) for c in dataset["classes"]])
+    report.update(split=split, fer_split=FER_SPLIT_NAMES[split], tta=tta, seconds=seconds,
+                  images_per_s=float(mask.sum()) / seconds if seconds > 0 else None)
+    return report
+
+
+# ============================================================================================
+# Timing, device, files
+# ============================================================================================
+
+def _device(name: str | None) -> torch.device:
+    from fer_pipeline.core.data import resolve_device
+
+    return resolve_device(name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StageTimer:
+    """Wall-clock seconds and peak GPU memory of each stage."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stages: dict[str, dict[str, Any]] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[dict[str, Any]]:
+        record: dict[str, Any] = {}
+        _sync(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        log.info("---- stage %s", name)
+        start = time.perf_counter()
+        try:
+            yield record
+        finally:
+            _sync(self.device)
+            record["seconds"] = time.perf_counter() - start
+            if self.device.type == "cuda":
+                record["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+                record["peak_gpu_reserved_mb"] = torch.cuda.max_memory_reserved(self.device) / 2**20
+            self.stages[name] = record
+            log.info("---- stage %s: %.2f s", name, record["seconds"])
+
+
+def device_summary(device: torch.device) -> dict[str, Any]:
+    import torchvision
+
+    info: dict[str, Any] = {
+        "device": str(device), "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "numpy": np.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(name=props.name, total_memory_mb=props.total_memory / 2**20,
+                    multiprocessors=props.multi_processor_count, capability=f"{props.major}.{props.minor}",
+                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+    else:
+        info["name"] = platform.processor() or platform.machine()
+    return info
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NumPy scalars/arrays to Python, NaN/inf to None, paths to strings."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, np.generic):
+        return _clean(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (Path, torch.device, torch.dtype)):
+        return str(value)
+    return value
+
+
+def write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_clean(payload), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _file_info(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"path": path.as_posix(), "bytes": path.stat().st_size, "sha256": digest}
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(_clean(rows))
+
+
+def setup_logging(log_file: Path | None, mode: str = "w") -> None:
+    """INFO to stdout and ``log_file``; replaces only the handlers an earlier call added."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in list(root.handlers):
+        if getattr(handler, "_gpu_scripts", False):
+            root.removeHandler(handler)
+            handler.close()
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if log_file is not None:
+        handlers.append(logging.FileHandler(log_file, mode=mode, encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler._gpu_scripts = True
+        root.addHandler(handler)
+
+
+# ============================================================================================
+# Naive DataLoader baseline vs the fast path (benchmarks/bench_training.py, same process)
+# ============================================================================================
+
+def naive_vs_fast(data_root: Path, steps: int, batch_size: int, stem: str, device: torch.device, workers: int,
+                  policy: Mapping[str, Any], num_images: int = 8192, seed: int = 0) -> dict[str, Any]:
+    """Training images/s of bench_training's fast path and its JPEG DataLoader path, one after
+    the other in this process, on the same JPEG files, model, batch size and device."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_training as bench
+
+    files, labels = bench.list_faces(data_root, num_images)
+    batch_size = min(batch_size, len(files))
+    decode_start = time.perf_counter()
+    images = np.stack([bench.read_grey(f) for f in files])
+    decode_seconds = time.perf_counter() - decode_start
+    args = types.SimpleNamespace(stem=stem, channels_last=device.type == "cuda", compile=False, seed=seed,
+                                 warmup=min(10, steps), steps=steps, batch_size=batch_size, workers=workers)
+    fast = bench.bench_fast(images, labels, args, device, dict(policy))
+    naive = bench.bench_naive(files, labels, args, device, dict(policy))
+    return {"fast_images_per_s": fast, "naive_images_per_s": naive, "speedup": fast / naive,
+            "steps": steps, "warmup_steps": args.warmup, "batch_size": batch_size, "images": len(files),
+            "naive_workers": workers, "stem": stem, "channels_last": args.channels_last,
+            "fast_path_one_time_decode_s": decode_seconds,
+            "note": "model step only (forward, backward, SGD); bench_training.bench_fast vs bench_naive"}
+
+
+# ============================================================================================
+# Main
+# ============================================================================================
+
+def effective_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    if args.params_json:
+        params = json.loads(Path(args.params_json).read_text(encoding="utf-8"))
+    else:
+        params = load_parameters(args.conf)
+    params = apply_sets(params, args.set)
+    if args.epochs is not None:
+        params["training"]["config"]["epochs"] = args.epochs
+    if args.ae_epochs is not None:
+        params["autoencoder"]["epochs"] = args.ae_epochs
+    if args.duplicates is not None:
+        params["ingestion"]["duplicates"] = args.duplicates
+    if args.device is not None:
+        for section in (params["training"]["config"], params["autoencoder"], params["evaluate"]):
+            section["device"] = args.device
+    return params
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="The default FER pipeline without Kedro/MLflow (GPU machine).",
+        epilog="GPU: PYTHONUNBUFFERED=1 python scripts/gpu_pipeline.py --data .gpu_data/fer2013.tar.gz --out $OUT "
+               "--naive-baseline-steps 200",
+    )
+    parser.add_argument("--data", help="FER2013 folder / fer2013.csv / archive of one (.tar.gz, .zip) / "
+                                       "fer_dataset.npz (default: ingestion.source_path)")
+    parser.add_argument("--out", default=os.environ.get("OUT") or "gpu_out",
+                        help="output folder (default $OUT or ./gpu_out)")
+    parser.add_argument("--work", default=str(DEFAULT_WORK),
+                        help="scratch folder: extracted archives, training checkpoints (default build/gpu_work)")
+    parser.add_argument("--conf", default=str(CONF_DIR), help="folder of parameters*.yml (default conf/base)")
+    parser.add_argument("--params-json", help="read the parameters from this JSON (see --dump-params) instead")
+    parser.add_argument("--dump-params", metavar="FILE", help="write the effective parameters as JSON and exit")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter, e.g. "
+                        "training.config.lr=0.05 (repeatable; VALUE in YAML flow syntax)")
+    parser.add_argument("--epochs", type=int, help="training.config.epochs")
+    parser.add_argument("--ae-epochs", type=int, help="autoencoder.epochs")
+    parser.add_argument("--subset", type=int, help="keep at most N images per split (stratified): smoke runs")
+    parser.add_argument("--duplicates", choices=("keep", "drop_leaked"), help="ingestion.duplicates")
+    parser.add_argument("--device", help="device of every stage (default: the parameters' 'auto')")
+    parser.add_argument("--decoder", choices=("auto", "pil"), default="auto",
+                        help="pil: decode through Pillow even where OpenCV exists (as on a machine without it)")
+    parser.add_argument("--fresh", action="store_true", help="ignore (delete) training checkpoints in --work")
+    parser.add_argument("--naive-baseline-steps", type=int, default=0,
+                        help="also time bench_training's naive DataLoader path vs the fast path, N steps each")
+    parser.add_argument("--naive-workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="DataLoader workers of the naive path (default min(8, cores))")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    params = effective_parameters(args)
+    if args.dump_params:
+        Path(args.dump_params).write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.dump_params}")
+        return params
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    out, work = Path(args.out), Path(args.work)
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    setup_logging(out / "pipeline.log")
+    checkpoint_dir = work / "checkpoints" / "pipeline"
+    if args.fresh:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    params["training"]["config"]["checkpoint_dir"] = checkpoint_dir.as_posix()
+
+    device = _device(params["training"]["config"]["device"])
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    timer = StageTimer(device)
+    data = Path(args.data) if args.data else ROOT / params["ingestion"]["source_path"]
+    metrics: dict[str, Any] = {
+        "script": "scripts/gpu_pipeline.py", "argv": sys.argv[1:] if argv is None else list(argv),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "status": "running",
+        "device": device_summary(device), "parameters": params, "subset_per_split": args.subset,
+        "stages": timer.stages,
+    }
+    metrics_path = out / "metrics.json"
+
+    def save(status: str | None = None) -> None:
+        if status:
+            metrics["status"] = status
+        write_json(metrics_path, metrics)
+
+    log.info("device: %s", metrics["device"])
+    # A command stopped at its time limit gets SIGTERM: leave a metrics.json that says where.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        _run(args, params, data, out, work, device, timer, metrics, save)
+    except BaseException as exc:
+        save(f"failed in stage {list(timer.stages)[-1] if timer.stages else 'setup'}: {type(exc).__name__}: {exc}")
+        raise
+    metrics["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    save("complete")
+    print_results(metrics)
+    return metrics
+
+
+def _run(args, params, data, out, work, device, timer, metrics, save) -> None:
+    from fer_pipeline.core.autoencoder import save_autoencoder
+    from fer_pipeline.core.models import save_model
+
+    with timer("ingestion") as stage:
+        dataset, report = load_dataset(data, params["ingestion"], work, args.decoder)
+        if args.subset:
+            dataset = subset_dataset(dataset, args.subset, params["ingestion"]["seed"])
+        stage["images"] = int(len(dataset["labels"]))
+    stage["images_per_s"] = stage["images"] / stage["seconds"]
+    report["split_sizes"] = {s: int((dataset["splits"] == s).sum()) for s in SPLITS}
+    metrics["ingestion"] = report
+    log.info("dataset: %s (decoder: %s)", report["split_sizes"], report.get("decoder"))
+    save()
+
+    with timer("class_balance"):
+        metrics["class_balance"] = class_balance_summary(dataset, params["class_balance"])
+    save()
+
+    ae_params = params["autoencoder"]
+    with timer("autoencoder") as stage:
+        autoencoder, info = train_autoencoder(dataset, ae_params)
+        trained = ae_params["epochs"] * (2 if "twin_history" in info else 1)
+        stage["images_per_s"] = statistics.median(h["images_per_s"] for h in info["history"])
+        stage["epochs"] = trained
+    save_autoencoder(out / "autoencoder.pt", autoencoder)
+    metrics["autoencoder"] = info
+    save()
+
+    with timer("oversampling") as stage:
+        synthetic, info = oversample(dataset, autoencoder, ae_params)
+        stage["synthetic_images"] = int(len(synthetic["labels"]))
+    metrics["oversampling"] = info
+    del autoencoder
+    save()
+
+    with timer("augmentation"):
+        training_set, info = assemble_training_set(dataset, synthetic, params["augmentation"])
+    metrics["augmentation"] = info
+    save()
+
+    history: list[dict[str, Any]] = []
+
+    def on_epoch(epoch: int, row: dict[str, Any]) -> None:
+        history.append(row)
+        metrics["training"] = {"epochs_done": len(history), "last_epoch": row}
+        save()
+
+    with timer("training") as stage:
+        result, model_config, train_cfg = train_resnet(training_set, dataset, params["training"],
+                                                       params["augmentation"], on_epoch)
+    rates = [row["images_per_s"] for row in result.history]
+    steady = rates[1:] or rates
+    stage["images_per_s_median"] = statistics.median(steady) if steady else None
+    stage["epochs_run_here"] = len(result.history) - (result.resumed_from_epoch or 0)
+    model_path = save_model(out / "resnet34.pt", result.model, model_config)
+    metrics["training"] = {
+        "best_epoch": result.best_epoch, "best_val_metrics": result.best_metrics,
+        "select_metric": train_cfg.select_metric, "epochs_run": len(result.history),
+        "resumed_from_epoch": result.resumed_from_epoch, "stopped_early": result.stopped_early,
+        "train_images": int(len(training_set["labels"])), "synthetic_images": int(training_set["synthetic"].sum()),
+        "device_info": result.device_info, "train_config": result.train_config, "model_config": model_config,
+        "epoch_seconds_total": float(sum(row["epoch_seconds"] for row in result.history)),
+        "images_per_s_median": stage["images_per_s_median"],
+    }
+    write_csv(out / "history.csv", result.history)
+    save()
+
+    evaluation: dict[str, dict[str, Any]] = {"val": {}, "test": {}}
+    with timer("evaluation") as stage:
+        for split in ("val", "test"):
+            for tta in ("none", "ten_crop"):
+                evaluation[split][tta] = evaluate_split(result.model, model_config, dataset, split, tta,
+                                                        params["evaluate"])
+        stage["images_per_s"] = {tta: evaluation["test"][tta]["images_per_s"] for tta in ("none", "ten_crop")}
+    # The TTA mode is chosen on val too; test numbers for both modes are reported, not chosen from.
+    tta_on_val = max(("none", "ten_crop"), key=lambda t: evaluation["val"][t][train_cfg.select_metric])
+    metrics["evaluation"] = evaluation
+    metrics["selection"] = {
+        "split": "val", "fer_split": FER_SPLIT_NAMES["val"], "metric": train_cfg.select_metric,
+        "best_epoch": result.best_epoch, "tta_selected_on_val": tta_on_val,
+        "test_used_for": "reporting only (evaluated after the model and the TTA mode were chosen)",
+    }
+    headline_tta = params["evaluate"]["tta"] if params["evaluate"]["tta"] in ("none", "ten_crop") else "none"
+    metrics["headline"] = {
+        f"{split}_{tta}_{key}": evaluation[split][tta][key]
+        for split in ("val", "test") for tta in ("none", "ten_crop")
+        for key in ("accuracy", "macro_f1", "balanced_accuracy")
+    }
+    metrics["headline"]["parameters_tta"] = headline_tta
+    metrics["headline"]["tta_selected_on_val"] = tta_on_val
+    metrics["throughput"] = {
+        "train_images_per_s_median": stage_value(timer, "training", "images_per_s_median"),
+        "autoencoder_images_per_s_median": stage_value(timer, "autoencoder", "images_per_s"),
+        "inference_images_per_s": stage_value(timer, "evaluation", "images_per_s"),
+        "ingestion_images_per_s": stage_value(timer, "ingestion", "images_per_s"),
+    }
+    write_csv(out / "per_class.csv", [
+        {"split": split, "fer_split": FER_SPLIT_NAMES[split], "tta": tta, **row}
+        for split in ("val", "test") for tta in ("none", "ten_crop") for row in evaluation[split][tta]["per_class"]
+    ])
+    write_csv(out / "confusion.csv", [
+        {"split": split, "fer_split": FER_SPLIT_NAMES[split], "tta": tta, "true_class": CLASSES[i],
+         **{f"pred_{name}": count for name, count in zip(CLASSES, row)}}
+        for split in ("val", "test") for tta in ("none", "ten_crop")
+        for i, row in enumerate(evaluation[split][tta]["confusion"])
+    ])
+    metrics["files"] = {"model": _file_info(model_path), "autoencoder": _file_info(out / "autoencoder.pt")}
+    save()
+
+    if args.naive_baseline_steps > 0:
+        root = resolve_data(data, work) if data.is_file() else data
+        if not any((root / "train").glob("*/*.jpg")):
+            metrics["naive_baseline"] = {"skipped": f"{root} has no train/<class>/*.jpg files"}
+        else:
+            with timer("naive_baseline"):
+                metrics["naive_baseline"] = naive_vs_fast(
+                    root, args.naive_baseline_steps, params["training"]["config"]["batch_size"],
+                    params["training"]["model"]["stem"], device, args.naive_workers, params["augmentation"]["policy"],
+                    seed=params["training"]["config"]["seed"])
+        save()
+
+
+def stage_value(timer: StageTimer, stage: str, key: str) -> Any:
+    return timer.stages.get(stage, {}).get(key)
+
+
+def print_results(metrics: Mapping[str, Any]) -> None:
+    """The closing tables: stages, then metrics per split / TTA, then test recall per class."""
+    lines = ["", f"device: {metrics['device'].get('name')} ({metrics['device']['device']}), "
+                 f"torch {metrics['device']['torch']}", "",
+             f"{'stage':<16}{'seconds':>10}{'peak GPU MiB':>14}  throughput"]
+    for name, record in metrics["stages"].items():
+        rate = record.get("images_per_s_median", record.get("images_per_s"))
+        if isinstance(rate, dict):
+            rate = ", ".join(f"{k} {v:,.0f} img/s" for k, v in rate.items() if v)
+        elif isinstance(rate, (int, float)):
+            rate = f"{rate:,.0f} img/s"
+        peak = record.get("peak_gpu_memory_mb")
+        lines.append(f"{name:<16}{record['seconds']:>10.1f}{(f'{peak:,.0f}' if peak else '-'):>14}  {rate or ''}")
+    total = sum(r["seconds"] for r in metrics["stages"].values())
+    lines.append(f"{'total':<16}{total:>10.1f}")
+    selection = metrics["selection"]
+    lines += ["", f"model selected on {selection['fer_split']} ({selection['split']}) {selection['metric']}: "
+                  f"best epoch {selection['best_epoch']}; TTA chosen on val: {selection['tta_selected_on_val']}", "",
+              f"{'split':<22}{'tta':<10}{'accuracy':>10}{'macro-F1':>10}{'bal. acc':>10}"]
+    for split in ("val", "test"):
+        for tta in ("none", "ten_crop"):
+            r = metrics["evaluation"][split][tta]
+            label = f"{FER_SPLIT_NAMES[split]} ({split})"
+            lines.append(f"{label:<22}{tta:<10}{r['accuracy']:>10.4f}{r['macro_f1']:>10.4f}"
+                         f"{r['balanced_accuracy']:>10.4f}")
+    lines += ["", "PrivateTest recall per class: " + ", ".join(
+        f"{row['class']} {row['recall']:.3f}/{ten['recall']:.3f}"
+        for row, ten in zip(metrics["evaluation"]["test"]["none"]["per_class"],
+                            metrics["evaluation"]["test"]["ten_crop"]["per_class"])) + "  (none/ten_crop)"]
+    naive = metrics.get("naive_baseline")
+    if naive and "speedup" in naive:
+        lines += ["", f"training step throughput, same process: fast {naive['fast_images_per_s']:,.0f} img/s, "
+                      f"naive DataLoader ({naive['naive_workers']} workers) {naive['naive_images_per_s']:,.0f} img/s: "
+                      f"{naive['speedup']:.2f}x"]
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    main()
