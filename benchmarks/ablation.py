@@ -20,13 +20,14 @@ GPU machine, from the repository root (``.gpu_data/`` carried; after each comman
 returned ablation_runs.jsonl to .gpu_data/ablation_runs.jsonl so the next command, even on a
 fresh machine, continues from it)::
 
-    PYTHONUNBUFFERED=1 python benchmarks/ablation.py run --data .gpu_data/fer2013.tar.gz --out $OUT \\
+    PYTHONUNBUFFERED=1 python3 benchmarks/ablation.py run --data .gpu_data/fer2013.tar.gz --out $OUT \\
         --done .gpu_data/ablation_runs.jsonl --only ce,weighted_ce,cb_focal
 
-Here, where pandas/matplotlib/mlflow exist (the report itself needs only matplotlib for --chart
-and mlflow for --mlflow)::
+(then ``ldam_drw,logit_adjusted,aux_reconstruction`` and ``ae_oversample_ce,
+ae_oversample_logit_adjusted,class_balanced_sampler``: six runs per command). Here (the table
+needs nothing beyond the standard library; --chart needs matplotlib, --mlflow needs mlflow)::
 
-    python benchmarks/ablation.py report --runs .device_out/ablation_runs.jsonl \\
+    python benchmarks/ablation.py report --runs .gpu_data/ablation_runs.jsonl \\
         --chart docs/ablation.png --markdown docs/ablation.md --mlflow
 
 The report marks the best strategy by mean PublicTest (val) macro-F1 over seeds; PrivateTest
@@ -59,6 +60,7 @@ log = logging.getLogger("ablation")
 
 DEFAULT_CONFIG = ROOT / "conf" / "ablation.yml"
 RUNS_FILE = "ablation_runs.jsonl"
+DEFAULT_OUT = ROOT / "build" / "ablation_out"
 MLFLOW_EXPERIMENT = "fer_ablation"
 #: Classes whose recall the table shows (the two rarest-and-hardest of FER2013).
 FOCUS_CLASSES = ("disgust", "fear")
@@ -235,7 +237,8 @@ def run_one(dataset: Mapping[str, Any], params: Mapping[str, Any], strategy: str
     rates = [row["images_per_s"] for row in result.history]
     record = {
         "strategy": strategy, "seed": seed,
-        "loss": train_cfg.loss, "sampler": train_cfg.sampler, "use_synthetic": bool(params["augmentation"]["use_synthetic"]),
+        "loss": train_cfg.loss, "sampler": train_cfg.sampler,
+        "use_synthetic": bool(params["augmentation"]["use_synthetic"]),
         "aux_weight": train_cfg.aux_weight, "classifier": model_config.get("classifier"), "epochs": train_cfg.epochs,
         "select_metric": train_cfg.select_metric, "select_split": "val", "tta": tta,
         "best_epoch": result.best_epoch,
@@ -275,8 +278,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         sets.append(f"training.config.epochs={args.epochs}")
     if args.ae_epochs is not None:
         sets.append(f"autoencoder.epochs={args.ae_epochs}")
-    if args.device is not None:
-        sets += [f"{section}.device={args.device}" for section in ("training.config", "autoencoder", "evaluate")]
+    # the device is no part of a run's identity (not in its fingerprint nor in the schedule digest)
+    device_sets = [] if args.device is None else [
+        f"{section}.device={args.device}" for section in ("training.config", "autoencoder", "evaluate")]
     defaults = gp.load_parameters(args.conf)
 
     out, work = Path(args.out), Path(args.work)
@@ -301,7 +305,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = []
     for seed in seeds:  # seed-major: a killed command leaves whole seeds behind it
         for strategy in strategies:
-            params = run_parameters(defaults, ablation, strategy, seed, sets)
+            params = run_parameters(defaults, ablation, strategy, seed, sets + device_sets)
             key = (strategy, seed, run_fingerprint(params, args.subset))
             plan.append((strategy, seed, params, key, key in done))
     todo = [p for p in plan if not p[4]]
@@ -314,9 +318,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     data = Path(args.data) if args.data else ROOT / defaults["ingestion"]["source_path"]
     ingestion_params = gp.deep_merge(defaults, ablation["common"])
-    ingestion_params = gp.apply_sets(ingestion_params, sets)["ingestion"]
+    ingestion_params = gp.apply_sets(ingestion_params, sets + device_sets)["ingestion"]
     start = time.perf_counter()
-    dataset, report = gp.load_dataset(data, ingestion_params, work, args.decoder)
+    dataset, report = gp.load_dataset(data, ingestion_params, work)
     if args.subset:
         dataset = gp.subset_dataset(dataset, args.subset, ingestion_params["seed"])
     log.info("dataset %s in %.1f s (decoder: %s)",
@@ -325,7 +329,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cache = SyntheticCache(work / "ablation")
     for index, (strategy, seed, params, key, _) in enumerate(todo, 1):
         if params["ingestion"] != ingestion_params:
-            raise SystemExit(f"strategy {strategy} changes ingestion parameters: not supported (one dataset per command)")
+            raise SystemExit(f"strategy {strategy} changes the ingestion parameters: not supported "
+                             "(one dataset per command)")
         log.info("run %d/%d: %s seed %d", index, len(todo), strategy, seed)
         record = run_one(dataset, params, strategy, seed, cache)
         record.update(fingerprint=key[2], schedule=_digest({"common": ablation["common"], "sets": sets,
@@ -532,8 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default=str(DEFAULT_CONFIG), help="ablation YAML (default conf/ablation.yml)")
     run.add_argument("--conf", default=str(gp.CONF_DIR), help="folder of the default parameters*.yml")
     run.add_argument("--data", help="dataset, as scripts/gpu_pipeline.py --data (default: ingestion.source_path)")
-    run.add_argument("--out", default=os.environ.get("OUT") or "ablation_out",
-                     help=f"folder of {RUNS_FILE} and ablation.log (default $OUT or ./ablation_out)")
+    run.add_argument("--out", default=os.environ.get("OUT") or str(DEFAULT_OUT),
+                     help=f"folder of {RUNS_FILE} and ablation.log (default $OUT, else build/ablation_out)")
     run.add_argument("--work", default=str(gp.DEFAULT_WORK), help="scratch: extracted data, autoencoder cache")
     run.add_argument("--only", help="comma-separated strategies (default: all in the config)")
     run.add_argument("--seeds", help="comma-separated seeds (default: the config's)")
@@ -543,13 +548,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ae-epochs", type=int, help="autoencoder.epochs")
     run.add_argument("--subset", type=int, help="at most N images per split (smoke runs)")
     run.add_argument("--device", help="device (default: the parameters' 'auto')")
-    run.add_argument("--decoder", choices=("auto", "pil"), default="auto")
     run.add_argument("--threads", type=int, help="torch CPU threads")
     run.add_argument("--dry-run", action="store_true", help="list the runs and what is done; train nothing")
     run.set_defaults(func=cmd_run)
 
     report = commands.add_parser("report", help="markdown table, chart, MLflow (here)")
-    report.add_argument("--runs", nargs="+", default=[f"ablation_out/{RUNS_FILE}"], help="JSON-lines files")
+    report.add_argument("--runs", nargs="+", default=[str(DEFAULT_OUT / RUNS_FILE)],
+                        help="JSON-lines files (default build/ablation_out/ablation_runs.jsonl)")
     report.add_argument("--config", default=str(DEFAULT_CONFIG), help="for the strategies' order")
     report.add_argument("--markdown", help="also write the table to this file")
     report.add_argument("--chart", help="bar chart PNG path")

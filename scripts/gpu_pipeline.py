@@ -15,18 +15,21 @@ Needs only torch, torchvision, numpy and pillow (no kedro, mlflow, pandas, sklea
 PyYAML or OpenCV): the parameter files are read by a small YAML-subset reader (``read_yaml``,
 checked against OmegaConf on every parameter file by tests/test_gpu_scripts.py), metrics are
 NumPy, and when OpenCV is missing ``core.ingestion`` decodes through its own Pillow fallback
-(``ensure_cv2``; Pillow and OpenCV give identical pixels on all 35,887 FER2013 JPEGs).
+(core.ingestion's Pillow path; Pillow and OpenCV give identical pixels on all 35,887 FER2013 JPEGs).
 
-GPU machine, from the repository root (the dataset carried as ``.gpu_data/fer2013.tar.gz``)::
+GPU machine, from the repository root. Once, here: ``mkdir -p .gpu_data && tar czf
+.gpu_data/fer2013.tar.gz -C ../shared/datasets fer2013`` (44 MiB; ``/.gpu_data/`` is git-ignored),
+then ``device.run`` with ``carry=[".gpu_data"]`` and the command::
 
-    PYTHONUNBUFFERED=1 python scripts/gpu_pipeline.py --data .gpu_data/fer2013.tar.gz --out $OUT \\
+    PYTHONUNBUFFERED=1 python3 scripts/gpu_pipeline.py --data .gpu_data/fer2013.tar.gz --out $OUT \\
         --naive-baseline-steps 200
 
-Here (CPU smoke run on generated demo faces)::
+Here (a CPU smoke run on generated demo faces, about 10 s)::
 
-    python -m fer_pipeline.core.demo_data /tmp/fer_demo --n-train 210 --n-test 70   # or any FER folder
-    python scripts/gpu_pipeline.py --data /tmp/fer_demo --out /tmp/gpu_out --epochs 1 --ae-epochs 1 \\
-        --set training.model.stem=imagenet --set training.config.batch_size=32
+    python -m fer_pipeline.core.demo_data /tmp/fer_demo --n-train 210 --n-test 70
+    python scripts/gpu_pipeline.py --data /tmp/fer_demo --out /tmp/gpu_out --threads 1 --epochs 1 \\
+        --ae-epochs 1 --set training.model.stem=imagenet --set training.config.batch_size=16 \\
+        --set training.config.steps_per_epoch=3 --set autoencoder.latent_dim=16 --set autoencoder.base_channels=8
 
 Outputs in ``--out`` (at most 8 files): ``resnet34.pt`` (core.models.save_model; 85 MB, so it
 does not come back from the device, whose per-file limit is 16 MiB: metrics.json records its
@@ -83,6 +86,7 @@ log = logging.getLogger("gpu_pipeline")
 FER_SPLIT_NAMES = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 CONF_DIR = ROOT / "conf" / "base"
 DEFAULT_WORK = ROOT / "build" / "gpu_work"
+DEFAULT_OUT = ROOT / "build" / "gpu_out"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
@@ -362,47 +366,6 @@ def apply_sets(params: dict[str, Any], assignments: list[str] | None) -> dict[st
 # Data
 # ============================================================================================
 
-def ensure_cv2(force_pil: bool = False) -> str:
-    """Make ``core.ingestion`` importable-and-working without OpenCV; returns the decoder used.
-
-    ``core.ingestion`` imports cv2 inside its decode functions. Without OpenCV a stand-in module
-    is registered whose ``imdecode`` returns None, so every file goes through ingestion's own
-    Pillow fallback (``_decode_pil``); ``cvtColor`` (BGR->grey, OpenCV's weights) and ``resize``
-    (area, via Pillow's box filter) are only reached by colour or non-48x48 files, which FER2013
-    does not have. ``force_pil`` installs the stand-in even where OpenCV exists (tests).
-    """
-    if not force_pil:
-        try:
-            import cv2
-
-            return f"opencv {cv2.__version__}"
-        except ImportError:
-            pass
-    from PIL import Image
-
-    shim = types.ModuleType("cv2")
-    shim.__doc__ = "stand-in installed by scripts/gpu_pipeline.py: decoding falls back to Pillow"
-    shim.__version__ = "pil-shim"
-    shim.IMREAD_ANYCOLOR, shim.IMREAD_ANYDEPTH, shim.COLOR_BGR2GRAY, shim.INTER_AREA = 4, 2, 6, 3
-    shim.imdecode = lambda buffer, flags: None  # -> core.ingestion._decode_pil
-
-    def cvt_color(image: np.ndarray, code: int) -> np.ndarray:
-        if code != shim.COLOR_BGR2GRAY:
-            raise NotImplementedError("cv2 stand-in: only COLOR_BGR2GRAY")
-        bgr = image.astype(np.float64)
-        grey = 0.114 * bgr[..., 0] + 0.587 * bgr[..., 1] + 0.299 * bgr[..., 2]
-        return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
-
-    def resize(image: np.ndarray, size: tuple[int, int], interpolation: int | None = None) -> np.ndarray:
-        return np.asarray(Image.fromarray(image).resize(tuple(size), Image.Resampling.BOX))
-
-    silent = types.SimpleNamespace(getLogLevel=lambda: 0, setLogLevel=lambda level: None, LOG_LEVEL_SILENT=0)
-    shim.cvtColor, shim.resize = cvt_color, resize
-    shim.utils = types.SimpleNamespace(logging=silent)
-    sys.modules["cv2"] = shim
-    return "pillow (cv2 stand-in: core.ingestion's Pillow fallback)"
-
-
 def _archive_name(path: Path) -> str | None:
     lowered = path.name.lower()
     return next((path.name[: -len(s)] for s in ARCHIVE_SUFFIXES if lowered.endswith(s)), None)
@@ -415,9 +378,10 @@ def resolve_data(path: str | os.PathLike, work: Path) -> Path:
     if stem is None:
         return path
     target = work / "data" / stem
-    marker = target / ".extracted"
+    marker = work / "data" / f"{stem}.extracted"  # beside, not inside: ingestion reads every file there
     stamp = f"{path.stat().st_size}:{path.stat().st_mtime_ns}"
-    if not (marker.is_file() and marker.read_text() == stamp):
+    if not (marker.is_file() and marker.read_text() == stamp and target.is_dir()):
+        marker.unlink(missing_ok=True)
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
         start = time.perf_counter()
@@ -432,12 +396,12 @@ def resolve_data(path: str | os.PathLike, work: Path) -> Path:
                     archive.extractall(target)
         marker.write_text(stamp)
         log.info("extracted %s into %s in %.1f s", path, target, time.perf_counter() - start)
-    entries = [e for e in target.iterdir() if e.name != ".extracted"]
+    entries = list(target.iterdir())
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else target
 
 
 def load_dataset(
-    data: str | os.PathLike, params: Mapping[str, Any], work: Path, decoder: str = "auto"
+    data: str | os.PathLike, params: Mapping[str, Any], work: Path
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The canonical dataset and a compact quality report, as the ingestion node makes them.
 
@@ -452,10 +416,14 @@ def load_dataset(
                   "kept": int(len(dataset["labels"]))}
         return dataset, report
 
-    decoder_used = ensure_cv2(force_pil=decoder == "pil")
-    from fer_pipeline.core.ingestion import apply_duplicate_policy, find_duplicates, ingest, quality_report
+    from fer_pipeline.core.ingestion import _opencv, apply_duplicate_policy, find_duplicates, ingest, quality_report
 
+    cv2 = _opencv()  # without OpenCV, core.ingestion decodes with Pillow (identical FER2013 pixels)
+    decoder_used = f"opencv {cv2.__version__}" if cv2 is not None else "pillow"
+
+    start = time.perf_counter()
     root = resolve_data(path, work)
+    extract_seconds = time.perf_counter() - start
     result = ingest(
         root, kind=params["source_kind"], on_error=params["on_error"], colour=params["colour"],
         size=params["size"], val_fraction=params["val_fraction"], test_fraction=params["test_fraction"],
@@ -478,6 +446,7 @@ def load_dataset(
     report["warnings"] = full["warnings"][:20]
     report["source_path"] = root.as_posix()
     report["decoder"] = decoder_used
+    report["extract_seconds"] = extract_seconds  # 0 unless an archive was extracted (once per machine)
     return dataset, report
 
 
@@ -877,13 +846,14 @@ def effective_parameters(args: argparse.Namespace) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="The default FER pipeline without Kedro/MLflow (GPU machine).",
-        epilog="GPU: PYTHONUNBUFFERED=1 python scripts/gpu_pipeline.py --data .gpu_data/fer2013.tar.gz --out $OUT "
+        epilog="GPU: PYTHONUNBUFFERED=1 python3 scripts/gpu_pipeline.py --data .gpu_data/fer2013.tar.gz --out $OUT "
                "--naive-baseline-steps 200",
     )
     parser.add_argument("--data", help="FER2013 folder / fer2013.csv / archive of one (.tar.gz, .zip) / "
                                        "fer_dataset.npz (default: ingestion.source_path)")
-    parser.add_argument("--out", default=os.environ.get("OUT") or "gpu_out",
-                        help="output folder (default $OUT or ./gpu_out)")
+    parser.add_argument("--out", default=os.environ.get("OUT") or str(DEFAULT_OUT),
+                        help="output folder (default $OUT, else build/gpu_out: git-ignored, so an 85 MB model "
+                             "never travels to the device with the working tree)")
     parser.add_argument("--work", default=str(DEFAULT_WORK),
                         help="scratch folder: extracted archives, training checkpoints (default build/gpu_work)")
     parser.add_argument("--conf", default=str(CONF_DIR), help="folder of parameters*.yml (default conf/base)")
@@ -896,8 +866,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subset", type=int, help="keep at most N images per split (stratified): smoke runs")
     parser.add_argument("--duplicates", choices=("keep", "drop_leaked"), help="ingestion.duplicates")
     parser.add_argument("--device", help="device of every stage (default: the parameters' 'auto')")
-    parser.add_argument("--decoder", choices=("auto", "pil"), default="auto",
-                        help="pil: decode through Pillow even where OpenCV exists (as on a machine without it)")
     parser.add_argument("--fresh", action="store_true", help="ignore (delete) training checkpoints in --work")
     parser.add_argument("--naive-baseline-steps", type=int, default=0,
                         help="also time bench_training's naive DataLoader path vs the fast path, N steps each")
@@ -927,9 +895,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     params["training"]["config"]["checkpoint_dir"] = checkpoint_dir.as_posix()
 
     device = _device(params["training"]["config"]["device"])
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     timer = StageTimer(device)
     data = Path(args.data) if args.data else ROOT / params["ingestion"]["source_path"]
     metrics: dict[str, Any] = {
@@ -964,11 +929,13 @@ def _run(args, params, data, out, work, device, timer, metrics, save) -> None:
     from fer_pipeline.core.models import save_model
 
     with timer("ingestion") as stage:
-        dataset, report = load_dataset(data, params["ingestion"], work, args.decoder)
+        dataset, report = load_dataset(data, params["ingestion"], work)
         if args.subset:
             dataset = subset_dataset(dataset, args.subset, params["ingestion"]["seed"])
-        stage["images"] = int(len(dataset["labels"]))
-    stage["images_per_s"] = stage["images"] / stage["seconds"]
+        stage["images_read"] = int(report.get("read", len(dataset["labels"])))
+        stage["images_kept"] = int(len(dataset["labels"]))
+    decode_seconds = stage["seconds"] - report.get("extract_seconds", 0.0)
+    stage["images_per_s"] = stage["images_read"] / decode_seconds if decode_seconds > 0 else None
     report["split_sizes"] = {s: int((dataset["splits"] == s).sum()) for s in SPLITS}
     metrics["ingestion"] = report
     log.info("dataset: %s (decoder: %s)", report["split_sizes"], report.get("decoder"))
@@ -981,9 +948,8 @@ def _run(args, params, data, out, work, device, timer, metrics, save) -> None:
     ae_params = params["autoencoder"]
     with timer("autoencoder") as stage:
         autoencoder, info = train_autoencoder(dataset, ae_params)
-        trained = ae_params["epochs"] * (2 if "twin_history" in info else 1)
         stage["images_per_s"] = statistics.median(h["images_per_s"] for h in info["history"])
-        stage["epochs"] = trained
+        stage["epochs"] = ae_params["epochs"] * (2 if "twin_history" in info else 1)
     save_autoencoder(out / "autoencoder.pt", autoencoder)
     metrics["autoencoder"] = info
     save()
@@ -1027,28 +993,28 @@ def _run(args, params, data, out, work, device, timer, metrics, save) -> None:
     write_csv(out / "history.csv", result.history)
     save()
 
+    # without and with ten-crop TTA, and the parameters' mode if it is another (flip)
+    modes = list(dict.fromkeys(("none", "ten_crop", params["evaluate"]["tta"])))
     evaluation: dict[str, dict[str, Any]] = {"val": {}, "test": {}}
     with timer("evaluation") as stage:
         for split in ("val", "test"):
-            for tta in ("none", "ten_crop"):
+            for tta in modes:
                 evaluation[split][tta] = evaluate_split(result.model, model_config, dataset, split, tta,
                                                         params["evaluate"])
-        stage["images_per_s"] = {tta: evaluation["test"][tta]["images_per_s"] for tta in ("none", "ten_crop")}
-    # The TTA mode is chosen on val too; test numbers for both modes are reported, not chosen from.
-    tta_on_val = max(("none", "ten_crop"), key=lambda t: evaluation["val"][t][train_cfg.select_metric])
+        stage["images_per_s"] = {tta: evaluation["test"][tta]["images_per_s"] for tta in modes}
+    # The TTA mode is chosen on val too; test numbers of every mode are reported, never chosen from.
+    tta_on_val = max(modes, key=lambda t: evaluation["val"][t][train_cfg.select_metric])
     metrics["evaluation"] = evaluation
     metrics["selection"] = {
         "split": "val", "fer_split": FER_SPLIT_NAMES["val"], "metric": train_cfg.select_metric,
         "best_epoch": result.best_epoch, "tta_selected_on_val": tta_on_val,
         "test_used_for": "reporting only (evaluated after the model and the TTA mode were chosen)",
     }
-    headline_tta = params["evaluate"]["tta"] if params["evaluate"]["tta"] in ("none", "ten_crop") else "none"
     metrics["headline"] = {
         f"{split}_{tta}_{key}": evaluation[split][tta][key]
-        for split in ("val", "test") for tta in ("none", "ten_crop")
-        for key in ("accuracy", "macro_f1", "balanced_accuracy")
+        for split in ("val", "test") for tta in modes for key in ("accuracy", "macro_f1", "balanced_accuracy")
     }
-    metrics["headline"]["parameters_tta"] = headline_tta
+    metrics["headline"]["parameters_tta"] = params["evaluate"]["tta"]
     metrics["headline"]["tta_selected_on_val"] = tta_on_val
     metrics["throughput"] = {
         "train_images_per_s_median": stage_value(timer, "training", "images_per_s_median"),
@@ -1058,13 +1024,12 @@ def _run(args, params, data, out, work, device, timer, metrics, save) -> None:
     }
     write_csv(out / "per_class.csv", [
         {"split": split, "fer_split": FER_SPLIT_NAMES[split], "tta": tta, **row}
-        for split in ("val", "test") for tta in ("none", "ten_crop") for row in evaluation[split][tta]["per_class"]
+        for split in ("val", "test") for tta in modes for row in evaluation[split][tta]["per_class"]
     ])
     write_csv(out / "confusion.csv", [
         {"split": split, "fer_split": FER_SPLIT_NAMES[split], "tta": tta, "true_class": CLASSES[i],
          **{f"pred_{name}": count for name, count in zip(CLASSES, row)}}
-        for split in ("val", "test") for tta in ("none", "ten_crop")
-        for i, row in enumerate(evaluation[split][tta]["confusion"])
+        for split in ("val", "test") for tta in modes for i, row in enumerate(evaluation[split][tta]["confusion"])
     ])
     metrics["files"] = {"model": _file_info(model_path), "autoencoder": _file_info(out / "autoencoder.pt")}
     save()
@@ -1106,7 +1071,7 @@ def print_results(metrics: Mapping[str, Any]) -> None:
                   f"best epoch {selection['best_epoch']}; TTA chosen on val: {selection['tta_selected_on_val']}", "",
               f"{'split':<22}{'tta':<10}{'accuracy':>10}{'macro-F1':>10}{'bal. acc':>10}"]
     for split in ("val", "test"):
-        for tta in ("none", "ten_crop"):
+        for tta in metrics["evaluation"][split]:
             r = metrics["evaluation"][split][tta]
             label = f"{FER_SPLIT_NAMES[split]} ({split})"
             lines.append(f"{label:<22}{tta:<10}{r['accuracy']:>10.4f}{r['macro_f1']:>10.4f}"

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from fer_pipeline.core.classes import CLASSES, CSV_CLASSES, SPLITS
 from fer_pipeline.core.ingestion import (
@@ -457,3 +458,23 @@ def test_nothing_usable_still_reports(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(IngestionError, match="no files found"):
         ingest(empty, progress=False)
+
+
+def test_without_opencv_pillow_decodes_the_same_faces(tmp_path: Path, monkeypatch) -> None:
+    """The GPU box may lack OpenCV: ingestion then decodes, converts and resizes with Pillow."""
+    import fer_pipeline.core.ingestion as ingestion_module
+
+    make_class_tree(tmp_path, per_class=3)
+    yy, xx = np.mgrid[0:60, 0:52]
+    rgb = np.stack([4 * yy, 4 * xx, 255 - 2 * (xx + yy)], axis=-1).clip(0, 255).astype(np.uint8)  # colour, odd-sized
+    Image.fromarray(rgb).save(tmp_path / "happy" / "colour.png")
+    with_cv2 = ingest(tmp_path, progress=False, seed=0)
+    monkeypatch.setattr(ingestion_module, "_opencv", lambda: None)
+    with_pil = ingest(tmp_path, progress=False, seed=0)
+    assert list(with_pil.source_ids) == list(with_cv2.source_ids)
+    colour = list(with_cv2.source_ids).index("happy/colour.png")
+    others = np.arange(len(with_cv2.labels)) != colour
+    np.testing.assert_array_equal(with_pil.images[others], with_cv2.images[others])
+    # grey conversion uses OpenCV's weights; area resize is Pillow's box filter: within a few levels
+    diff = np.abs(with_pil.images[colour].astype(int) - with_cv2.images[colour].astype(int))
+    assert diff.mean() < 2.0 and diff.max() <= 16

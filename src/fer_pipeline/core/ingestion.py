@@ -422,10 +422,37 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray | None:
     return None
 
 
+def _opencv():
+    """OpenCV when installed (its decoder releases the GIL, so threads decode in parallel);
+    None where it is missing (e.g. a bare GPU box): Pillow then decodes, converts and resizes."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
+
+
+def _bgr_to_grey(bgr: np.ndarray) -> np.ndarray:
+    cv2 = _opencv()
+    if cv2 is not None:
+        return cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2GRAY)
+    # OpenCV's weights (ITU-R BT.601), rounded the same way
+    grey = bgr[..., 0] * 0.114 + bgr[..., 1] * 0.587 + bgr[..., 2] * 0.299
+    return np.clip(grey + 0.5, 0, 255).astype(np.uint8)
+
+
+def _resize_area(pixels: np.ndarray, image_size: int) -> np.ndarray:
+    cv2 = _opencv()
+    if cv2 is not None:
+        return cv2.resize(pixels, (image_size, image_size), interpolation=cv2.INTER_AREA)
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(pixels).resize((image_size, image_size), Image.Resampling.BOX))
+
+
 def _decode(data: bytes, colour: str, size: str, image_size: int) -> tuple[np.ndarray | None, str | None]:
     """File bytes -> uint8 (S,S) grayscale face, or (None, reason)."""
-    import cv2
-
+    cv2 = _opencv()
     if not data:
         return None, "empty_file: file is empty (0 bytes)"
     fmt = _sniff(data)
@@ -433,7 +460,9 @@ def _decode(data: bytes, colour: str, size: str, image_size: int) -> tuple[np.nd
     if problem:
         return None, problem
     # ANYCOLOR keeps 1-channel files 1-channel (so colour can be told apart); ANYDEPTH keeps 16 bit.
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+    pixels = None
+    if cv2 is not None:
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
     if pixels is None:
         pixels, problem = _decode_pil(data, fmt)
         if pixels is None:
@@ -451,12 +480,12 @@ def _decode(data: bytes, colour: str, size: str, image_size: int) -> tuple[np.nd
             elif colour == "reject":
                 return None, f"colour_image: {pixels.shape[2]}-channel colour image and colour='reject'"
             else:
-                pixels = cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2GRAY)
+                pixels = _bgr_to_grey(bgr)
     height, width = pixels.shape[:2]
     if (height, width) != (image_size, image_size):
         if size == "reject":
             return None, f"wrong_size: {width}x{height} image, expected {image_size}x{image_size} and size='reject'"
-        pixels = cv2.resize(pixels, (image_size, image_size), interpolation=cv2.INTER_AREA)
+        pixels = _resize_area(pixels, image_size)
     return np.ascontiguousarray(pixels), None
 
 
@@ -511,7 +540,7 @@ def _decode_items(
     workers: int | None, progress: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
     """Decode all items in parallel. Returns (images, kept mask, byte hashes, quarantine)."""
-    import cv2
+    cv2 = _opencv()
 
     n = len(items)
     images = np.zeros((n, image_size, image_size), np.uint8)
@@ -525,8 +554,9 @@ def _decode_items(
         workers = min(8, 2 * (os.cpu_count() or 1))
     starts = range(0, n, _CHUNK)
     bar = _progress(n, progress, "decode")
-    log_level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # we report bad files ourselves
+    if cv2 is not None:
+        log_level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # we report bad files ourselves
     executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ingest")
     try:
         # Each task fills its own rows of ``images``: no copying of decoded faces between threads.
@@ -549,7 +579,8 @@ def _decode_items(
                 bar.update(len(results))
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
-        cv2.utils.logging.setLogLevel(log_level)
+        if cv2 is not None:
+            cv2.utils.logging.setLogLevel(log_level)
         if bar is not None:
             bar.close()
     return images, kept, np.array(hashes, dtype="<U32"), quarantine
@@ -600,8 +631,6 @@ def _assign_missing_splits(
 def _ingest_csv(
     csv_path: Path, on_error: str, size: str, image_size: int, progress: bool
 ) -> IngestionResult:
-    import cv2
-
     name = csv_path.name
     try:
         handle = open(csv_path, newline="", encoding="utf-8-sig")
@@ -666,7 +695,7 @@ def _ingest_csv(
                         problem = (f"wrong_size: 48x48 row, expected {image_size}x{image_size} "
                                    f"and size='reject'")
                     else:
-                        face = cv2.resize(face, (image_size, image_size), interpolation=cv2.INTER_AREA)
+                        face = _resize_area(face, image_size)
             if problem is not None:
                 if on_error == "fail":
                     raise _fail(item, problem)
