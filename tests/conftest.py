@@ -41,7 +41,8 @@ def make_project(root: Path) -> Path:
 
 
 def run_kedro(project: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1",
+           "COLUMNS": "200"}
     return subprocess.run(
         [str(KEDRO), *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout
     )

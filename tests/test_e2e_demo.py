@@ -113,6 +113,75 @@ def test_missing_dataset_stops_with_instructions(tmp_path):
     project = make_project(tmp_path / "empty_project")
     result = run_kedro(project, "run", "--pipeline", "ingestion", timeout=300)
     assert result.returncode != 0
-    output = result.stdout + result.stderr
+    output = " ".join((result.stdout + result.stderr).split())  # rich wraps long lines
     assert "No dataset at 'data/01_raw/fer2013'" in output
     assert "kedro run --env demo" in output
+
+
+def _latest_run(project):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("fer_pipeline_demo")
+    run = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])[0]
+    return client, run
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "params", "histories"),
+    [
+        ("autoencoder", "autoencoder.epochs=2", {"autoencoder.loss": 2, "autoencoder.recon_mse_disgust": 2,
+                                                  "autoencoder_unweighted.loss": 2}),
+        ("augmentation", "augmentation.sampler=class_balanced", {}),
+        ("training", "training.config.epochs=2,training.config.resume=false",
+         {"train.train_loss": 2, "train.val_loss": 2, "train.val_accuracy": 2, "train.val_macro_f1": 2,
+          "train.val_balanced_accuracy": 2, "train.lr": 2, "train.epoch_seconds": 2, "train.images_per_s": 2}),
+    ],
+)
+def test_each_stage_runs_alone_and_is_tracked(demo_project, pipeline, params, histories):
+    result = run_kedro(demo_project, "run", "--env", "demo", "--pipeline", pipeline, "--params", params)
+    assert result.returncode == 0, result.stderr[-4000:]
+    client, run = _latest_run(demo_project)
+    assert f"--pipeline={pipeline}" in run.data.tags["kedro_command"]
+    for name, steps in histories.items():
+        assert len(client.get_metric_history(run.info.run_id, name)) == steps, name
+    if pipeline == "augmentation":
+        shares = [run.data.metrics[f"augmentation.sampled_share.{c}"] for c in CLASSES]
+        assert shares == pytest.approx([1 / len(CLASSES)] * len(CLASSES))  # class-balanced sampler
+
+
+def test_evaluate_a_model_logged_by_run_id(demo_project):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{demo_project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("fer_pipeline_demo")
+    trained = [r for r in client.search_runs([experiment.experiment_id])
+               if client.list_artifacts(r.info.run_id, "model")]
+    source = trained[-1].info.run_id
+    local = demo_project / "data/06_models/resnet34.pt"
+    local.rename(local.with_suffix(".moved"))  # prove the model comes from MLflow, not the local file
+    try:
+        result = run_kedro(demo_project, "run", "--env", "demo", "--pipeline", "evaluate",
+                           "--params", f"evaluate.model_run_id={source}")
+    finally:
+        local.with_suffix(".moved").rename(local)
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = _json(demo_project, "data/08_reporting/evaluation_metrics.json")
+    assert report["training_run_id"] == source
+    _, run = _latest_run(demo_project)
+    assert run.data.tags["training_run_id"] == source
+
+
+def test_evaluate_without_a_model_says_how_to_get_one(tmp_path):
+    from fer_pipeline.datasets import NpzDataset
+
+    project = make_project(tmp_path / "no_model")
+    NpzDataset(filepath=(project / "data/03_primary/fer_dataset.npz").as_posix()).save({
+        "images": np.zeros((2, 48, 48), np.uint8), "labels": np.array([0, 1]), "splits": np.array(["test", "test"]),
+        "source_ids": np.array(["a", "b"]), "classes": np.array(CLASSES),
+    })
+    result = run_kedro(project, "run", "--env", "demo", "--pipeline", "evaluate", timeout=300)
+    assert result.returncode != 0
+    output = " ".join((result.stdout + result.stderr).split())  # rich wraps long lines
+    assert "No trained model at data/06_models/resnet34.pt" in output
+    assert "evaluate.model_run_id=<MLflow run id>" in output

@@ -35,3 +35,25 @@ def active_run_id() -> str | None:
 def point_metrics(values: dict[str, float], step: int = 0) -> dict[str, dict]:
     """{"name": value} -> {"name": {"value": value, "step": step}} (non-finite values dropped)."""
     return {key: {"value": float(v), "step": step} for key, v in values.items() if math.isfinite(float(v))}
+
+
+def set_tags(tags: dict[str, Any]) -> None:
+    """Tag the active MLflow run (device names, versions); a no-op without one."""
+    try:
+        import mlflow
+    except ImportError:
+        return
+    if mlflow.active_run():
+        mlflow.set_tags({key: str(value) for key, value in tags.items() if value is not None})
+
+
+def hardware_summary(device: Any) -> dict[str, Any]:
+    """Device name, versions and, on CUDA, peak memory allocated since the last reset (MiB)."""
+    import torch
+
+    from fer_pipeline.core.train import device_info
+
+    info = device_info(device)
+    if device.type == "cuda":
+        info["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return info

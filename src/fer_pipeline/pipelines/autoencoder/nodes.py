@@ -8,10 +8,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from fer_pipeline.core import autoencoder as ae
+from fer_pipeline.core.data import resolve_device
 from fer_pipeline.datasets import ModelFile
-from fer_pipeline.pipelines.tracking import metric_history, point_metrics
+from fer_pipeline.pipelines.tracking import hardware_summary, metric_history, point_metrics, set_tags
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,15 @@ def train_autoencoder(
     images, labels = fer_dataset["images"][train], fer_dataset["labels"][train]
 
     cfg = _config(params)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     model, history = ae.train_autoencoder(images, labels, cfg, progress=True)
     metrics = metric_history(history, "autoencoder")
+    hardware = hardware_summary(device)
+    set_tags({f"autoencoder.{key}": value for key, value in hardware.items()})
+    if "peak_memory_mb" in hardware:
+        metrics["autoencoder.peak_memory_mb"] = [{"value": hardware["peak_memory_mb"], "step": 0}]
     table = pd.DataFrame(ae.per_class_reconstruction_error(model, images, labels, classes, device=cfg.device))
     table = table.rename(columns={"mse": f"mse_{cfg.weighting}", "mae": f"mae_{cfg.weighting}"})
 

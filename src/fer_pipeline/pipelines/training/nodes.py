@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from fer_pipeline.core.train import TrainConfig, plot_training_curves, train_classifier
-from fer_pipeline.pipelines.tracking import active_run_id, metric_history
+from fer_pipeline.pipelines.tracking import active_run_id, metric_history, set_tags
 
 log = logging.getLogger(__name__)
 
@@ -59,5 +59,6 @@ def train_resnet(
     for key, value in result.device_info.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics[f"device.{key}"] = [{"value": float(value), "step": 0}]
+    set_tags({f"training.{key}": value for key, value in result.device_info.items()})
     log.info("Best epoch %s: %s", result.best_epoch, result.best_metrics)
     return bundle, history, summary, plot_training_curves(result.history), metrics
