@@ -183,5 +183,5 @@ def test_evaluate_without_a_model_says_how_to_get_one(tmp_path):
     result = run_kedro(project, "run", "--env", "demo", "--pipeline", "evaluate", timeout=300)
     assert result.returncode != 0
     output = " ".join((result.stdout + result.stderr).split())  # rich wraps long lines
-    assert "No trained model at data/06_models/resnet34.pt" in output
+    assert f"No trained model at {project / 'data/06_models/resnet34.pt'}" in output
     assert "evaluate.model_run_id=<MLflow run id>" in output
