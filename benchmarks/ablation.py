@@ -4,8 +4,9 @@ One runner, one config. A strategy is a set of parameter overrides on the defaul
 (conf/base/parameters_*.yml), after a shortened schedule common to all (``common`` in the YAML);
 see conf/ablation.yml. Each run trains the ResNet-34 with ``core.train.train_classifier`` (best
 epoch by PublicTest = val macro-F1), then evaluates PublicTest and PrivateTest (= test) with
-``core.evaluate.predict_logits`` and NumPy metrics (scripts/gpu_pipeline.py supplies the stages,
-so this needs only torch, torchvision, numpy and pillow).
+``core.evaluate.predict_logits`` and NumPy metrics (``fer_pipeline.core.stages``, as the Kedro
+nodes, and scripts/gpu_pipeline.py supply the stages, so this needs only torch, torchvision,
+numpy and pillow).
 
 * The oversampling autoencoder is trained once per seed, only when a strategy needs it
   (``augmentation.use_synthetic``); its synthetic faces are kept in memory and in
@@ -55,6 +56,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import gpu_pipeline as gp  # noqa: E402  (also puts src/ on the path in a bare checkout)
+from fer_pipeline.core import stages  # noqa: E402
 
 log = logging.getLogger("ablation")
 
@@ -203,9 +205,10 @@ class SyntheticCache:
                 synthetic = {k: stored[k] for k in ("images", "labels", "classes")}
             source = "disk"
         else:
-            model, info = gp.train_autoencoder(dataset, ae_params, twin=False)
-            synthetic, _ = gp.oversample(dataset, model, ae_params)
-            del model
+            run = stages.train_autoencoder(dataset, ae_params, twin=False,
+                                           on_epoch=gp.autoencoder_epoch_logger(ae_params))
+            synthetic, _ = stages.oversample(dataset, run.model, ae_params)
+            del run
             self.folder.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.stem + ".tmp.npz")
             np.savez(tmp, **synthetic)
@@ -223,12 +226,12 @@ def run_one(dataset: Mapping[str, Any], params: Mapping[str, Any], strategy: str
     synthetic, ae_seconds, ae_source = None, 0.0, None
     if params["augmentation"]["use_synthetic"]:
         synthetic, ae_seconds, ae_source = cache.get(dataset, params["autoencoder"])
-    training_set, aug_info = gp.assemble_training_set(dataset, synthetic, params["augmentation"])
+    training_set, aug_info = stages.assemble_training_set(dataset, synthetic, params["augmentation"])
     device = gp._device(params["training"]["config"]["device"])
     gp._sync(device)
     start = time.perf_counter()
-    result, model_config, train_cfg = gp.train_resnet(training_set, dataset, params["training"],
-                                                      params["augmentation"])
+    result, model_config, train_cfg = stages.train_resnet(training_set, dataset, params["training"],
+                                                          params["augmentation"])
     gp._sync(device)
     train_seconds = time.perf_counter() - start
     tta = params["evaluate"]["tta"]

@@ -1,7 +1,8 @@
 """The whole default FER pipeline without Kedro or MLflow, for the lent GPU machine.
 
-It calls the same ``fer_pipeline.core`` functions with the same parameters as the Kedro nodes
-(``src/fer_pipeline/pipelines/*/nodes.py``), read from ``conf/base/parameters_*.yml``:
+Its stages are the Kedro nodes' own (``fer_pipeline.core.stages``, which the nodes in
+``src/fer_pipeline/pipelines/*/nodes.py`` call too), with the same parameters, read from
+``conf/base/parameters_*.yml``:
 
     ingestion -> class balance -> autoencoder (+ unweighted twin) -> latent-SMOTE oversampling
     -> augmentation (training set) -> ResNet-34 training (selected on PublicTest = val)
@@ -78,6 +79,7 @@ try:
 except ImportError:  # a bare checkout (the GPU machine): use src/ directly
     sys.path.insert(0, str(ROOT / "src"))
 
+from fer_pipeline.core import stages  # noqa: E402
 from fer_pipeline.core.classes import CLASSES, SPLITS  # noqa: E402
 
 log = logging.getLogger("gpu_pipeline")
@@ -403,7 +405,8 @@ def resolve_data(path: str | os.PathLike, work: Path) -> Path:
 def load_dataset(
     data: str | os.PathLike, params: Mapping[str, Any], work: Path
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The canonical dataset and a compact quality report, as the ingestion node makes them.
+    """The canonical dataset (``core.stages.build_dataset``, as the ingestion node) and a
+    compact quality report.
 
     ``data``: anything ``core.ingestion.ingest`` reads (FER folder, fer2013.csv, ImageFolder),
     an archive of one, or a canonical ``fer_dataset.npz`` (Kedro's ingestion output; no decode).
@@ -416,7 +419,7 @@ def load_dataset(
                   "kept": int(len(dataset["labels"]))}
         return dataset, report
 
-    from fer_pipeline.core.ingestion import _opencv, apply_duplicate_policy, find_duplicates, ingest, quality_report
+    from fer_pipeline.core.ingestion import _opencv
 
     cv2 = _opencv()  # without OpenCV, core.ingestion decodes with Pillow (identical FER2013 pixels)
     decoder_used = f"opencv {cv2.__version__}" if cv2 is not None else "pillow"
@@ -424,21 +427,7 @@ def load_dataset(
     start = time.perf_counter()
     root = resolve_data(path, work)
     extract_seconds = time.perf_counter() - start
-    result = ingest(
-        root, kind=params["source_kind"], on_error=params["on_error"], colour=params["colour"],
-        size=params["size"], val_fraction=params["val_fraction"], test_fraction=params["test_fraction"],
-        seed=params["seed"], workers=params["workers"], progress=False,
-    )
-    duplicates = find_duplicates(result.images, result.labels, result.splits, result.byte_hashes)
-    keep, dropped = apply_duplicate_policy(result, duplicates, params["duplicates"])
-    full = quality_report(result, duplicates, keep, dropped, policy=params["duplicates"])
-    dataset = {
-        "images": result.images[keep],
-        "labels": result.labels[keep].astype(np.int64),
-        "splits": result.splits[keep],
-        "source_ids": result.source_ids[keep],
-        "classes": np.array(CLASSES),
-    }
+    dataset, full = stages.build_dataset(root, params)
     report = {key: full[key] for key in ("source_kind", "read", "kept", "quarantined", "consistent", "counts",
                                          "totals", "reasons")}
     report["duplicates"] = {k: v for k, v in full["duplicates"].items() if k != "examples"}
@@ -517,145 +506,17 @@ def classification_report(labels: np.ndarray, logits: np.ndarray, classes=CLASSE
 
 
 # ============================================================================================
-# Stages (each mirrors a Kedro node; pandas / matplotlib outputs of the nodes are left out)
+# Stages: fer_pipeline.core.stages (shared with the Kedro nodes), plus the NumPy evaluation
 # ============================================================================================
 
-def class_balance_summary(dataset: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``class_balance`` summary of ``pipelines/class_balance/nodes.py``."""
-    from fer_pipeline.core import class_balance as cb
+def autoencoder_epoch_logger(params: Mapping[str, Any]):
+    """An ``on_epoch`` for ``core.stages.train_autoencoder`` that logs each epoch's loss and rate."""
+    epochs = stages.autoencoder_config(params).epochs
 
-    classes = [str(c) for c in dataset["classes"]]
-    labels, splits = dataset["labels"], dataset["splits"]
-    train_counts = cb.class_counts(labels[splits == "train"], len(classes))
-    summary: dict[str, Any] = {
-        "classes": classes,
-        "train_counts": train_counts.tolist(),
-        "beta": params["beta"],
-        "inverse_frequency": cb.inverse_frequency_weights(train_counts).tolist(),
-        "effective_number": cb.effective_number_weights(train_counts, params["beta"]).tolist(),
-        "log_priors": cb.log_priors(train_counts).tolist(),
-        "imbalance_ratio": {},
-        "table": cb.split_class_table(labels, splits, classes),
-    }
-    for split in SPLITS:
-        counts = cb.class_counts(labels[splits == split], len(classes))
-        if counts.sum():
-            summary["imbalance_ratio"][split] = float(counts.max() / counts.min()) if counts.min() > 0 else None
-    return summary
+    def on_epoch(epoch: int, row: Mapping[str, Any]) -> None:
+        log.info("autoencoder epoch %d/%d: loss %.5f (%.0f img/s)", epoch, epochs, row["loss"], row["images_per_s"])
 
-
-def autoencoder_config(params: Mapping[str, Any], **overrides):
-    """``AutoencoderConfig`` from the autoencoder parameters (extra keys ignored, as the node)."""
-    import dataclasses
-
-    from fer_pipeline.core.autoencoder import AutoencoderConfig
-
-    names = {f.name for f in dataclasses.fields(AutoencoderConfig)}
-    return AutoencoderConfig(**{**{k: v for k, v in params.items() if k in names}, **overrides})
-
-
-def train_autoencoder(dataset: Mapping[str, np.ndarray], params: Mapping[str, Any], twin: bool | None = None):
-    """``train_autoencoder`` node: (model, info). ``twin`` defaults to ``compare_unweighted``."""
-    from fer_pipeline.core import autoencoder as ae
-
-    classes = [str(c) for c in dataset["classes"]]
-    train = dataset["splits"] == "train"
-    images, labels = dataset["images"][train], dataset["labels"][train]
-    cfg = autoencoder_config(params)
-
-    def on_epoch(epoch: int, metrics: dict) -> None:
-        log.info("autoencoder epoch %d/%d: loss %.5f (%.0f img/s)", epoch, cfg.epochs, metrics["loss"],
-                 metrics["images_per_s"])
-
-    model, history = ae.train_autoencoder(images, labels, cfg, on_epoch=on_epoch, progress=False)
-    errors = ae.per_class_reconstruction_error(model, images, labels, classes, device=cfg.device)
-    info: dict[str, Any] = {"config": cfg.to_dict(), "history": history, "reconstruction_error": errors}
-    if (params.get("compare_unweighted") if twin is None else twin) and cfg.weighting != "none":
-        twin_model, twin_history = ae.train_autoencoder(images, labels, autoencoder_config(params, weighting="none"),
-                                                        progress=False)
-        twin_errors = ae.per_class_reconstruction_error(twin_model, images, labels, classes, device=cfg.device)
-        for row, twin_row in zip(errors, twin_errors):
-            row["mse_none"], row["mae_none"] = twin_row["mse"], twin_row["mae"]
-            row["mse_change_pct"] = (100.0 * (row["mse"] / twin_row["mse"] - 1.0)
-                                     if twin_row["mse"] and not math.isnan(twin_row["mse"]) else None)
-        info["twin_history"] = twin_history
-        del twin_model
-    return model, info
-
-
-def oversample(dataset: Mapping[str, np.ndarray], model, params: Mapping[str, Any]):
-    """``oversample_minorities`` node: the synthetic set and a summary."""
-    from fer_pipeline.core import autoencoder as ae
-
-    classes = [str(c) for c in dataset["classes"]]
-    train = dataset["splits"] == "train"
-    images, labels = dataset["images"][train], dataset["labels"][train]
-    options = params["oversampling"]
-    counts = np.bincount(labels, minlength=len(classes))
-    if options.get("enabled", True):
-        targets = ae.oversampling_targets(counts, options["fraction_of_largest"])
-        synth_images, synth_labels = ae.latent_smote(model, images, labels, targets, k=options["k"],
-                                                     seed=options["seed"], device=params.get("device", "auto"))
-    else:
-        targets = counts
-        synth_images = np.zeros((0, *images.shape[1:]), dtype=np.uint8)
-        synth_labels = np.zeros(0, dtype=np.int64)
-    synthetic = {"images": synth_images, "labels": synth_labels.astype(np.int64), "classes": np.array(classes)}
-    added = np.bincount(synth_labels, minlength=len(classes))
-    info = {"targets": dict(zip(classes, np.asarray(targets).tolist())), "added": dict(zip(classes, added.tolist()))}
-    return synthetic, info
-
-
-def assemble_training_set(dataset: Mapping[str, np.ndarray], synthetic: Mapping[str, np.ndarray] | None,
-                          params: Mapping[str, Any]):
-    """``assemble_training_set`` node: real train faces (+ synthetic ones when enabled)."""
-    from fer_pipeline.core.augment import sampling_weights
-
-    classes = [str(c) for c in dataset["classes"]]
-    train = dataset["splits"] == "train"
-    images, labels = [dataset["images"][train]], [dataset["labels"][train]]
-    flags = [np.zeros(int(train.sum()), dtype=bool)]
-    if params["use_synthetic"]:
-        if synthetic is None:
-            raise ValueError("augmentation.use_synthetic is true but no synthetic faces were made")
-        if len(synthetic["labels"]):
-            images.append(synthetic["images"])
-            labels.append(synthetic["labels"])
-            flags.append(np.ones(len(synthetic["labels"]), dtype=bool))
-    training_set = {"images": np.concatenate(images), "labels": np.concatenate(labels).astype(np.int64),
-                    "synthetic": np.concatenate(flags), "classes": np.array(classes)}
-    weights = sampling_weights(training_set["labels"], params["sampler"])
-    counts = np.bincount(training_set["labels"], minlength=len(classes)).astype(float)
-    shares = counts if weights is None else np.bincount(training_set["labels"], weights=weights,
-                                                        minlength=len(classes))
-    shares = shares / shares.sum()
-    info = {"training_set_size": int(len(training_set["labels"])),
-            "synthetic_faces": int(training_set["synthetic"].sum()),
-            "counts": dict(zip(classes, counts.astype(int).tolist())),
-            "sampled_share": dict(zip(classes, shares.tolist())), "sampler": params["sampler"]}
-    return training_set, info
-
-
-def train_resnet(training_set: Mapping[str, np.ndarray], dataset: Mapping[str, np.ndarray],
-                 training_params: Mapping[str, Any], augmentation_params: Mapping[str, Any], on_epoch=None):
-    """``train_resnet`` node: train on ``training_set``, pick the best epoch on val. The test
-    split is never passed to the trainer."""
-    from fer_pipeline.core.train import TrainConfig, train_classifier
-
-    classes = [str(c) for c in dataset["classes"]]
-    val = dataset["splits"] == "val"
-    if not val.any():
-        raise ValueError("the dataset has no validation split: model selection needs one")
-    train_cfg = TrainConfig.from_dict({**training_params["config"], "sampler": augmentation_params["sampler"]})
-    model_cfg = {**training_params["model"], "num_classes": len(classes)}
-    counts = np.bincount(training_set["labels"], minlength=len(classes))
-    result = train_classifier(
-        training_set["images"], training_set["labels"], dataset["images"][val], dataset["labels"][val],
-        counts, model_cfg, train_cfg, augmentation_params["policy"], on_epoch=on_epoch, progress=False,
-    )
-    config = dict(result.config)
-    config["classes"] = classes
-    return result, config, train_cfg
+    return on_epoch
 
 
 def evaluate_split(model, config: Mapping[str, Any], dataset: Mapping[str, np.ndarray], split: str, tta: str,
@@ -942,27 +803,31 @@ def _run(args, params, data, out, work, device, timer, metrics, save) -> None:
     save()
 
     with timer("class_balance"):
-        metrics["class_balance"] = class_balance_summary(dataset, params["class_balance"])
+        summary, table = stages.class_balance_summary(dataset, params["class_balance"])
+        metrics["class_balance"] = {**summary, "table": table}
     save()
 
     ae_params = params["autoencoder"]
     with timer("autoencoder") as stage:
-        autoencoder, info = train_autoencoder(dataset, ae_params)
-        stage["images_per_s"] = statistics.median(h["images_per_s"] for h in info["history"])
-        stage["epochs"] = ae_params["epochs"] * (2 if "twin_history" in info else 1)
-    save_autoencoder(out / "autoencoder.pt", autoencoder)
-    metrics["autoencoder"] = info
+        run = stages.train_autoencoder(dataset, ae_params, on_epoch=autoencoder_epoch_logger(ae_params))
+        stage["images_per_s"] = statistics.median(h["images_per_s"] for h in run.history)
+        stage["epochs"] = ae_params["epochs"] * (2 if run.twin_history is not None else 1)
+    save_autoencoder(out / "autoencoder.pt", run.model)
+    metrics["autoencoder"] = {"config": run.config.to_dict(), "history": run.history,
+                              "reconstruction_error": run.errors}
+    if run.twin_history is not None:
+        metrics["autoencoder"]["twin_history"] = run.twin_history
     save()
 
     with timer("oversampling") as stage:
-        synthetic, info = oversample(dataset, autoencoder, ae_params)
+        synthetic, info = stages.oversample(dataset, run.model, ae_params)
         stage["synthetic_images"] = int(len(synthetic["labels"]))
     metrics["oversampling"] = info
-    del autoencoder
+    del run
     save()
 
     with timer("augmentation"):
-        training_set, info = assemble_training_set(dataset, synthetic, params["augmentation"])
+        training_set, info = stages.assemble_training_set(dataset, synthetic, params["augmentation"])
     metrics["augmentation"] = info
     save()
 
@@ -974,8 +839,8 @@ def _run(args, params, data, out, work, device, timer, metrics, save) -> None:
         save()
 
     with timer("training") as stage:
-        result, model_config, train_cfg = train_resnet(training_set, dataset, params["training"],
-                                                       params["augmentation"], on_epoch)
+        result, model_config, train_cfg = stages.train_resnet(training_set, dataset, params["training"],
+                                                              params["augmentation"], on_epoch)
     rates = [row["images_per_s"] for row in result.history]
     steady = rates[1:] or rates
     stage["images_per_s_median"] = statistics.median(steady) if steady else None

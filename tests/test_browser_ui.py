@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -28,9 +29,15 @@ BIN = Path(sys.executable).parent
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port below 49152: kedro-viz refuses the ephemeral range the OS would hand out."""
+    for port in random.Random().sample(range(20000, 45000), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-45000")
 
 
 def _descendants(pid: int) -> list[int]:

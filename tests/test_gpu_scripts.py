@@ -185,6 +185,16 @@ def test_gpu_pipeline_end_to_end(fer_demo, tmp_path):
     # the model (best epoch) and the TTA mode are chosen on PublicTest (val), never on test
     assert metrics["selection"]["split"] == "val" and metrics["selection"]["fer_split"] == "PublicTest"
     assert metrics["selection"]["tta_selected_on_val"] in ("none", "ten_crop")
+    # the stages' records (core.stages, shared with the Kedro nodes): the node's table format
+    assert metrics["class_balance"]["train_counts"] == [metrics["ingestion"]["counts"]["train"][c] for c in gp.CLASSES]
+    assert len(metrics["class_balance"]["table"]) == 3 * 7
+    errors = metrics["autoencoder"]["reconstruction_error"]
+    assert [row["class"] for row in errors] == list(gp.CLASSES) and sum(row["n"] for row in errors) == 210
+    assert {"mse_effective_number", "mse_none", "mse_change_pct"} <= set(errors[0])
+    assert len(metrics["autoencoder"]["twin_history"]) == 1
+    added = sum(metrics["oversampling"]["added"].values())
+    assert metrics["augmentation"]["training_set_size"] == 210 and metrics["augmentation"]["synthetic_faces"] == 0
+    assert added > 0 and metrics["training"]["train_images"] == 210  # use_synthetic is off by default
     assert metrics["training"]["select_metric"] == "macro_f1"
     assert metrics["training"]["train_config"]["epochs"] == 1
     assert metrics["training"]["model_config"]["arch"] == "resnet34"

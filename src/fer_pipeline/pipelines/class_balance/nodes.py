@@ -7,38 +7,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_pipeline.core import class_balance as cb
 from fer_pipeline.core.classes import SPLITS
+from fer_pipeline.core.stages import class_balance_summary
 from fer_pipeline.pipelines.tracking import point_metrics
 
 
 def analyse_class_balance(
     fer_dataset: dict[str, np.ndarray], params: dict[str, Any]
 ) -> tuple[dict[str, Any], pd.DataFrame, Any, dict[str, float]]:
-    classes = [str(c) for c in fer_dataset["classes"]]
-    labels, splits = fer_dataset["labels"], fer_dataset["splits"]
-    table = pd.DataFrame(cb.split_class_table(labels, splits, classes))
-
-    train_counts = cb.class_counts(labels[splits == "train"], len(classes))
-    summary: dict[str, Any] = {
-        "classes": classes,
-        "train_counts": train_counts.tolist(),
-        "beta": params["beta"],
-        "inverse_frequency": cb.inverse_frequency_weights(train_counts).tolist(),
-        "effective_number": cb.effective_number_weights(train_counts, params["beta"]).tolist(),
-        "log_priors": cb.log_priors(train_counts).tolist(),
-        "imbalance_ratio": {},
-    }
+    summary, rows = class_balance_summary(fer_dataset, params)
+    table = pd.DataFrame(rows)
     metrics: dict[str, float] = {}
-    for split in SPLITS:
-        counts = cb.class_counts(labels[splits == split], len(classes))
-        if counts.sum() == 0:
-            continue
-        ratio = float(counts.max() / counts.min()) if counts.min() > 0 else float("inf")
-        summary["imbalance_ratio"][split] = ratio
+    for split, ratio in summary["imbalance_ratio"].items():
         if np.isfinite(ratio):
             metrics[f"class_balance.imbalance_ratio.{split}"] = ratio
-    for name, w_inv, w_eff in zip(classes, summary["inverse_frequency"], summary["effective_number"]):
+    for name, w_inv, w_eff in zip(summary["classes"], summary["inverse_frequency"], summary["effective_number"]):
         metrics[f"class_balance.weight_inverse_frequency.{name}"] = w_inv
         metrics[f"class_balance.weight_effective_number.{name}"] = w_eff
     return summary, table, plot_class_counts(table), point_metrics(metrics)

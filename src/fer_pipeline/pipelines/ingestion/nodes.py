@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from fer_pipeline.core.classes import CLASSES, SPLITS
+from fer_pipeline.core.classes import SPLITS
+from fer_pipeline.core.stages import build_dataset
 from fer_pipeline.pipelines.tracking import point_metrics
-from fer_pipeline.core.ingestion import apply_duplicate_policy, find_duplicates, ingest, quality_report
 
 log = logging.getLogger(__name__)
 
@@ -41,30 +41,9 @@ def ingest_faces(
     source: dict[str, Any], params: dict[str, Any]
 ) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, float]]:
     """Read every face, quarantine bad items, find duplicates and apply the duplicate policy."""
-    result = ingest(
-        source["path"],
-        kind=source["kind"],
-        on_error=params["on_error"],
-        colour=params["colour"],
-        size=params["size"],
-        val_fraction=params["val_fraction"],
-        test_fraction=params["test_fraction"],
-        seed=params["seed"],
-        workers=params["workers"],
-        progress=True,
-    )
-    duplicates = find_duplicates(result.images, result.labels, result.splits, result.byte_hashes)
-    keep, dropped = apply_duplicate_policy(result, duplicates, params["duplicates"])
-    report = quality_report(result, duplicates, keep, dropped, policy=params["duplicates"])
+    dataset, report = build_dataset(source["path"], params, kind=source["kind"], progress=True)
     report["source_path"] = source["path"]
     report["synthetic_demo_data"] = source["demo"]
-    dataset = {
-        "images": result.images[keep],
-        "labels": result.labels[keep].astype(np.int64),
-        "splits": result.splits[keep],
-        "source_ids": result.source_ids[keep],
-        "classes": np.array(CLASSES),
-    }
     log.info(
         "Ingested %d items: kept %d, quarantined %d; %d duplicate groups (%d across splits, %d conflicting)",
         report["read"], report["kept"], report["quarantined"], report["duplicates"]["groups"],

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_pipeline.core.train import TrainConfig, plot_training_curves, train_classifier
+from fer_pipeline.core import stages
+from fer_pipeline.core.train import plot_training_curves
 from fer_pipeline.pipelines.tracking import active_run_id, metric_history, set_tags
 
 log = logging.getLogger(__name__)
@@ -21,21 +22,8 @@ def train_resnet(
     augmentation_params: dict[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any], Any, dict[str, list[dict]]]:
     """Train, keep the best epoch by the validation metric; the test split is never touched here."""
-    classes = [str(c) for c in fer_dataset["classes"]]
-    val = fer_dataset["splits"] == "val"
-    if not val.any():
-        raise ValueError("the dataset has no validation split: model selection needs one")
-    train_cfg = TrainConfig.from_dict({**training_params["config"], "sampler": augmentation_params["sampler"]})
-    model_cfg = {**training_params["model"], "num_classes": len(classes)}
-    counts = np.bincount(training_set["labels"], minlength=len(classes))
-
-    result = train_classifier(
-        training_set["images"], training_set["labels"],
-        fer_dataset["images"][val], fer_dataset["labels"][val],
-        counts, model_cfg, train_cfg, augmentation_params["policy"], progress=True,
-    )
-    config = dict(result.config)
-    config["classes"] = classes
+    result, config, train_cfg = stages.train_resnet(training_set, fer_dataset, training_params,
+                                                    augmentation_params, progress=True)
     # Lets `kedro run --pipeline evaluate` link its MLflow run to the one that trained the model.
     config["mlflow_run_id"] = active_run_id()
     bundle = {"config": config, "state_dict": result.model.state_dict()}

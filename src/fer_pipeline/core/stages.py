@@ -1,0 +1,268 @@
+"""Stage logic shared by the Kedro nodes and the GPU scripts.
+
+Each function is one pipeline stage's work on plain dicts of NumPy arrays and parameter dicts
+(``conf/base/parameters_*.yml``): the Kedro nodes (``fer_pipeline.pipelines.<stage>.nodes``)
+add the catalog's shapes around it (MLflow metrics, pandas tables, figures), and
+``scripts/gpu_pipeline.py`` / ``benchmarks/ablation.py`` add their metrics.json records. One
+implementation, so the GPU runs and ``kedro run`` train and measure the same thing.
+
+Only NumPy / torch / the rest of ``core`` at module level (no kedro, mlflow, pandas or
+matplotlib): it imports on the GPU box that has only torch, torchvision, numpy and pillow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import autoencoder as ae
+from . import class_balance as cb
+from .augment import sampling_weights
+from .classes import CLASSES, SPLITS
+from .data import resolve_device
+from .ingestion import apply_duplicate_policy, find_duplicates, ingest, quality_report
+from .train import TrainConfig, TrainResult, train_classifier
+
+Dataset = Mapping[str, np.ndarray]
+
+
+def class_names(dataset: Dataset) -> list[str]:
+    return [str(c) for c in dataset["classes"]]
+
+
+def train_split(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The train split's (images, labels): the only faces the autoencoder and the sampler see."""
+    train = dataset["splits"] == "train"
+    return dataset["images"][train], dataset["labels"][train]
+
+
+# ============================================================================================
+# Ingestion
+# ============================================================================================
+
+def build_dataset(
+    source: str | os.PathLike, params: Mapping[str, Any], kind: str | None = None, progress: bool = False
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read ``source``, find duplicates, apply ``params["duplicates"]``: (canonical dataset,
+    full ``core.ingestion.quality_report``). ``kind`` defaults to ``params["source_kind"]``;
+    the caller adds its own report keys (``source_path``, ...)."""
+    result = ingest(
+        source,
+        kind=params["source_kind"] if kind is None else kind,
+        on_error=params["on_error"],
+        colour=params["colour"],
+        size=params["size"],
+        val_fraction=params["val_fraction"],
+        test_fraction=params["test_fraction"],
+        seed=params["seed"],
+        workers=params["workers"],
+        progress=progress,
+    )
+    duplicates = find_duplicates(result.images, result.labels, result.splits, result.byte_hashes)
+    keep, dropped = apply_duplicate_policy(result, duplicates, params["duplicates"])
+    report = quality_report(result, duplicates, keep, dropped, policy=params["duplicates"])
+    dataset = {
+        "images": result.images[keep],
+        "labels": result.labels[keep].astype(np.int64),
+        "splits": result.splits[keep],
+        "source_ids": result.source_ids[keep],
+        "classes": np.array(CLASSES),
+    }
+    return dataset, report
+
+
+# ============================================================================================
+# Class balance
+# ============================================================================================
+
+def class_balance_summary(dataset: Dataset, params: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict]]:
+    """(summary, split/class table rows). The summary: classes, train counts, ``beta``, the
+    inverse-frequency and effective-number class weights and log-priors of the train counts,
+    and ``imbalance_ratio`` per non-empty split (inf where a class is missing from it)."""
+    classes = class_names(dataset)
+    labels, splits = dataset["labels"], dataset["splits"]
+    train_counts = cb.class_counts(labels[splits == "train"], len(classes))
+    summary: dict[str, Any] = {
+        "classes": classes,
+        "train_counts": train_counts.tolist(),
+        "beta": params["beta"],
+        "inverse_frequency": cb.inverse_frequency_weights(train_counts).tolist(),
+        "effective_number": cb.effective_number_weights(train_counts, params["beta"]).tolist(),
+        "log_priors": cb.log_priors(train_counts).tolist(),
+        "imbalance_ratio": {},
+    }
+    for split in SPLITS:
+        counts = cb.class_counts(labels[splits == split], len(classes))
+        if counts.sum() == 0:
+            continue
+        summary["imbalance_ratio"][split] = float(counts.max() / counts.min()) if counts.min() > 0 else float("inf")
+    return summary, cb.split_class_table(labels, splits, classes)
+
+
+# ============================================================================================
+# Autoencoder and latent-SMOTE oversampling
+# ============================================================================================
+
+def autoencoder_config(params: Mapping[str, Any], **overrides: Any) -> ae.AutoencoderConfig:
+    """``AutoencoderConfig`` from the autoencoder parameters (keys it does not know are ignored)."""
+    names = {f.name for f in dataclasses.fields(ae.AutoencoderConfig)}
+    return ae.AutoencoderConfig(**{**{k: v for k, v in params.items() if k in names}, **overrides})
+
+
+@dataclass
+class AutoencoderRun:
+    """What ``train_autoencoder`` returns."""
+
+    model: ae.ConvAutoencoder
+    config: ae.AutoencoderConfig
+    history: list[dict]
+    #: the unweighted twin's history; None when no twin ran
+    twin_history: list[dict] | None
+    #: one row per class: class, n, mse_<weighting>, mae_<weighting> (+ mse_none, mae_none,
+    #: mse_change_pct when the twin ran)
+    errors: list[dict]
+    #: peak CUDA memory of the main training (MiB); None off CUDA
+    peak_memory_mb: float | None = None
+
+
+def train_autoencoder(
+    dataset: Dataset,
+    params: Mapping[str, Any],
+    twin: bool | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    progress: bool = False,
+) -> AutoencoderRun:
+    """Train on the train split only, then the per-class reconstruction errors on it. With
+    ``twin`` (default ``params["compare_unweighted"]``) and a weighting other than none, an
+    unweighted twin is trained too and its errors join the table for comparison."""
+    classes = class_names(dataset)
+    images, labels = train_split(dataset)
+    cfg = autoencoder_config(params)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model, history = ae.train_autoencoder(images, labels, cfg, on_epoch=on_epoch, progress=progress)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    errors = [
+        {"class": row["class"], "n": row["n"], f"mse_{cfg.weighting}": row["mse"], f"mae_{cfg.weighting}": row["mae"]}
+        for row in ae.per_class_reconstruction_error(model, images, labels, classes, device=cfg.device)
+    ]
+    twin_history = None
+    if (params.get("compare_unweighted") if twin is None else twin) and cfg.weighting != "none":
+        twin_model, twin_history = ae.train_autoencoder(
+            images, labels, autoencoder_config(params, weighting="none"), progress=progress
+        )
+        twin_errors = ae.per_class_reconstruction_error(twin_model, images, labels, classes, device=cfg.device)
+        del twin_model
+        for row, twin_row in zip(errors, twin_errors):
+            row["mse_none"], row["mae_none"] = twin_row["mse"], twin_row["mae"]
+            with np.errstate(divide="ignore", invalid="ignore"):  # NaN / inf as pandas gives them
+                ratio = np.float64(row[f"mse_{cfg.weighting}"]) / np.float64(twin_row["mse"])
+            row["mse_change_pct"] = float(100.0 * (ratio - 1.0))
+    return AutoencoderRun(model, cfg, history, twin_history, errors, peak)
+
+
+def oversample(
+    dataset: Dataset, model: ae.ConvAutoencoder | str | os.PathLike, params: Mapping[str, Any]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Latent SMOTE on the train split up to ``oversampling_targets`` (``params["oversampling"]``):
+    (synthetic set, info with ``targets`` and ``added`` per class). ``model``: the autoencoder,
+    or its file (loaded only when oversampling is enabled)."""
+    classes = class_names(dataset)
+    images, labels = train_split(dataset)
+    options = params["oversampling"]
+    counts = np.bincount(labels, minlength=len(classes))
+    if options.get("enabled", True):
+        if not isinstance(model, torch.nn.Module):
+            model = ae.load_autoencoder(model)
+        targets = ae.oversampling_targets(counts, options["fraction_of_largest"])
+        synth_images, synth_labels = ae.latent_smote(
+            model, images, labels, targets, k=options["k"], seed=options["seed"], device=params.get("device", "auto")
+        )
+    else:
+        targets = counts
+        synth_images = np.zeros((0, *images.shape[1:]), dtype=np.uint8)
+        synth_labels = np.zeros(0, dtype=np.int64)
+    synthetic = {"images": synth_images, "labels": synth_labels.astype(np.int64), "classes": np.array(classes)}
+    added = np.bincount(synthetic["labels"], minlength=len(classes))
+    info = {"targets": dict(zip(classes, np.asarray(targets).tolist())), "added": dict(zip(classes, added.tolist()))}
+    return synthetic, info
+
+
+# ============================================================================================
+# Augmentation: the classifier's training set
+# ============================================================================================
+
+def assemble_training_set(
+    dataset: Dataset, synthetic: Dataset | None, params: Mapping[str, Any]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Real train faces plus, when ``params["use_synthetic"]``, the synthetic ones: (training
+    set, info: size, synthetic count, counts and expected sampled share per class under
+    ``params["sampler"]``, the sampler)."""
+    classes = class_names(dataset)
+    train = dataset["splits"] == "train"
+    images, labels = [dataset["images"][train]], [dataset["labels"][train]]
+    flags = [np.zeros(int(train.sum()), dtype=bool)]
+    if params["use_synthetic"]:
+        if synthetic is None:
+            raise ValueError("augmentation.use_synthetic is true but no synthetic faces were made")
+        if len(synthetic["labels"]):
+            images.append(synthetic["images"])
+            labels.append(synthetic["labels"])
+            flags.append(np.ones(len(synthetic["labels"]), dtype=bool))
+    training_set = {
+        "images": np.concatenate(images),
+        "labels": np.concatenate(labels).astype(np.int64),
+        "synthetic": np.concatenate(flags),
+        "classes": np.array(classes),
+    }
+    # What one epoch looks like to the model under the chosen sampler (expected class shares).
+    weights = sampling_weights(training_set["labels"], params["sampler"])
+    counts = np.bincount(training_set["labels"], minlength=len(classes)).astype(float)
+    shares = counts if weights is None else np.bincount(training_set["labels"], weights=weights,
+                                                        minlength=len(classes))
+    shares = shares / shares.sum()
+    info = {
+        "training_set_size": int(len(training_set["labels"])),
+        "synthetic_faces": int(training_set["synthetic"].sum()),
+        "counts": dict(zip(classes, counts.astype(int).tolist())),
+        "sampled_share": dict(zip(classes, shares.tolist())),
+        "sampler": params["sampler"],
+    }
+    return training_set, info
+
+
+# ============================================================================================
+# Training
+# ============================================================================================
+
+def train_resnet(
+    training_set: Dataset,
+    dataset: Dataset,
+    training_params: Mapping[str, Any],
+    augmentation_params: Mapping[str, Any],
+    on_epoch: Callable[[int, dict], None] | None = None,
+    progress: bool = False,
+) -> tuple[TrainResult, dict[str, Any], TrainConfig]:
+    """Train on ``training_set``, keep the best epoch by the val split's metric: (result, model
+    config with ``classes``, train config). The test split is never passed to the trainer."""
+    classes = class_names(dataset)
+    val = dataset["splits"] == "val"
+    if not val.any():
+        raise ValueError("the dataset has no validation split: model selection needs one")
+    train_cfg = TrainConfig.from_dict({**training_params["config"], "sampler": augmentation_params["sampler"]})
+    model_cfg = {**training_params["model"], "num_classes": len(classes)}
+    counts = np.bincount(training_set["labels"], minlength=len(classes))
+    result = train_classifier(
+        training_set["images"], training_set["labels"], dataset["images"][val], dataset["labels"][val],
+        counts, model_cfg, train_cfg, augmentation_params["policy"], on_epoch=on_epoch, progress=progress,
+    )
+    config = dict(result.config)
+    config["classes"] = classes
+    return result, config, train_cfg

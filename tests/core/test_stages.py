@@ -1,0 +1,201 @@
+"""core.stages: the stage logic shared by the Kedro nodes and the GPU scripts, on tiny drawn faces."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from fer_pipeline.core import stages
+from fer_pipeline.core.autoencoder import ConvAutoencoder, save_autoencoder
+from fer_pipeline.core.classes import CLASSES
+from fer_pipeline.core.demo_data import draw_face
+
+#: Train / val / test faces per class; "test" lacks the last class (surprise).
+TRAIN_COUNTS = [8, 2, 4, 12, 6, 5, 3]
+VAL_COUNTS = [1] * 7
+TEST_COUNTS = [1, 1, 1, 1, 1, 1, 0]
+TINY_AE = {"latent_dim": 16, "base_channels": 4, "epochs": 1, "batch_size": 16, "lr": 0.002, "weight_decay": 0.0,
+           "weighting": "effective_number", "beta": 0.999, "deepsmote": False, "seed": 0, "device": "cpu",
+           "amp": False, "compare_unweighted": True,
+           "oversampling": {"enabled": True, "fraction_of_largest": 0.5, "k": 2, "seed": 0}}
+
+
+def _faces(counts, rng) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.repeat(np.arange(len(counts)), counts).astype(np.int64)
+    return np.stack([draw_face(int(c), rng) for c in labels]), labels
+
+
+@pytest.fixture(scope="module")
+def dataset() -> dict[str, np.ndarray]:
+    """A canonical dataset dict (as ingestion makes it) of drawn faces."""
+    rng = np.random.default_rng(0)
+    parts = {split: _faces(counts, rng) for split, counts in
+             (("train", TRAIN_COUNTS), ("val", VAL_COUNTS), ("test", TEST_COUNTS))}
+    return {
+        "images": np.concatenate([images for images, _ in parts.values()]),
+        "labels": np.concatenate([labels for _, labels in parts.values()]),
+        "splits": np.concatenate([np.full(len(labels), split) for split, (_, labels) in parts.items()]),
+        "source_ids": np.array([f"face_{i}" for i in range(sum(len(l) for _, l in parts.values()))]),
+        "classes": np.array(CLASSES),
+    }
+
+
+@pytest.fixture(scope="module")
+def autoencoder() -> ConvAutoencoder:
+    torch.manual_seed(0)
+    return ConvAutoencoder(latent_dim=16, base_channels=4).eval()
+
+
+# ------------------------------------------------------------------------------ ingestion
+
+
+def test_build_dataset_reads_a_fer_folder_and_applies_the_duplicate_policy(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "fer2013"
+    for c, name in enumerate(CLASSES):
+        for folder, prefix, n in (("train", "Training", 3), ("test", "PublicTest", 1), ("test", "PrivateTest", 1)):
+            (root / folder / name).mkdir(parents=True, exist_ok=True)
+            for k in range(n):
+                Image.fromarray(draw_face(c, rng)).save(root / folder / name / f"{prefix}_{c}{k}.jpg", quality=95)
+    # a test copy of a train image: leaked
+    shutil.copy(root / "train" / "happy" / "Training_30.jpg", root / "test" / "happy" / "PrivateTest_99.jpg")
+    params = {"source_kind": "auto", "on_error": "quarantine", "colour": "convert", "size": "convert",
+              "duplicates": "keep", "val_fraction": 0.1, "test_fraction": 0.1, "seed": 0, "workers": 1}
+
+    dataset, report = stages.build_dataset(root, params)
+    assert set(dataset) == {"images", "labels", "splits", "source_ids", "classes"}
+    assert dataset["images"].shape == (36, 48, 48) and dataset["images"].dtype == np.uint8
+    assert dataset["labels"].dtype == np.int64 and list(dataset["classes"]) == list(CLASSES)
+    assert {s: int((dataset["splits"] == s).sum()) for s in ("train", "val", "test")} == {
+        "train": 21, "val": 7, "test": 8}
+    assert report["read"] == report["kept"] == 36 and report["quarantined"] == 0
+    assert report["duplicates"]["train_test_groups"] == 1
+    assert "source_path" not in report  # the callers add their own keys
+
+    dropped, report = stages.build_dataset(root, {**params, "duplicates": "drop_leaked"})
+    assert report["kept"] == 35 and len(dropped["labels"]) == 35
+    assert not any(s.endswith("PrivateTest_99.jpg") for s in dropped["source_ids"])
+
+
+# ------------------------------------------------------------------------------ class balance
+
+
+def test_class_balance_summary_numbers(dataset):
+    summary, table = stages.class_balance_summary(dataset, {"beta": 0.9})
+    counts = np.array(TRAIN_COUNTS, dtype=float)
+    assert summary["classes"] == list(CLASSES)
+    assert summary["train_counts"] == TRAIN_COUNTS and summary["beta"] == 0.9
+    assert summary["inverse_frequency"] == pytest.approx(counts.sum() / (7 * counts))
+    effective = 1.0 / ((1.0 - 0.9 ** counts) / (1.0 - 0.9))
+    assert summary["effective_number"] == pytest.approx(effective * 7 / effective.sum())
+    assert summary["log_priors"] == pytest.approx(np.log(counts / counts.sum()))
+    # largest / smallest per split; a split missing a class is infinitely imbalanced
+    assert summary["imbalance_ratio"] == {"train": 6.0, "val": 1.0, "test": math.inf}
+    assert len(table) == 3 * 7
+    train_rows = [row for row in table if row["split"] == "train"]
+    assert [row["count"] for row in train_rows] == TRAIN_COUNTS
+    assert sum(row["share"] for row in train_rows) == pytest.approx(1.0)
+    assert next(r for r in table if r["split"] == "test" and r["class"] == "surprise")["count"] == 0
+
+
+# ------------------------------------------------------------------------------ autoencoder
+
+
+def test_autoencoder_config_ignores_unknown_keys_and_takes_overrides():
+    cfg = stages.autoencoder_config(TINY_AE, weighting="none")
+    assert cfg.latent_dim == 16 and cfg.weighting == "none" and cfg.epochs == 1
+    assert not hasattr(cfg, "oversampling") and not hasattr(cfg, "compare_unweighted")
+
+
+def test_train_autoencoder_error_table_with_and_without_twin(dataset):
+    run = stages.train_autoencoder(dataset, TINY_AE)
+    assert len(run.history) == 1 and len(run.twin_history) == 1
+    assert list(run.errors[0]) == ["class", "n", "mse_effective_number", "mae_effective_number", "mse_none",
+                                   "mae_none", "mse_change_pct"]
+    assert [row["n"] for row in run.errors] == TRAIN_COUNTS  # the train split only
+    for row in run.errors:
+        assert row["mse_change_pct"] == pytest.approx(100.0 * (row["mse_effective_number"] / row["mse_none"] - 1))
+    assert run.peak_memory_mb is None  # CPU
+
+    alone = stages.train_autoencoder(dataset, TINY_AE, twin=False)
+    assert alone.twin_history is None
+    assert list(alone.errors[0]) == ["class", "n", "mse_effective_number", "mae_effective_number"]
+    # the same seed and data: the weighted model does not depend on whether a twin ran
+    assert [r["mse_effective_number"] for r in alone.errors] == [r["mse_effective_number"] for r in run.errors]
+    unweighted = stages.train_autoencoder(dataset, {**TINY_AE, "weighting": "none"})
+    assert unweighted.twin_history is None and "mse_none" in unweighted.errors[0]
+
+
+def test_oversample_reaches_the_targets_from_train_faces_only(dataset, autoencoder, tmp_path):
+    synthetic, info = stages.oversample(dataset, autoencoder, TINY_AE)
+    targets = np.maximum(TRAIN_COUNTS, math.ceil(0.5 * max(TRAIN_COUNTS)))  # 6 for every smaller class
+    assert info["targets"] == dict(zip(CLASSES, targets.tolist()))
+    assert info["added"] == dict(zip(CLASSES, (targets - TRAIN_COUNTS).tolist()))
+    assert np.bincount(synthetic["labels"], minlength=7).tolist() == (targets - TRAIN_COUNTS).tolist()
+    assert synthetic["images"].shape == (len(synthetic["labels"]), 48, 48) and synthetic["images"].dtype == np.uint8
+
+    # val / test faces play no part: other faces there, and more of them, change nothing
+    changed = dict(dataset)
+    held_out = dataset["splits"] != "train"
+    changed["images"] = dataset["images"].copy()
+    changed["images"][held_out] = 255 - changed["images"][held_out]
+    changed["labels"] = np.where(held_out, 1, dataset["labels"])  # every held-out face "disgust"
+    again, again_info = stages.oversample(changed, autoencoder, TINY_AE)
+    assert again_info == info
+    assert np.array_equal(again["images"], synthetic["images"]) and np.array_equal(again["labels"], synthetic["labels"])
+
+    # from the model file (what the Kedro node passes); disabled: nothing added, targets = counts
+    save_autoencoder(tmp_path / "ae.pt", autoencoder)
+    from_file, _ = stages.oversample(dataset, tmp_path / "ae.pt", TINY_AE)
+    assert np.array_equal(from_file["images"], synthetic["images"])
+    off = {**TINY_AE, "oversampling": {**TINY_AE["oversampling"], "enabled": False}}
+    none, none_info = stages.oversample(dataset, tmp_path / "missing.pt", off)  # not loaded when disabled
+    assert len(none["labels"]) == 0 and none["images"].shape == (0, 48, 48)
+    assert none_info["targets"] == dict(zip(CLASSES, TRAIN_COUNTS)) and set(none_info["added"].values()) == {0}
+
+
+# ------------------------------------------------------------------------------ augmentation
+
+
+def test_assemble_training_set_with_and_without_synthetic(dataset):
+    rng = np.random.default_rng(2)
+    synthetic_images, synthetic_labels = _faces([0, 4, 2, 0, 0, 1, 3], rng)
+    synthetic = {"images": synthetic_images, "labels": synthetic_labels, "classes": np.array(CLASSES)}
+
+    real, info = stages.assemble_training_set(dataset, synthetic, {"use_synthetic": False, "sampler": "shuffle"})
+    assert info["training_set_size"] == sum(TRAIN_COUNTS) and info["synthetic_faces"] == 0
+    assert not real["synthetic"].any() and np.array_equal(real["labels"], dataset["labels"][dataset["splits"] == "train"])
+    assert info["counts"] == dict(zip(CLASSES, TRAIN_COUNTS)) and info["sampler"] == "shuffle"
+    assert list(info["sampled_share"].values()) == pytest.approx(np.array(TRAIN_COUNTS) / sum(TRAIN_COUNTS))
+
+    mixed, info = stages.assemble_training_set(dataset, synthetic, {"use_synthetic": True, "sampler": "shuffle"})
+    total = np.array(TRAIN_COUNTS) + np.bincount(synthetic_labels, minlength=7)
+    assert info["training_set_size"] == total.sum() and info["synthetic_faces"] == len(synthetic_labels) == 10
+    assert mixed["synthetic"].sum() == 10 and np.array_equal(mixed["images"][mixed["synthetic"]], synthetic_images)
+    assert info["counts"] == dict(zip(CLASSES, total.tolist()))
+    assert mixed["labels"].dtype == np.int64 and list(mixed["classes"]) == list(CLASSES)
+
+    _, balanced = stages.assemble_training_set(dataset, synthetic, {"use_synthetic": True, "sampler": "class_balanced"})
+    assert list(balanced["sampled_share"].values()) == pytest.approx([1 / 7] * 7)
+    _, sqrt = stages.assemble_training_set(dataset, synthetic, {"use_synthetic": True, "sampler": "sqrt"})
+    assert list(sqrt["sampled_share"].values()) == pytest.approx(np.sqrt(total) / np.sqrt(total).sum())
+
+    with pytest.raises(ValueError, match="no synthetic faces"):
+        stages.assemble_training_set(dataset, None, {"use_synthetic": True, "sampler": "shuffle"})
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def test_train_resnet_needs_a_val_split(dataset):
+    no_val = {**dataset, "splits": np.where(dataset["splits"] == "val", "test", dataset["splits"])}
+    training_set, _ = stages.assemble_training_set(no_val, None, {"use_synthetic": False, "sampler": "shuffle"})
+    with pytest.raises(ValueError, match="no validation split"):
+        stages.train_resnet(training_set, no_val, {"model": {}, "config": {}},
+                            {"sampler": "shuffle", "policy": None})
