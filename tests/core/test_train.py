@@ -184,7 +184,6 @@ POLICY = {"crop_size": 12, "padding": 2, "hflip_p": 0.5, "affine": {"p": 0.5, "d
 
 
 def test_augmentation_policy_sets_input_size_and_sampler_runs(faces):
-    pytest.importorskip("fer_pipeline.core.augment")
     result = run(faces, epochs=1, policy=POLICY, sampler="class_balanced", loss="cb_focal")
     assert result.config["input_size"] == 12
     assert np.isfinite(result.history[0]["train_loss"])
@@ -193,7 +192,6 @@ def test_augmentation_policy_sets_input_size_and_sampler_runs(faces):
 
 
 def test_resume_after_kill_equals_uninterrupted_run(faces, tmp_path):
-    pytest.importorskip("fer_pipeline.core.augment")
     settings = {"epochs": 3, "deterministic": True, "ema": True, "ema_decay": 0.5, "warmup_epochs": 1,
                 "sampler": "sqrt", "policy": POLICY, "model_cfg": {**TINY_MODEL, "dropout": 0.3}}
     reference = run(faces, **settings)
