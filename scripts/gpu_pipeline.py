@@ -12,11 +12,11 @@ Its stages are the Kedro nodes' own (``fer_pipeline.core.stages``, which the nod
 The test split is read only by the evaluation stage, after the model is chosen: training sees
 train + val, the best epoch is picked on val, and the TTA mode is picked on val too.
 
-Needs only torch, torchvision, numpy and pillow (no kedro, mlflow, pandas, sklearn, matplotlib,
-PyYAML or OpenCV): the parameter files are read by a small YAML-subset reader (``read_yaml``,
-checked against OmegaConf on every parameter file by tests/test_gpu_scripts.py), metrics are
-NumPy, and when OpenCV is missing ``core.ingestion`` decodes through its own Pillow fallback
-(core.ingestion's Pillow path; Pillow and OpenCV give identical pixels on all 35,887 FER2013 JPEGs).
+Needs torch, torchvision, numpy, Pillow and PyYAML (all in the GPU image), not kedro, mlflow,
+pandas, sklearn, matplotlib or OpenCV: the parameter files are read with PyYAML (checked against
+OmegaConf, Kedro's loader, on every parameter file by tests/test_gpu_scripts.py), metrics are
+NumPy, and without OpenCV ``core.ingestion`` decodes with Pillow (identical pixels on all 35,887
+FER2013 JPEGs).
 
 GPU machine, from the repository root. Once, here: ``mkdir -p .gpu_data && tar czf
 .gpu_data/fer2013.tar.gz -C ../shared/datasets fer2013`` (44 MiB; ``/.gpu_data/`` is git-ignored),
@@ -56,7 +56,6 @@ import logging
 import math
 import os
 import platform
-import re
 import shutil
 import signal
 import statistics
@@ -93,227 +92,21 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
 # ============================================================================================
-# Parameters: a YAML-subset reader (PyYAML may be missing on the GPU machine)
+# Parameters: conf/base/parameters_*.yml read with PyYAML (the GPU image ships it; Kedro's
+# OmegaConf reads these files to the same values, which tests/test_gpu_scripts.py checks)
 # ============================================================================================
 
-class YamlSubsetError(ValueError):
-    """A construct outside the subset ``read_yaml`` understands (the message names the line)."""
+def read_yaml_file(path: str | os.PathLike) -> Any:
+    import yaml
 
-
-# Scalars resolve as OmegaConf (what Kedro's config loader uses) resolves them.
-_NULLS = {"", "~", "null", "Null", "NULL"}
-_TRUE = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"}
-_FALSE = {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"}
-_INT = re.compile(r"^[-+]?(0|[1-9][0-9_]*)$")
-_FLOAT = re.compile(
-    r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?"
-    r"|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
-    r"|\.[0-9_]+(?:[eE][-+][0-9]+)?"
-    r"|[-+]?\.(?:inf|Inf|INF)"
-    r"|\.(?:nan|NaN|NAN))$"
-)
-
-
-def _scalar(token: str) -> Any:
-    token = token.strip()
-    if len(token) >= 2 and token[0] == token[-1] and token[0] in "'\"":
-        body = token[1:-1]
-        return body.replace("''", "'") if token[0] == "'" else bytes(body, "utf-8").decode("unicode_escape")
-    if token in _NULLS:
-        return None
-    if token in _TRUE:
-        return True
-    if token in _FALSE:
-        return False
-    if _INT.match(token):
-        return int(token.replace("_", ""))
-    if _FLOAT.match(token):
-        lowered = token.lower().replace("_", "")
-        if lowered.endswith(".inf"):
-            return -math.inf if lowered.startswith("-") else math.inf
-        if lowered == ".nan":
-            return math.nan
-        return float(lowered)
-    if "${" in token:
-        raise YamlSubsetError(f"interpolation {token!r} is not supported")
-    return token
-
-
-def _strip_comment(line: str) -> str:
-    quote = None
-    for i, ch in enumerate(line):
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
-            return line[:i]
-    return line
-
-
-def _parse_flow(text: str) -> Any:
-    """``{a: 1, b: [0.8, 1.0]}`` / ``[1, 2]`` / a scalar (one line)."""
-    pos = 0
-
-    def skip() -> None:
-        nonlocal pos
-        while pos < len(text) and text[pos] in " \t":
-            pos += 1
-
-    def value() -> Any:
-        nonlocal pos
-        skip()
-        if pos < len(text) and text[pos] == "{":
-            pos += 1
-            out: dict = {}
-            skip()
-            if text[pos:pos + 1] == "}":
-                pos += 1
-                return out
-            while True:
-                key = atom(stop=":")
-                if text[pos:pos + 1] != ":":
-                    raise YamlSubsetError(f"expected ':' in flow mapping {text!r}")
-                pos += 1
-                out[key] = value()
-                skip()
-                if text[pos:pos + 1] == ",":
-                    pos += 1
-                    continue
-                if text[pos:pos + 1] == "}":
-                    pos += 1
-                    return out
-                raise YamlSubsetError(f"unterminated flow mapping {text!r}")
-        if pos < len(text) and text[pos] == "[":
-            pos += 1
-            items: list = []
-            skip()
-            if text[pos:pos + 1] == "]":
-                pos += 1
-                return items
-            while True:
-                items.append(value())
-                skip()
-                if text[pos:pos + 1] == ",":
-                    pos += 1
-                    continue
-                if text[pos:pos + 1] == "]":
-                    pos += 1
-                    return items
-                raise YamlSubsetError(f"unterminated flow sequence {text!r}")
-        return atom(stop=",]}")
-
-    def atom(stop: str) -> Any:
-        nonlocal pos
-        skip()
-        start = pos
-        if pos < len(text) and text[pos] in "'\"":
-            quote = text[pos]
-            pos += 1
-            while pos < len(text) and text[pos] != quote:
-                pos += 1
-            pos += 1
-            return _scalar(text[start:pos])
-        while pos < len(text) and text[pos] not in stop and not (text[pos] == ":" and ":" in stop):
-            pos += 1
-        return _scalar(text[start:pos])
-
-    result = value()
-    skip()
-    if pos != len(text):
-        raise YamlSubsetError(f"unexpected text after value: {text!r}")
-    return result
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
 
 
 def _value(text: str) -> Any:
-    """A block-level value: a flow collection, or a scalar (which may hold braces or commas)."""
-    text = text.strip()
-    if text[:1] in ("&", "*", "!", "|", ">", "%", "@", "`"):
-        raise YamlSubsetError(f"unsupported YAML construct {text!r} (anchor, alias, tag or block scalar)")
-    return _parse_flow(text) if text[:1] in ("{", "[") else _scalar(text)
+    """A ``--set KEY=VALUE`` value in YAML syntax: 0.05, true, null, [0.9, 1.1], {p: 0.5}."""
+    import yaml
 
-
-def _split_key(content: str) -> tuple[str, str] | None:
-    """``key: rest`` -> (key, rest); None when the line is not a mapping entry."""
-    match = re.match(r"^(\"[^\"]*\"|'[^']*'|[^\s:'\"{}\[\],#][^:]*?)\s*:(?:\s+(.*)|$)", content)
-    if not match:
-        return None
-    key = match.group(1)
-    if key[0] in "'\"":
-        key = key[1:-1]
-    return key, (match.group(2) or "").strip()
-
-
-def read_yaml(text: str, source: str = "<yaml>") -> Any:
-    """Parse the YAML subset the project's config files use.
-
-    Block mappings and ``- item`` sequences by indentation, flow ``{...}`` / ``[...]`` on one
-    line, plain / quoted scalars, ``#`` comments. Anything else (anchors, multi-line strings,
-    multi-line flow collections, ``${...}`` interpolation) raises ``YamlSubsetError``.
-    """
-    lines: list[tuple[int, str, int]] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = _strip_comment(raw).rstrip()
-        if not line.strip() or line.strip() in ("---", "..."):
-            continue
-        indent = len(line) - len(line.lstrip(" "))
-        if line[indent:indent + 1] == "\t":
-            raise YamlSubsetError(f"{source}:{number}: tab indentation")
-        content = line.strip()
-        if content[0] in "&*!|>" or content.startswith("? "):
-            raise YamlSubsetError(f"{source}:{number}: unsupported YAML construct {content!r}")
-        lines.append((indent, content, number))
-
-    def block(i: int, indent: int) -> tuple[Any, int]:
-        if lines[i][1].startswith("- ") or lines[i][1] == "-":
-            items = []
-            while i < len(lines) and lines[i][0] == indent and (lines[i][1].startswith("- ") or lines[i][1] == "-"):
-                rest = lines[i][1][1:].strip()
-                if _split_key(rest) is not None and not rest.startswith(("{", "[")):
-                    raise YamlSubsetError(f"{source}:{lines[i][2]}: mappings inside '- ' items are not supported")
-                if rest:
-                    items.append(_value(rest))
-                    i += 1
-                elif i + 1 < len(lines) and lines[i + 1][0] > indent:
-                    value, i = block(i + 1, lines[i + 1][0])
-                    items.append(value)
-                else:
-                    items.append(None)
-                    i += 1
-            return items, i
-        mapping: dict = {}
-        while i < len(lines) and lines[i][0] == indent:
-            entry = _split_key(lines[i][1])
-            if entry is None:
-                raise YamlSubsetError(f"{source}:{lines[i][2]}: expected 'key: value', got {lines[i][1]!r}")
-            key, rest = entry
-            if key in mapping:
-                raise YamlSubsetError(f"{source}:{lines[i][2]}: duplicate key {key!r}")
-            if rest:
-                mapping[key] = _value(rest)
-                i += 1
-            elif i + 1 < len(lines) and lines[i + 1][0] > indent:
-                mapping[key], i = block(i + 1, lines[i + 1][0])
-            elif i + 1 < len(lines) and lines[i + 1][0] == indent and lines[i + 1][1].startswith("- "):
-                mapping[key], i = block(i + 1, indent)
-            else:
-                mapping[key] = None
-                i += 1
-        if i < len(lines) and lines[i][0] > indent:
-            raise YamlSubsetError(f"{source}:{lines[i][2]}: unexpected indentation")
-        return mapping, i
-
-    if not lines:
-        return None
-    value, end = block(0, lines[0][0])
-    if end != len(lines):
-        raise YamlSubsetError(f"{source}:{lines[end][2]}: unexpected dedent / content")
-    return value
-
-
-def read_yaml_file(path: str | os.PathLike) -> Any:
-    return read_yaml(Path(path).read_text(encoding="utf-8"), str(path))
+    return yaml.safe_load(text)
 
 
 def load_parameters(conf_dir: str | os.PathLike = CONF_DIR) -> dict[str, Any]:

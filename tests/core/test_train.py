@@ -19,13 +19,7 @@ from fer_pipeline.core.train import (
 TIMING_KEYS = ("epoch_seconds", "images_per_s")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions run far faster on one thread, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 #: The smallest model the builder makes: fast enough on a 2-core CPU.
 TINY_MODEL = {"arch": "resnet18", "stem": "imagenet"}
 
