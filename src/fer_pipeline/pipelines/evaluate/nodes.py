@@ -52,7 +52,7 @@ def evaluate_model(resnet_model: ModelFile, fer_dataset: dict[str, np.ndarray], 
     _tag_training_run(report["training_run_id"])
 
     per_class = pd.DataFrame(report["per_class"])
-    probs = _softmax(logits)
+    probs = ev.softmax(logits)
     predictions = pd.DataFrame({
         "source_id": fer_dataset["source_ids"][mask], "label": [classes[i] for i in labels],
         "predicted": [classes[i] for i in probs.argmax(1)], "confidence": probs.max(1),
@@ -73,12 +73,6 @@ def evaluate_model(resnet_model: ModelFile, fer_dataset: dict[str, np.ndarray], 
         ev.plot_per_class(report["per_class"]),
         point_metrics(metrics),
     )
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
 
 
 def _tag_training_run(run_id: str | None) -> None:
