@@ -24,7 +24,7 @@ import torch
 from . import autoencoder as ae
 from . import class_balance as cb
 from .augment import sampling_weights
-from .classes import CLASSES, SPLITS
+from .classes import SPLITS
 from .data import resolve_device
 from .ingestion import apply_duplicate_policy, find_duplicates, ingest, quality_report
 from .train import TrainConfig, TrainResult, train_classifier
@@ -67,13 +67,7 @@ def build_dataset(
     duplicates = find_duplicates(result.images, result.labels, result.splits, result.byte_hashes)
     keep, dropped = apply_duplicate_policy(result, duplicates, params["duplicates"])
     report = quality_report(result, duplicates, keep, dropped, policy=params["duplicates"])
-    dataset = {
-        "images": result.images[keep],
-        "labels": result.labels[keep].astype(np.int64),
-        "splits": result.splits[keep],
-        "source_ids": result.source_ids[keep],
-        "classes": np.array(CLASSES),
-    }
+    dataset = {key: value if key == "classes" else value[keep] for key, value in result.as_arrays().items()}
     return dataset, report
 
 

@@ -46,14 +46,3 @@ def set_tags(tags: dict[str, Any]) -> None:
     if mlflow.active_run():
         mlflow.set_tags({key: str(value) for key, value in tags.items() if value is not None})
 
-
-def hardware_summary(device: Any) -> dict[str, Any]:
-    """Device name, versions and, on CUDA, peak memory allocated since the last reset (MiB)."""
-    import torch
-
-    from fer_pipeline.core.train import device_info
-
-    info = device_info(device)
-    if device.type == "cuda":
-        info["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    return info

@@ -11,8 +11,9 @@ import pandas as pd
 from fer_pipeline.core import autoencoder as ae
 from fer_pipeline.core import stages
 from fer_pipeline.core.data import resolve_device
+from fer_pipeline.core.train import device_info
 from fer_pipeline.datasets import ModelFile
-from fer_pipeline.pipelines.tracking import hardware_summary, metric_history, point_metrics, set_tags
+from fer_pipeline.pipelines.tracking import metric_history, point_metrics, set_tags
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +24,9 @@ def train_autoencoder(
     """Train on the train split only; optionally an unweighted twin for the error table."""
     run = stages.train_autoencoder(fer_dataset, params, progress=True)
     metrics = metric_history(run.history, "autoencoder")
-    hardware = hardware_summary(resolve_device(run.config.device))
-    if run.peak_memory_mb is not None:  # the weighted model's training, not the twin's
-        hardware["peak_memory_mb"] = run.peak_memory_mb
-    set_tags({f"autoencoder.{key}": value for key, value in hardware.items()})
-    if "peak_memory_mb" in hardware:
-        metrics["autoencoder.peak_memory_mb"] = [{"value": hardware["peak_memory_mb"], "step": 0}]
+    set_tags({f"autoencoder.{key}": value for key, value in device_info(resolve_device(run.config.device)).items()})
+    if run.peak_memory_mb is not None:  # CUDA only: the weighted model's training, not the twin's
+        metrics["autoencoder.peak_memory_mb"] = [{"value": run.peak_memory_mb, "step": 0}]
     table = pd.DataFrame(run.errors)
     if run.twin_history is not None:
         metrics.update(metric_history(run.twin_history, "autoencoder_unweighted"))
