@@ -32,12 +32,21 @@ Here (a CPU smoke run on generated demo faces, about 10 s)::
         --ae-epochs 1 --set training.model.stem=imagenet --set training.config.batch_size=16 \\
         --set training.config.steps_per_epoch=3 --set autoencoder.latent_dim=16 --set autoencoder.base_channels=8
 
-Outputs in ``--out`` (at most 8 files): ``resnet34.pt`` (core.models.save_model; 85 MB, so it
-does not come back from the device, whose per-file limit is 16 MiB: metrics.json records its
-sha256), ``autoencoder.pt``, ``metrics.json`` (everything, rewritten after every stage),
-``per_class.csv``, ``confusion.csv``, ``history.csv`` (classifier, per epoch) and
-``pipeline.log``. Training checkpoints go to ``--work`` (default ``build/gpu_work``, git-ignored)
-so a command killed at its time limit resumes where it stopped when run again on the same machine.
+Outputs in ``--out``, 8 files, each under the device's 16 MiB return limit: the trained ResNet-34
+stored in float16 (``core.models.save_model(dtype=torch.float16)``, 43 MB) and cut into
+``resnet34_fp16.pt.part0`` … ``.part2`` (``--part-mib``, default 15), ``metrics.json``
+(everything, rewritten after every stage; it also records the float16 copy's sha256 and its
+PrivateTest/PublicTest accuracy beside the float32 model's, so the returned file is checked, not
+assumed, to be the same classifier), ``per_class.csv``, ``confusion.csv``, ``history.csv``
+(classifier, per epoch) and ``pipeline.log``. The float32 ``resnet34.pt`` (85 MB) and
+``autoencoder.pt`` stay in ``--work`` (default ``build/gpu_work``, git-ignored) with the training
+checkpoints, so a command killed at its time limit resumes where it stopped when run again on the
+same machine. Back here, put the model where Kedro's catalog expects it (joins the parts, checks
+the sha256, loads it)::
+
+    python scripts/gpu_pipeline.py --assemble-model <returned folder> data/06_models/resnet34.pt
+    kedro run --pipeline evaluate
+    python scripts/gpu_pipeline.py --figures <returned folder> docs/gpu   # curves, confusion matrices
 
 Parameters: ``--set training.config.lr=0.05`` (any dotted key, YAML value), the shortcuts
 ``--epochs``, ``--ae-epochs``, ``--duplicates``, ``--device``; ``--dump-params FILE`` writes the
@@ -313,9 +322,10 @@ def autoencoder_epoch_logger(params: Mapping[str, Any]):
 
 
 def evaluate_split(model, config: Mapping[str, Any], dataset: Mapping[str, np.ndarray], split: str, tta: str,
-                   params: Mapping[str, Any]) -> dict[str, Any]:
-    """``evaluate_model`` node's metrics (NumPy) for one split and TTA mode, timed."""
-    from fer_pipeline.core.evaluate import predict_logits
+                   params: Mapping[str, Any], leaked: np.ndarray | None = None) -> dict[str, Any]:
+    """``evaluate_model`` node's metrics (NumPy) for one split and TTA mode, timed; with ``leaked``
+    (``core.ingestion.leaked_mask`` of the whole dataset) also without the leaked duplicates."""
+    from fer_pipeline.core.evaluate import predict_logits, without_leaked
 
     mask = dataset["splits"] == split
     if not mask.any():
@@ -329,7 +339,108 @@ def evaluate_split(model, config: Mapping[str, Any], dataset: Mapping[str, np.nd
     report = classification_report(dataset["labels"][mask], logits, [str(c) for c in dataset["classes"]])
     report.update(split=split, fer_split=FER_SPLIT_NAMES[split], tta=tta, seconds=seconds,
                   images_per_s=float(mask.sum()) / seconds if seconds > 0 else None)
+    if leaked is not None:
+        report["without_leaked_duplicates"] = without_leaked(
+            dataset["labels"][mask], logits, leaked[mask], [str(c) for c in dataset["classes"]],
+            metrics_fn=classification_report)
     return report
+
+
+RETURNED_MODEL = "resnet34_fp16.pt"
+
+
+def export_returned_model(model, config: Mapping[str, Any], dataset: Mapping[str, np.ndarray],
+                          params: Mapping[str, Any], work: Path, out: Path, max_part_bytes: int) -> dict[str, Any]:
+    """The model that comes back from the device: float16 weights, cut into parts under the
+    per-file limit, and evaluated (val and test, no TTA) beside the float32 model it came from."""
+    from fer_pipeline.core.evaluate import predict_logits
+    from fer_pipeline.core.models import load_model, save_model, split_file
+
+    path = save_model(work / RETURNED_MODEL, model, config, dtype=torch.float16)
+    parts = split_file(path, max_part_bytes, out_dir=out)
+    half_model, _ = load_model(path)
+    device = _device(params.get("device", "auto"))
+    comparison: dict[str, Any] = {}
+    for split in ("val", "test"):
+        mask = dataset["splits"] == split
+        labels = dataset["labels"][mask]
+        logits = {name: predict_logits(m, dataset["images"][mask], dict(config), tta="none",
+                                       batch_size=params["batch_size"], device=device, progress=False)
+                  for name, m in (("float32", model), ("float16", half_model))}
+        predictions = {name: value.argmax(1) for name, value in logits.items()}
+        comparison[split] = {
+            "accuracy_float32": float((predictions["float32"] == labels).mean()),
+            "accuracy_float16": float((predictions["float16"] == labels).mean()),
+            "predictions_changed": int((predictions["float32"] != predictions["float16"]).sum()),
+            "max_abs_logit_difference": float(np.abs(logits["float32"] - logits["float16"]).max()),
+            "n": int(mask.sum()),
+        }
+    log.info("returned model: %s in %d part(s); test predictions changed by float16: %d of %d", path.name,
+             len(parts), comparison["test"]["predictions_changed"], comparison["test"]["n"])
+    return {"dtype": "float16", "file": _file_info(path), "parts": [p.name for p in parts],
+            "part_bytes": [p.stat().st_size for p in parts], "float16_vs_float32": comparison}
+
+
+def assemble_model(folder: Path, dest: Path) -> Path:
+    """Join the returned parts into ``dest`` after checking them against metrics.json's sha256."""
+    from fer_pipeline.core.models import join_files, load_model, model_parts
+
+    metrics_path = folder / "metrics.json"
+    if not metrics_path.is_file():
+        raise SystemExit(f"{metrics_path} not found: give the folder the GPU run's files came back to")
+    record = json.loads(metrics_path.read_text(encoding="utf-8")).get("returned_model")
+    if not record:
+        raise SystemExit(f"{metrics_path} has no returned_model: the run stopped before the model was exported")
+    try:
+        parts = model_parts(folder / RETURNED_MODEL)
+        if [p.name for p in parts] != record["parts"]:
+            raise ValueError(f"found parts {[p.name for p in parts]}, metrics.json lists {record['parts']}")
+        join_files(parts, dest, sha256=record["file"]["sha256"])
+        _, config = load_model(dest)
+    except ValueError as exc:
+        raise SystemExit(f"cannot assemble the model: {exc}") from None
+    print(f"wrote {dest} ({dest.stat().st_size:,} bytes, sha256 checked; {config['arch']}, stem {config['stem']}, "
+          f"float16 weights: test accuracy {record['float16_vs_float32']['test']['accuracy_float16']:.4f} "
+          f"vs {record['float16_vs_float32']['test']['accuracy_float32']:.4f} in float32)")
+    return dest
+
+
+def _number(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def draw_figures(folder: Path, dest: Path) -> list[Path]:
+    """Here, from a returned folder: training curves (history.csv) and PrivateTest confusion
+    matrices without TTA (metrics.json), drawn by the Kedro nodes' plot functions (matplotlib)."""
+    from fer_pipeline.core.evaluate import plot_confusion_matrix
+    from fer_pipeline.core.train import plot_training_curves
+
+    metrics_path, history_path = folder / "metrics.json", folder / "history.csv"
+    for path in (metrics_path, history_path):
+        if not path.is_file():
+            raise SystemExit(f"{path} not found: give the folder the GPU run's files came back to")
+    with open(history_path, newline="", encoding="utf-8") as handle:
+        history = [{k: _number(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
+    report = json.loads(metrics_path.read_text(encoding="utf-8")).get("evaluation", {}).get("test", {}).get("none")
+    if not history or not report:
+        raise SystemExit(f"{folder}: the run has no training history or no PrivateTest evaluation yet")
+    dest.mkdir(parents=True, exist_ok=True)
+    figures = {
+        "training_curves.png": plot_training_curves(history),
+        "confusion_matrix.png": plot_confusion_matrix(report["confusion"], CLASSES, normalized=False),
+        "confusion_matrix_normalized.png": plot_confusion_matrix(
+            np.asarray(report["confusion"]) / np.maximum(np.asarray(report["confusion"]).sum(1, keepdims=True), 1),
+            CLASSES, normalized=True),
+    }
+    written = []
+    for name, figure in figures.items():
+        figure.savefig(dest / name, dpi=110)
+        written.append(dest / name)
+        print(f"wrote {dest / name}")
+    return written
 
 
 # ============================================================================================
@@ -526,11 +637,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--naive-workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="DataLoader workers of the naive path (default min(8, cores))")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--part-mib", type=float, default=15.0,
+                        help="largest part of the returned float16 model, MiB (the device returns files up to 16)")
+    parser.add_argument("--assemble-model", nargs=2, metavar=("FOLDER", "DEST"),
+                        help="join the returned model parts in FOLDER into DEST (sha256 checked) and exit")
+    parser.add_argument("--figures", nargs=2, metavar=("FOLDER", "DEST_DIR"),
+                        help="draw the training curves and PrivateTest confusion matrices of a returned FOLDER "
+                             "into DEST_DIR (needs matplotlib) and exit")
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
+    if args.assemble_model or args.figures:
+        if args.assemble_model:
+            assemble_model(Path(args.assemble_model[0]), Path(args.assemble_model[1]))
+        if args.figures:
+            draw_figures(Path(args.figures[0]), Path(args.figures[1]))
+        return {}
     params = effective_parameters(args)
     if args.dump_params:
         Path(args.dump_params).write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
@@ -580,6 +704,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def _run(args, params, data, out, work, device, timer, metrics, save) -> None:
     from fer_pipeline.core.autoencoder import save_autoencoder
+    from fer_pipeline.core.ingestion import leaked_mask
     from fer_pipeline.core.models import save_model
 
     with timer("ingestion") as stage:
@@ -605,7 +730,7 @@ def _run(args, params, data, out, work, device, timer, metrics, save) -> None:
         run = stages.train_autoencoder(dataset, ae_params, on_epoch=autoencoder_epoch_logger(ae_params))
         stage["images_per_s"] = statistics.median(h["images_per_s"] for h in run.history)
         stage["epochs"] = ae_params["epochs"] * (2 if run.twin_history is not None else 1)
-    save_autoencoder(out / "autoencoder.pt", run.model)
+    save_autoencoder(work / "autoencoder.pt", run.model)
     metrics["autoencoder"] = {"config": run.config.to_dict(), "history": run.history,
                               "reconstruction_error": run.errors}
     if run.twin_history is not None:
@@ -638,7 +763,7 @@ def _run(args, params, data, out, work, device, timer, metrics, save) -> None:
     steady = rates[1:] or rates
     stage["images_per_s_median"] = statistics.median(steady) if steady else None
     stage["epochs_run_here"] = len(result.history) - (result.resumed_from_epoch or 0)
-    model_path = save_model(out / "resnet34.pt", result.model, model_config)
+    model_path = save_model(work / "resnet34.pt", result.model, model_config)
     metrics["training"] = {
         "best_epoch": result.best_epoch, "best_val_metrics": result.best_metrics,
         "select_metric": train_cfg.select_metric, "epochs_run": len(result.history),
@@ -655,10 +780,11 @@ def _run(args, params, data, out, work, device, timer, metrics, save) -> None:
     modes = list(dict.fromkeys(("none", "ten_crop", params["evaluate"]["tta"])))
     evaluation: dict[str, dict[str, Any]] = {"val": {}, "test": {}}
     with timer("evaluation") as stage:
+        leaked = leaked_mask(dataset["images"], dataset["labels"], dataset["splits"])
         for split in ("val", "test"):
             for tta in modes:
                 evaluation[split][tta] = evaluate_split(result.model, model_config, dataset, split, tta,
-                                                        params["evaluate"])
+                                                        params["evaluate"], leaked)
         stage["images_per_s"] = {tta: evaluation["test"][tta]["images_per_s"] for tta in modes}
     # The TTA mode is chosen on val too; test numbers of every mode are reported, never chosen from.
     tta_on_val = max(modes, key=lambda t: evaluation["val"][t][train_cfg.select_metric])
@@ -672,6 +798,10 @@ def _run(args, params, data, out, work, device, timer, metrics, save) -> None:
         f"{split}_{tta}_{key}": evaluation[split][tta][key]
         for split in ("val", "test") for tta in modes for key in ("accuracy", "macro_f1", "balanced_accuracy")
     }
+    for tta in modes:  # the canonical PrivateTest without copies of training images (None: none there)
+        clean = evaluation["test"][tta]["without_leaked_duplicates"]
+        for key in ("accuracy", "macro_f1", "balanced_accuracy"):
+            metrics["headline"][f"test_{tta}_without_leaked_{key}"] = clean[key] if clean else None
     metrics["headline"]["parameters_tta"] = params["evaluate"]["tta"]
     metrics["headline"]["tta_selected_on_val"] = tta_on_val
     metrics["throughput"] = {
@@ -689,7 +819,13 @@ def _run(args, params, data, out, work, device, timer, metrics, save) -> None:
          **{f"pred_{name}": count for name, count in zip(CLASSES, row)}}
         for split in ("val", "test") for tta in modes for i, row in enumerate(evaluation[split][tta]["confusion"])
     ])
-    metrics["files"] = {"model": _file_info(model_path), "autoencoder": _file_info(out / "autoencoder.pt")}
+    metrics["files"] = {"model": _file_info(model_path), "autoencoder": _file_info(work / "autoencoder.pt")}
+    save()
+
+    with timer("model_export"):
+        metrics["returned_model"] = export_returned_model(result.model, model_config, dataset, params["evaluate"],
+                                                          work, out, int(args.part_mib * 2**20))
+    metrics["files"]["returned_model"] = metrics["returned_model"]["file"]
     save()
 
     if args.naive_baseline_steps > 0:
@@ -734,6 +870,12 @@ def print_results(metrics: Mapping[str, Any]) -> None:
             label = f"{FER_SPLIT_NAMES[split]} ({split})"
             lines.append(f"{label:<22}{tta:<10}{r['accuracy']:>10.4f}{r['macro_f1']:>10.4f}"
                          f"{r['balanced_accuracy']:>10.4f}")
+    for tta, r in metrics["evaluation"]["test"].items():
+        clean = r.get("without_leaked_duplicates")
+        if clean:
+            label = f"PrivateTest -{clean['excluded']} leaked"
+            lines.append(f"{label:<22}{tta:<10}{clean['accuracy']:>10.4f}{clean['macro_f1']:>10.4f}"
+                         f"{clean['balanced_accuracy']:>10.4f}")
     lines += ["", "PrivateTest recall per class: " + ", ".join(
         f"{row['class']} {row['recall']:.3f}/{ten['recall']:.3f}"
         for row, ten in zip(metrics["evaluation"]["test"]["none"]["per_class"],

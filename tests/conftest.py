@@ -56,3 +56,14 @@ def demo_project(tmp_path_factory) -> Path:
     if result.returncode != 0:
         pytest.fail(f"kedro run --env demo failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
     return project
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny convolutions run far faster on one thread, above all on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / "scripts" / "gpu_pipeline.py"
@@ -135,7 +136,7 @@ def test_numpy_metrics_match_compute_metrics():
     assert ours["confusion"] == reference["confusion"]
 
 
-def test_gpu_pipeline_end_to_end(fer_demo, tmp_path):
+def test_gpu_pipeline_end_to_end(fer_demo, tmp_path, capsys):
     """As on the GPU machine: the dataset comes as a .tar.gz, cv2 & co. are missing."""
     import tarfile
 
@@ -143,16 +144,21 @@ def test_gpu_pipeline_end_to_end(fer_demo, tmp_path):
     archive.parent.mkdir()
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(fer_demo, arcname="fer2013")
+        # FER2013's test splits hold copies of training images: one here too
+        tar.add(next((fer_demo / "train" / "happy").glob("*.jpg")),
+                arcname="fer2013/test/happy/PrivateTest_99999.jpg")
     out = tmp_path / "out"
     result = run_script(PIPELINE, "--data", str(archive), "--out", str(out), "--work", str(tmp_path / "work"),
                         *TINY, "--naive-baseline-steps", "1", "--naive-workers", "0", cwd=tmp_path)
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["autoencoder.pt", "confusion.csv", "history.csv", "metrics.json", "per_class.csv",
-                     "pipeline.log", "resnet34.pt"]
+    # what the device returns: at most 8 files of at most 16 MiB each (the float16 model in parts)
+    assert files == ["confusion.csv", "history.csv", "metrics.json", "per_class.csv", "pipeline.log",
+                     "resnet34_fp16.pt.part0", "resnet34_fp16.pt.part1", "resnet34_fp16.pt.part2"]
+    assert all((out / name).stat().st_size <= 15 * 2**20 for name in files)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "complete"
     assert metrics["ingestion"]["decoder"].startswith("pillow")  # cv2 was unimportable
-    assert metrics["ingestion"]["split_sizes"] == {"train": 210, "val": 35, "test": 35}
+    assert metrics["ingestion"]["split_sizes"] == {"train": 210, "val": 35, "test": 36}
     assert metrics["ingestion"]["quarantined"] == 0 and metrics["ingestion"]["source_path"].endswith("/fer2013")
     for stage in ("ingestion", "class_balance", "autoencoder", "oversampling", "augmentation", "training",
                   "evaluation", "naive_baseline"):
@@ -161,7 +167,12 @@ def test_gpu_pipeline_end_to_end(fer_demo, tmp_path):
         for tta in ("none", "ten_crop"):
             report = metrics["evaluation"][split][tta]
             assert 0.0 <= report["accuracy"] <= 1.0 and 0.0 <= report["macro_f1"] <= 1.0
-            assert report["n"] == 35 and report["tta"] == tta and len(report["per_class"]) == 7
+            assert report["n"] == 35 + (split == "test") and report["tta"] == tta and len(report["per_class"]) == 7
+        # the same model scored without the leaked copy (val has none)
+        assert metrics["evaluation"]["val"][tta]["without_leaked_duplicates"] is None
+        clean = metrics["evaluation"]["test"][tta]["without_leaked_duplicates"]
+        assert (clean["n"], clean["excluded"]) == (35, 1) and 0.0 <= clean["accuracy"] <= 1.0
+        assert metrics["headline"][f"test_{tta}_without_leaked_accuracy"] == clean["accuracy"]
     assert metrics["evaluation"]["test"]["none"]["fer_split"] == "PrivateTest"
     # the model (best epoch) and the TTA mode are chosen on PublicTest (val), never on test
     assert metrics["selection"]["split"] == "val" and metrics["selection"]["fer_split"] == "PublicTest"
@@ -182,7 +193,18 @@ def test_gpu_pipeline_end_to_end(fer_demo, tmp_path):
     assert metrics["parameters"]["training"]["config"]["loss"] == "ce"  # defaults otherwise
     assert metrics["throughput"]["train_images_per_s_median"] > 0
     assert metrics["naive_baseline"]["speedup"] > 0
-    assert metrics["files"]["model"]["bytes"] == (out / "resnet34.pt").stat().st_size
+    work = tmp_path / "work"
+    assert metrics["files"]["model"]["bytes"] == (work / "resnet34.pt").stat().st_size
+    assert metrics["files"]["autoencoder"]["bytes"] == (work / "autoencoder.pt").stat().st_size
+    returned = metrics["returned_model"]
+    assert returned["dtype"] == "float16" and returned["parts"] == files[-3:]
+    assert sum(returned["part_bytes"]) == returned["file"]["bytes"] < 0.52 * metrics["files"]["model"]["bytes"]
+    for split in ("val", "test"):
+        check = returned["float16_vs_float32"][split]
+        n = check["n"]
+        assert n == 35 + (split == "test") and 0 <= check["predictions_changed"] <= n
+        assert check["accuracy_float32"] == pytest.approx(metrics["evaluation"][split]["none"]["accuracy"])
+        assert abs(check["accuracy_float16"] - check["accuracy_float32"]) <= check["predictions_changed"] / n + 1e-12
 
     with open(out / "per_class.csv", newline="") as handle:
         per_class = list(csv.DictReader(handle))
@@ -192,11 +214,32 @@ def test_gpu_pipeline_end_to_end(fer_demo, tmp_path):
     with open(out / "history.csv", newline="") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["0"]
     assert "PrivateTest (test)" in result.stdout and "stage" in result.stdout
+    assert "PrivateTest -1 leaked" in result.stdout
 
     from fer_pipeline.core.models import load_model
 
-    model, config = load_model(out / "resnet34.pt")
+    # back here: join the parts where the catalog expects the model, sha256 checked
+    dest = tmp_path / "data" / "06_models" / "resnet34.pt"
+    assembled = run_script(PIPELINE, "--assemble-model", str(out), str(dest), cwd=tmp_path)
+    assert "sha256 checked" in assembled.stdout
+    model, config = load_model(dest)
     assert config["classes"] == list(gp.CLASSES) and config["input_size"] == 44
+    reference, _ = load_model(work / "resnet34.pt")
+    x = torch.randn(4, 1, 44, 44)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reference(x), atol=0.05, rtol=0.01)
+
+    # the figures, drawn here (with matplotlib) from the returned files
+    gp.main(["--figures", str(out), str(tmp_path / "figures")])
+    drawn = capsys.readouterr().out
+    for name in ("training_curves.png", "confusion_matrix.png", "confusion_matrix_normalized.png"):
+        assert (tmp_path / "figures" / name).stat().st_size > 10_000 and name in drawn
+
+    # a part lost on the way: refused with a message, nothing written
+    (out / "resnet34_fp16.pt.part1").unlink()
+    with pytest.raises(SystemExit, match="part\\(s\\) \\[1\\] missing"):
+        gp.main(["--assemble-model", str(out), str(tmp_path / "other.pt")])
+    assert not (tmp_path / "other.pt").exists()
 
 
 # ------------------------------------------------------------------------------ ablation.py

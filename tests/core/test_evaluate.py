@@ -11,6 +11,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score
 from torch import nn
 
+from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.evaluate import (
     compute_metrics,
     expected_calibration_error,
@@ -21,6 +22,7 @@ from fer_pipeline.core.evaluate import (
     predict_logits,
     reliability_bins,
     scalar_metrics,
+    without_leaked,
 )
 from fer_pipeline.core.models import build_resnet34, model_config
 
@@ -172,6 +174,25 @@ def test_compute_metrics_agrees_with_sklearn() -> None:
         assert metrics["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(LABELS, PREDS))
     assert metrics["macro_f1"] == pytest.approx(f1_score(LABELS, PREDS, average="macro"))
     assert metrics["weighted_f1"] == pytest.approx(f1_score(LABELS, PREDS, average="weighted"))
+
+
+def test_without_leaked_scores_the_clean_items_only() -> None:
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 7, 200)
+    logits = rng.normal(size=(200, 7)) + 3.0 * np.eye(7)[labels]
+    leaked = np.zeros(200, bool)
+    assert without_leaked(labels, logits, leaked) is None  # nothing to exclude
+    assert without_leaked(labels, logits, ~leaked) is None  # nothing left
+    leaked[:30] = True
+    logits[:30] = -np.eye(7)[labels[:30]]  # the leaked items are all wrong: excluding them raises accuracy
+    clean = without_leaked(labels, logits, leaked)
+    reference = compute_metrics(labels[30:], logits[30:])
+    assert (clean["n"], clean["excluded"]) == (170, 30)
+    for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+        assert clean[key] == pytest.approx(reference[key])
+    assert clean["accuracy"] > compute_metrics(labels, logits)["accuracy"]
+    assert list(clean["recall"]) == list(CLASSES)
+    json.dumps(clean)
 
 
 def test_compute_metrics_is_json_serialisable_and_has_scalars() -> None:

@@ -18,6 +18,7 @@ from fer_pipeline.core.ingestion import (
     detect_source_kind,
     find_duplicates,
     ingest,
+    leaked_mask,
     quality_report,
 )
 
@@ -423,6 +424,22 @@ def test_drop_leaked_policy_and_quality_report(tmp_path: Path) -> None:
     assert (d["groups"], d["byte_identical_groups"], d["pixel_identical_groups"]) == (4, 3, 4)
     assert (d["cross_split_groups"], d["train_test_groups"], d["conflicting_label_groups"]) == (2, 2, 1)
     assert d["files_in_groups"] == 8 and d["policy"] == "drop_leaked" and d["dropped"] == 4
+
+
+def test_leaked_mask_from_arrays_matches_drop_leaked(tmp_path: Path) -> None:
+    """Evaluation recomputes the leaked items from the dataset arrays alone: the same set."""
+    make_duplicate_tree(tmp_path)
+    result = ingest(tmp_path, progress=False)
+    dup = find_duplicates(result.images, result.labels, result.splits, result.byte_hashes)
+    keep, _ = apply_duplicate_policy(result, dup, "drop_leaked")
+    leaked = leaked_mask(result.images, result.labels, result.splits)
+    assert leaked.dtype == bool and np.array_equal(leaked, ~keep)
+    assert sorted(result.source_ids[leaked].tolist()) == [
+        "test/happy/leak_copy.png", "train/angry/conflict.png", "train/sad/conflict.png", "val/fear/twin.png"]
+    # a duplicate pair between val and test only is no leak from train
+    images = np.stack([face(1), face(1), face(2)])
+    mask = leaked_mask(images, np.array([2, 2, 3]), np.array(["val", "test", "train"]))
+    assert not mask.any()
 
 
 def test_quality_report_counts_quarantine_and_zero_classes(tmp_path: Path) -> None:

@@ -12,9 +12,12 @@ from fer_pipeline.core.models import (
     FERResNet,
     build_model,
     build_resnet34,
+    join_files,
     load_model,
     model_config,
+    model_parts,
     save_model,
+    split_file,
 )
 
 
@@ -111,6 +114,55 @@ def test_save_load_strips_ema_and_compile_prefixes(tmp_path):
     torch.save({"config": config, "state_dict": prefixed}, tmp_path / "compiled.pt")
     loaded, _ = load_model(tmp_path / "compiled.pt")
     assert torch.equal(_outputs(model, x), _outputs(loaded, x))
+
+
+def test_float16_model_file_is_half_the_size_and_loads_as_float32(tmp_path):
+    model = build_resnet34(stem="imagenet")
+    model.train()(torch.randn(8, 1, 44, 44))
+    with torch.no_grad():
+        model.backbone.bn1.running_var[0] = 1e6  # beyond float16's range: must stay float32, not become inf
+    config = model_config(stem="imagenet", input_size=44)
+    full = save_model(tmp_path / "fp32.pt", model, config)
+    half = save_model(tmp_path / "fp16.pt", model, config, dtype=torch.float16)
+    assert half.stat().st_size < 0.52 * full.stat().st_size
+    state = torch.load(half, weights_only=True)["state_dict"]
+    assert state["classifier.weight"].dtype == torch.float16
+    assert state["backbone.bn1.running_var"].dtype == torch.float32  # kept: 1e6 > 65504
+    assert state["backbone.bn1.num_batches_tracked"].dtype == torch.int64
+    loaded, loaded_config = load_model(half)
+    assert loaded_config == config
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    assert loaded.backbone.bn1.running_var[0].item() == 1e6
+    x = torch.randn(16, 1, 44, 44)
+    reference, result = _outputs(model, x), _outputs(loaded, x)
+    assert not torch.equal(reference, result)  # rounded, really
+    assert torch.allclose(reference, result, atol=0.05, rtol=0.01)
+
+
+def test_split_and_join_round_trip(tmp_path):
+    import hashlib
+
+    source = tmp_path / "model.pt"
+    payload = bytes(range(256)) * 41 + b"tail"  # 10,500 bytes
+    source.write_bytes(payload)
+    parts = split_file(source, 4096, out_dir=tmp_path / "out")
+    assert [p.name for p in parts] == ["model.pt.part0", "model.pt.part1", "model.pt.part2"]
+    assert [p.stat().st_size for p in parts] == [4096, 4096, 10500 - 8192]
+    # numeric, not lexical, order once there are ten or more parts
+    many = split_file(source, 1000, out_dir=tmp_path / "many")
+    assert model_parts(tmp_path / "many" / "model.pt") == many and len(many) == 11
+    digest = hashlib.sha256(payload).hexdigest()
+    joined = join_files(model_parts(tmp_path / "out" / "model.pt"), tmp_path / "joined.pt", sha256=digest)
+    assert joined.read_bytes() == payload
+
+    parts[1].unlink()
+    with pytest.raises(ValueError, match=r"part\(s\) \[1\] missing"):
+        model_parts(tmp_path / "out" / "model.pt")
+    with pytest.raises(ValueError, match="expected"):  # a part lost: the digest catches it, nothing written
+        join_files([parts[0], parts[2]], tmp_path / "bad.pt", sha256=digest)
+    assert not (tmp_path / "bad.pt").exists() and not (tmp_path / "bad.pt.tmp").exists()
+    with pytest.raises(ValueError, match="no parts"):
+        model_parts(tmp_path / "absent.pt")
 
 
 def test_build_model_from_config_matches_architecture():

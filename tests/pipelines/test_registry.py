@@ -48,3 +48,41 @@ def test_plots_land_in_reporting_and_mlflow(catalog):
     plot = catalog.get("confusion_matrix_plot")
     assert type(plot).__name__ == "MlflowMatplotlibDataset"
     assert str(plot._filepath).endswith("data/08_reporting/confusion_matrix.png")
+
+
+def _leaf_keys(tree: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        keys |= _leaf_keys(value, path + ".") if isinstance(value, dict) and value else {path}
+    return keys
+
+
+@pytest.mark.parametrize("env", ["demo", "cpu"])
+def test_environments_only_override_existing_parameters(env):
+    """An environment overrides single keys of conf/base (soft merge): a misspelt key would be
+    silently added instead of overriding, so every key must exist in base."""
+    from omegaconf import OmegaConf
+
+    def load(folder: Path) -> dict:
+        merged: dict = {}
+        for path in sorted(folder.glob("parameters*.yml")):
+            merged.update(OmegaConf.to_container(OmegaConf.load(path)) or {})
+        return merged
+
+    base_keys = _leaf_keys(load(REPO / "conf" / "base"))
+    env_keys = _leaf_keys(load(REPO / "conf" / env))
+    # open-ended groups in base (null or {} there) accept any key below them
+    open_groups = {k for k in base_keys if any(e.startswith(k + ".") for e in env_keys)}
+    assert env_keys, f"conf/{env} has no parameters"
+    assert {k for k in env_keys - base_keys if not any(k.startswith(g + ".") for g in open_groups)} == set()
+
+
+def test_cpu_environment_resolves_for_kedro():
+    bootstrap_project(REPO)
+    with KedroSession.create(project_path=REPO, env="cpu") as session:
+        params = session.load_context().params
+    assert params["training"]["model"]["stem"] == "imagenet"
+    assert params["training"]["config"]["epochs"] == 10
+    assert params["training"]["config"]["loss"] == "ce"  # everything else from conf/base
+    assert params["ingestion"]["source_path"] == "data/01_raw/fer2013"

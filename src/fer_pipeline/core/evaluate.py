@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -301,6 +301,28 @@ def compute_metrics(labels: np.ndarray, logits: np.ndarray, classes: Sequence[st
         "confusion_normalized": confusion_normalized.tolist(),
         "reliability": reliability,
         "classes": classes,
+    }
+
+
+def without_leaked(
+    labels: np.ndarray,
+    logits: np.ndarray,
+    leaked: np.ndarray,
+    classes: Sequence[str] = CLASSES,
+    metrics_fn: Callable[..., dict[str, Any]] = compute_metrics,
+) -> dict[str, Any] | None:
+    """Headline metrics on the items that are not ``leaked`` (``core.ingestion.leaked_mask``): the
+    same model and logits, scored as if the split had been de-duplicated against train. None when
+    nothing is leaked (the split is already clean) or everything is."""
+    leaked = np.asarray(leaked, bool)
+    if not leaked.any() or leaked.all():
+        return None
+    keep = ~leaked
+    report = metrics_fn(np.asarray(labels)[keep], np.asarray(logits)[keep], classes)
+    return {
+        "n": int(keep.sum()), "excluded": int(leaked.sum()),
+        **{key: float(report[key]) for key in ("accuracy", "balanced_accuracy", "macro_f1")},
+        "recall": {row["class"]: float(row["recall"]) for row in report["per_class"]},
     }
 
 

@@ -918,28 +918,47 @@ def apply_duplicate_policy(
     dropped: list[dict] = []
     if policy == "keep":
         return keep, dropped
-    for members in duplicates["members"]:
-        group = np.asarray(members)
-        group_labels = result.labels[group]
-        group_splits = result.splits[group]
-        ids = result.source_ids[group]
+    for index, reason in _leaked_items(duplicates["members"], result.labels, result.splits, result.source_ids):
+        keep[index] = False
+        dropped.append({"item": str(result.source_ids[index]), "reason": reason})
+    return keep, dropped
+
+
+def _leaked_items(
+    members: list, labels: np.ndarray, splits: np.ndarray, source_ids: np.ndarray | None = None
+) -> Iterator[tuple[int, str]]:
+    """(index, reason) of every item ``drop_leaked`` removes from the duplicate groups ``members``."""
+    for group_members in members:
+        group = np.asarray(group_members)
+        group_labels = labels[group]
+        group_splits = splits[group]
         if len(set(group_labels.tolist())) > 1:
             names = ", ".join(sorted({CLASSES[int(v)] for v in group_labels}))
-            for index, source_id in zip(group, ids):
-                keep[index] = False
-                dropped.append({"item": str(source_id), "reason": (
-                    f"duplicate_conflicting_labels: {len(group)} identical images labelled {names}")})
+            for index in group:
+                yield int(index), f"duplicate_conflicting_labels: {len(group)} identical images labelled {names}"
             continue
         in_train = group_splits == "train"
         if not in_train.any():
             continue
-        train_copy = str(ids[in_train][0])
-        for index, split, source_id in zip(group, group_splits, ids):
+        first_train = group[in_train][0]
+        train_copy = str(source_ids[first_train]) if source_ids is not None else f"#{int(first_train)}"
+        for index, split in zip(group, group_splits):
             if split != "train":
-                keep[index] = False
-                dropped.append({"item": str(source_id), "reason": (
-                    f"duplicate_leak: {split} image identical to train image {train_copy}")})
-    return keep, dropped
+                yield int(index), f"duplicate_leak: {split} image identical to train image {train_copy}"
+
+
+def leaked_mask(images: np.ndarray, labels: np.ndarray, splits: np.ndarray) -> np.ndarray:
+    """True for the items ``duplicates: drop_leaked`` would remove, found from the arrays alone.
+
+    Lets evaluation report a split both as published (duplicates kept) and without the copies of
+    training images and the conflicting-label groups, from the same model and the same logits.
+    """
+    labels, splits = np.asarray(labels), np.asarray(splits)
+    mask = np.zeros(len(labels), bool)
+    members = find_duplicates(images, labels, splits)["members"]
+    for index, _ in _leaked_items(members, labels, splits):
+        mask[index] = True
+    return mask
 
 
 # --------------------------------------------------------------------------- report

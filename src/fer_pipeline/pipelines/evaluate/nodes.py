@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from fer_pipeline.core import evaluate as ev
+from fer_pipeline.core.ingestion import leaked_mask
 from fer_pipeline.core.models import load_model
 from fer_pipeline.datasets import ModelFile
 from fer_pipeline.pipelines.tracking import point_metrics
@@ -49,6 +50,9 @@ def evaluate_model(resnet_model: ModelFile, fer_dataset: dict[str, np.ndarray], 
     report = ev.compute_metrics(labels, logits, classes)
     report.update({"split": split, "tta": params["tta"], "n": int(mask.sum()),
                    "model": path.as_posix(), "training_run_id": run_id or config.get("mlflow_run_id")})
+    # FER2013's test splits hold copies of training images: score them without those too
+    leaked = leaked_mask(fer_dataset["images"], fer_dataset["labels"], fer_dataset["splits"])[mask]
+    report["without_leaked_duplicates"] = ev.without_leaked(labels, logits, leaked, classes)
     _tag_training_run(report["training_run_id"])
 
     per_class = pd.DataFrame(report["per_class"])
@@ -64,6 +68,12 @@ def evaluate_model(resnet_model: ModelFile, fer_dataset: dict[str, np.ndarray], 
         metrics[f"eval.{split}.recall.{row['class']}"] = float(row["recall"])
     log.info("%s (%s, tta=%s): accuracy %.4f, macro-F1 %.4f, balanced accuracy %.4f",
              split, len(labels), params["tta"], report["accuracy"], report["macro_f1"], report["balanced_accuracy"])
+    clean = report["without_leaked_duplicates"]
+    if clean:
+        for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+            metrics[f"eval.{split}.without_leaked.{key}"] = clean[key]
+        log.info("%s without %d leaked duplicates (%d): accuracy %.4f, macro-F1 %.4f", split, clean["excluded"],
+                 clean["n"], clean["accuracy"], clean["macro_f1"])
     return (
         report, per_class, predictions,
         ev.plot_confusion_matrix(report["confusion"], classes, normalized=False),

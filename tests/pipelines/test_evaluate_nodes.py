@@ -1,0 +1,45 @@
+"""The evaluate node on a tiny dataset whose test split holds copies of training images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fer_pipeline.core.classes import CLASSES
+from fer_pipeline.core.models import build_resnet34, model_config, save_model
+from fer_pipeline.datasets import ModelFile
+from fer_pipeline.pipelines.evaluate.nodes import evaluate_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_evaluate_reports_the_split_with_and_without_leaked_duplicates(tmp_path):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 48, 48), dtype=np.uint8)
+    labels = np.arange(40) % len(CLASSES)
+    splits = np.array(["train"] * 20 + ["val"] * 8 + ["test"] * 12)
+    images[28:31] = images[0:3]  # three test images are copies of training images ...
+    labels[28:31] = labels[0:3]
+    dataset = {"images": images, "labels": labels, "splits": splits,
+               "source_ids": np.array([f"img_{i}.jpg" for i in range(40)]), "classes": np.array(CLASSES)}
+    path = save_model(tmp_path / "resnet34.pt", build_resnet34(stem="imagenet"), model_config(stem="imagenet"))
+    params = {"split": "test", "tta": "none", "batch_size": 16, "device": "cpu", "model_run_id": None}
+
+    report, per_class, predictions, *_plots, metrics = evaluate_model(ModelFile(path), dataset, params)
+
+    clean = report["without_leaked_duplicates"]
+    assert report["n"] == 12 and (clean["n"], clean["excluded"]) == (9, 3)
+    kept = ~predictions["source_id"].isin(["img_28.jpg", "img_29.jpg", "img_30.jpg"])
+    expected = float((predictions["predicted"] == predictions["label"])[kept].mean())
+    assert clean["accuracy"] == pytest.approx(expected)
+    assert metrics["eval.test.without_leaked.accuracy"]["value"] == pytest.approx(expected)
+    json.dumps(report)
+
+    # ... and none of the val images: no second report, no metric
+    report, *_rest, metrics = evaluate_model(ModelFile(path), dataset, {**params, "split": "val"})
+    assert report["without_leaked_duplicates"] is None
+    assert not any("without_leaked" in key for key in metrics)
