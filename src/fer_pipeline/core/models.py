@@ -250,8 +250,8 @@ def save_model(path: str | os.PathLike, model: nn.Module, config: Mapping[str, A
     """Write ``{"config", "state_dict"}`` atomically (tmp file + rename); weights on CPU.
 
     ``dtype=torch.float16`` stores the floating tensors in half precision, half the file (a
-    ResNet-34 is 85 MB in float32, more than the GPU machine's 16 MiB per-file return limit allows
-    even when split into 8 files); a tensor whose values do not fit float16 stays float32.
+    ResNet-34 is 85 MB in float32, more than the GPU machine returns from one command: 64 MiB in
+    all, 16 MiB per file); a tensor whose values do not fit float16 stays float32.
     ``load_model`` casts them back to the model's float32.
     """
     path = Path(path)
