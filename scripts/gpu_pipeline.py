@@ -322,9 +322,11 @@ def autoencoder_epoch_logger(params: Mapping[str, Any]):
 
 
 def evaluate_split(model, config: Mapping[str, Any], dataset: Mapping[str, np.ndarray], split: str, tta: str,
-                   params: Mapping[str, Any], leaked: np.ndarray | None = None) -> dict[str, Any]:
+                   params: Mapping[str, Any], leaked: np.ndarray | None = None,
+                   logits_out: dict | None = None) -> dict[str, Any]:
     """``evaluate_model`` node's metrics (NumPy) for one split and TTA mode, timed; with ``leaked``
-    (``core.ingestion.leaked_mask`` of the whole dataset) also without the leaked duplicates."""
+    (``core.ingestion.leaked_mask`` of the whole dataset) also without the leaked duplicates.
+    ``logits_out`` receives the logits under ``(split, tta)`` for later comparisons."""
     from fer_pipeline.core.evaluate import predict_logits, without_leaked
 
     mask = dataset["splits"] == split
@@ -336,6 +338,8 @@ def evaluate_split(model, config: Mapping[str, Any], dataset: Mapping[str, np.nd
     logits = predict_logits(model, dataset["images"][mask], dict(config), tta=tta, batch_size=params["batch_size"],
                             device=device, progress=False)
     seconds = time.perf_counter() - start
+    if logits_out is not None:
+        logits_out[(split, tta)] = logits
     report = classification_report(dataset["labels"][mask], logits, [str(c) for c in dataset["classes"]])
     report.update(split=split, fer_split=FER_SPLIT_NAMES[split], tta=tta, seconds=seconds,
                   images_per_s=float(mask.sum()) / seconds if seconds > 0 else None)
@@ -350,9 +354,11 @@ RETURNED_MODEL = "resnet34_fp16.pt"
 
 
 def export_returned_model(model, config: Mapping[str, Any], dataset: Mapping[str, np.ndarray],
-                          params: Mapping[str, Any], work: Path, out: Path, max_part_bytes: int) -> dict[str, Any]:
+                          params: Mapping[str, Any], work: Path, out: Path, max_part_bytes: int,
+                          float32_logits: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """The model that comes back from the device: float16 weights, cut into parts under the
-    per-file limit, and evaluated (val and test, no TTA) beside the float32 model it came from."""
+    per-file limit, and evaluated (val and test, no TTA) beside the float32 model it came from,
+    whose logits (``float32_logits[split]``) the evaluation stage already computed."""
     from fer_pipeline.core.evaluate import predict_logits
     from fer_pipeline.core.models import load_model, save_model, split_file
 
@@ -364,9 +370,9 @@ def export_returned_model(model, config: Mapping[str, Any], dataset: Mapping[str
     for split in ("val", "test"):
         mask = dataset["splits"] == split
         labels = dataset["labels"][mask]
-        logits = {name: predict_logits(m, dataset["images"][mask], dict(config), tta="none",
-                                       batch_size=params["batch_size"], device=device, progress=False)
-                  for name, m in (("float32", model), ("float16", half_model))}
+        logits = {"float32": float32_logits[split],
+                  "float16": predict_logits(half_model, dataset["images"][mask], dict(config), tta="none",
+                                            batch_size=params["batch_size"], device=device, progress=False)}
         predictions = {name: value.argmax(1) for name, value in logits.items()}
         comparison[split] = {
             "accuracy_float32": float((predictions["float32"] == labels).mean()),
@@ -431,9 +437,8 @@ def draw_figures(folder: Path, dest: Path) -> list[Path]:
     figures = {
         "training_curves.png": plot_training_curves(history),
         "confusion_matrix.png": plot_confusion_matrix(report["confusion"], CLASSES, normalized=False),
-        "confusion_matrix_normalized.png": plot_confusion_matrix(
-            np.asarray(report["confusion"]) / np.maximum(np.asarray(report["confusion"]).sum(1, keepdims=True), 1),
-            CLASSES, normalized=True),
+        "confusion_matrix_normalized.png": plot_confusion_matrix(report["confusion_normalized"], CLASSES,
+                                                                 normalized=True),
     }
     written = []
     for name, figure in figures.items():
@@ -779,12 +784,13 @@ def _run(args, params, data, out, work, device, timer, metrics, save) -> None:
     # without and with ten-crop TTA, and the parameters' mode if it is another (flip)
     modes = list(dict.fromkeys(("none", "ten_crop", params["evaluate"]["tta"])))
     evaluation: dict[str, dict[str, Any]] = {"val": {}, "test": {}}
+    logits: dict[tuple[str, str], np.ndarray] = {}
     with timer("evaluation") as stage:
         leaked = leaked_mask(dataset["images"], dataset["labels"], dataset["splits"])
         for split in ("val", "test"):
             for tta in modes:
                 evaluation[split][tta] = evaluate_split(result.model, model_config, dataset, split, tta,
-                                                        params["evaluate"], leaked)
+                                                        params["evaluate"], leaked, logits)
         stage["images_per_s"] = {tta: evaluation["test"][tta]["images_per_s"] for tta in modes}
     # The TTA mode is chosen on val too; test numbers of every mode are reported, never chosen from.
     tta_on_val = max(modes, key=lambda t: evaluation["val"][t][train_cfg.select_metric])
@@ -823,8 +829,9 @@ def _run(args, params, data, out, work, device, timer, metrics, save) -> None:
     save()
 
     with timer("model_export"):
-        metrics["returned_model"] = export_returned_model(result.model, model_config, dataset, params["evaluate"],
-                                                          work, out, int(args.part_mib * 2**20))
+        metrics["returned_model"] = export_returned_model(
+            result.model, model_config, dataset, params["evaluate"], work, out, int(args.part_mib * 2**20),
+            {split: logits[(split, "none")] for split in ("val", "test")})
     metrics["files"]["returned_model"] = metrics["returned_model"]["file"]
     save()
 
