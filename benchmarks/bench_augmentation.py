@@ -18,7 +18,6 @@ Needs only torch, torchvision, numpy (and pillow for a JPEG folder).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,13 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-try:
-    import fer_pipeline  # noqa: F401
-except ImportError:  # run from a checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from fer_pipeline.core.augment import DEFAULT_POLICY, BatchAugment, build_per_image_transform  # noqa: E402
-from fer_pipeline.core.data import to_float  # noqa: E402
+from fer_pipeline.core.augment import DEFAULT_POLICY, BatchAugment, build_per_image_transform
+from fer_pipeline.core.data import to_float
 
 
 def load_train_faces(path: str, limit: int | None) -> np.ndarray:

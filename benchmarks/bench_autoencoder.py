@@ -13,25 +13,19 @@ torch, numpy (and pillow for a JPEG folder); runs on the GPU box.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-try:
-    import fer_pipeline  # noqa: F401
-except ImportError:  # run from a checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from fer_pipeline.core.autoencoder import (  # noqa: E402
+from fer_pipeline.core.autoencoder import (
     AutoencoderConfig,
     latent_smote,
     oversampling_targets,
     train_autoencoder,
 )
-from fer_pipeline.core.classes import CLASSES  # noqa: E402
+from fer_pipeline.core.classes import CLASSES
 
 
 def load_train_split(path: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.evaluate import compute_metrics, predict_logits
+from fer_pipeline.core.inference import predict_logits
+from fer_pipeline.core.metrics import compute_metrics
 
 PRIVATE_TEST_SIZE = 3589
 

@@ -2,6 +2,8 @@
 
     python benchmarks/bench_ingestion.py [PATH] [--workers N] [--cold] [--no-naive]
 
+(with the package installed; from a bare checkout: ``PYTHONPATH=src python benchmarks/...``).
+
 PATH defaults to ../shared/datasets/fer2013 (relative to the project root). Prints one table:
 source, files, seconds, files/s, split counts and duplicate figures, for ``ingest`` and, in the
 same run, for a plain ``PIL.Image.open(...).convert("L")`` loop (the ratio is the speed-up).
@@ -14,23 +16,21 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT_ROOT / "src"))
-
-from fer_pipeline.core.classes import SPLITS  # noqa: E402
-from fer_pipeline.core.ingestion import (  # noqa: E402
+from fer_pipeline.core.classes import SPLITS
+from fer_pipeline.core.ingestion import (
     apply_duplicate_policy,
     detect_source_kind,
     find_duplicates,
     ingest,
     quality_report,
 )
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def dataset_files(path: Path) -> list[str]:

@@ -67,3 +67,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def fer_demo_folder(tmp_path_factory) -> Path:
+    """A small drawn-face dataset in FER2013's folder layout (210 train, 70 test faces)."""
+    from fer_pipeline.demo import generate_demo_dataset
+
+    root = tmp_path_factory.mktemp("fer_demo") / "fer2013"
+    generate_demo_dataset(root, n_train=210, n_test=70, progress=False)
+    return root
+
+
+@pytest.fixture
+def runner_log_handlers_removed():
+    """In-process calls of the runner add log handlers to the root logger: remove them after."""
+    import logging
+
+    yield
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_fer_runner", False)]:
+        root.removeHandler(handler)
+        handler.close()

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fer_pipeline.predict_cli import DEFAULT_MODEL_RELATIVE, find_project_root, main
-from fer_pipeline.core.demo_data import draw_photo
+from fer_pipeline.demo import draw_photo
 from fer_pipeline.core.models import build_resnet34, model_config, save_model
 
 PHOTO_FACES = [(3, (60, 90, 130, 150)), (5, (290, 80, 120, 140))]

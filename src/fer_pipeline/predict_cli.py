@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fer_pipeline.project import find_project_root
+
 #: Where ``kedro run`` (and ``kedro run --env demo``) saves the trained classifier.
 DEFAULT_MODEL_RELATIVE = Path("data") / "06_models" / "resnet34.pt"
 
@@ -18,20 +20,6 @@ EXIT_OK = 0
 EXIT_NO_READABLE_IMAGE = 1
 EXIT_USAGE = 2
 EXIT_BAD_MODEL = 3
-
-
-def find_project_root(start: Path | None = None) -> Path:
-    """The nearest folder at or above ``start`` (default: cwd) whose pyproject.toml has a
-    ``[tool.kedro]`` table; ``start`` itself when there is none."""
-    start = (start or Path.cwd()).resolve()
-    for folder in (start, *start.parents):
-        pyproject = folder / "pyproject.toml"
-        try:
-            if pyproject.is_file() and "[tool.kedro]" in pyproject.read_text(encoding="utf-8", errors="replace"):
-                return folder
-        except OSError:
-            continue
-    return start
 
 
 def default_model_path(start: Path | None = None) -> Path:

@@ -20,10 +20,8 @@ from fer_pipeline.core.augment import (
     build_mixup_cutmix,
     build_per_image_transform,
     center_crop,
-    preview_grid,
     sampling_weights,
 )
-from fer_pipeline.core.classes import CLASSES
 
 RRC_POLICY = {**DEFAULT_POLICY, "random_resized_crop": {"scale": [0.7, 1.0], "ratio": [0.8, 1.25]}}
 
@@ -217,11 +215,3 @@ def test_sampling_weights_give_the_expected_class_frequencies():
     np.testing.assert_allclose(np.bincount(labels[draws]) / 30000, [1 / 3] * 3, atol=0.02)
     with pytest.raises(ValueError):
         sampling_weights(labels, "oversample")
-
-
-def test_preview_grid_rows():
-    pytest.importorskip("matplotlib")
-    images = np.random.default_rng(0).integers(0, 256, (21, 48, 48), dtype=np.uint8)
-    labels = np.arange(21) % 7
-    fig = preview_grid(images, labels, DEFAULT_POLICY, CLASSES, per_class=3)
-    assert len(fig.axes) == 2 * 7 * 3

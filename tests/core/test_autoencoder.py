@@ -15,8 +15,6 @@ from fer_pipeline.core.autoencoder import (
     oversampling_targets,
     per_class_reconstruction_error,
     reconstruct,
-    reconstruction_grid,
-    samples_grid,
     save_autoencoder,
     train_autoencoder,
     weighted_reconstruction_loss,
@@ -130,6 +128,25 @@ def test_config_rejects_unknown_weighting():
         AutoencoderConfig(weighting="focal")
 
 
+def test_config_from_dict_rejects_unknown_keys_with_a_hint():
+    with pytest.raises(ValueError, match=r"unknown autoencoder parameter.*'latent_dims' \(did you mean 'latent_dim'\?\)"):
+        AutoencoderConfig.from_dict({"latent_dims": 64})
+    assert AutoencoderConfig.from_dict({"epochs": 2, "weighting": "none"}) == AutoencoderConfig(epochs=2, weighting="none")
+
+
+def test_defaults_are_the_pipelines_parameters():
+    """One source of defaults: conf/base lists every field with the dataclass's default (beside
+    the stage's own keys: the unweighted twin and the oversampling)."""
+    from pathlib import Path
+
+    import yaml
+
+    conf = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf" / "base" / "parameters_autoencoder.yml")
+                          .read_text())["autoencoder"]
+    stage_keys = {"compare_unweighted", "oversampling"}
+    assert {k: v for k, v in conf.items() if k not in stage_keys} == AutoencoderConfig().to_dict()
+
+
 def test_per_class_reconstruction_error_rows():
     model = tiny_model()
     images, labels = blob_faces(30, num_classes=2)
@@ -228,16 +245,6 @@ def test_latent_smote_single_sample_class_and_small_k():
     np.testing.assert_array_equal(np.bincount(synth_labels, minlength=3), [0, 3, 3])
     with pytest.raises(ValueError):
         latent_smote(tiny_model(), images, labels, targets=[9, 1, 2, 3])  # class 3 has no image
-
-
-# ------------------------------------------------------------------------------------ figures
-def test_figures_have_one_row_per_class_and_kind():
-    pytest.importorskip("matplotlib")
-    images, labels = blob_faces(21, num_classes=7)
-    fig = reconstruction_grid(tiny_model(), images, labels, CLASSES, per_class=2)
-    assert len(fig.axes) == 2 * 7 * 2
-    fig = samples_grid(images, labels, CLASSES, per_class=3, title="synthetic")
-    assert len(fig.axes) == 7 * 3
 
 
 def test_deepsmote_penalty_uses_one_class_per_step():

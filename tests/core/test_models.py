@@ -12,12 +12,9 @@ from fer_pipeline.core.models import (
     FERResNet,
     build_model,
     build_resnet34,
-    join_files,
     load_model,
     model_config,
-    model_parts,
     save_model,
-    split_file,
 )
 
 
@@ -137,32 +134,6 @@ def test_float16_model_file_is_half_the_size_and_loads_as_float32(tmp_path):
     reference, result = _outputs(model, x), _outputs(loaded, x)
     assert not torch.equal(reference, result)  # rounded, really
     assert torch.allclose(reference, result, atol=0.05, rtol=0.01)
-
-
-def test_split_and_join_round_trip(tmp_path):
-    import hashlib
-
-    source = tmp_path / "model.pt"
-    payload = bytes(range(256)) * 41 + b"tail"  # 10,500 bytes
-    source.write_bytes(payload)
-    parts = split_file(source, 4096, out_dir=tmp_path / "out")
-    assert [p.name for p in parts] == ["model.pt.part0", "model.pt.part1", "model.pt.part2"]
-    assert [p.stat().st_size for p in parts] == [4096, 4096, 10500 - 8192]
-    # numeric, not lexical, order once there are ten or more parts
-    many = split_file(source, 1000, out_dir=tmp_path / "many")
-    assert model_parts(tmp_path / "many" / "model.pt") == many and len(many) == 11
-    digest = hashlib.sha256(payload).hexdigest()
-    joined = join_files(model_parts(tmp_path / "out" / "model.pt"), tmp_path / "joined.pt", sha256=digest)
-    assert joined.read_bytes() == payload
-
-    parts[1].unlink()
-    with pytest.raises(ValueError, match=r"part\(s\) \[1\] missing"):
-        model_parts(tmp_path / "out" / "model.pt")
-    with pytest.raises(ValueError, match="expected"):  # a part lost: the digest catches it, nothing written
-        join_files([parts[0], parts[2]], tmp_path / "bad.pt", sha256=digest)
-    assert not (tmp_path / "bad.pt").exists() and not (tmp_path / "bad.pt.tmp").exists()
-    with pytest.raises(ValueError, match="no parts"):
-        model_parts(tmp_path / "absent.pt")
 
 
 def test_build_model_from_config_matches_architecture():

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.demo_data import draw_photo
+from fer_pipeline.demo import draw_photo
 from fer_pipeline.core.models import build_resnet34, model_config
 from fer_pipeline.core.predict import (
     FaceDetector,
@@ -225,7 +225,7 @@ def test_annotated_names_are_unique_and_previews_are_bounded(tmp_path: Path, mod
 
 
 def test_small_face_crops_are_classified_whole(tmp_path: Path, model_and_config) -> None:
-    from fer_pipeline.core.demo_data import draw_face
+    from fer_pipeline.demo import draw_face
 
     model, config = model_and_config
     face = write_image(tmp_path / "face48.png", draw_face(3, np.random.default_rng(0)))

@@ -12,7 +12,7 @@ import torch
 from fer_pipeline.core import stages
 from fer_pipeline.core.autoencoder import ConvAutoencoder, save_autoencoder
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.demo_data import draw_face
+from fer_pipeline.demo import draw_face
 
 #: Train / val / test faces per class; "test" lacks the last class (surprise).
 TRAIN_COUNTS = [8, 2, 4, 12, 6, 5, 3]
@@ -69,7 +69,7 @@ def test_build_dataset_reads_a_fer_folder_and_applies_the_duplicate_policy(tmp_p
               "duplicates": "keep", "val_fraction": 0.1, "test_fraction": 0.1, "seed": 0, "workers": 1}
 
     dataset, report = stages.build_dataset(root, params)
-    assert set(dataset) == {"images", "labels", "splits", "source_ids", "classes"}
+    assert set(dataset) == {"images", "labels", "splits", "source_ids", "classes", "leaked"}
     assert dataset["images"].shape == (36, 48, 48) and dataset["images"].dtype == np.uint8
     assert dataset["labels"].dtype == np.int64 and list(dataset["classes"]) == list(CLASSES)
     assert {s: int((dataset["splits"] == s).sum()) for s in ("train", "val", "test")} == {
@@ -77,10 +77,14 @@ def test_build_dataset_reads_a_fer_folder_and_applies_the_duplicate_policy(tmp_p
     assert report["read"] == report["kept"] == 36 and report["quarantined"] == 0
     assert report["duplicates"]["train_test_groups"] == 1
     assert "source_path" not in report  # the callers add their own keys
+    # ingestion stores what drop_leaked would remove: the test copy, found once, from the groups
+    flagged = dataset["source_ids"][dataset["leaked"]]
+    assert flagged.tolist() == ["test/happy/PrivateTest_99.jpg"] and dataset["leaked"].dtype == bool
 
     dropped, report = stages.build_dataset(root, {**params, "duplicates": "drop_leaked"})
     assert report["kept"] == 35 and len(dropped["labels"]) == 35
     assert not any(s.endswith("PrivateTest_99.jpg") for s in dropped["source_ids"])
+    assert not dropped["leaked"].any()  # nothing left to leak
 
 
 # ------------------------------------------------------------------------------ class balance
@@ -107,10 +111,12 @@ def test_class_balance_summary_numbers(dataset):
 # ------------------------------------------------------------------------------ autoencoder
 
 
-def test_autoencoder_config_ignores_unknown_keys_and_takes_overrides():
+def test_autoencoder_config_sets_the_stage_keys_aside_and_takes_overrides():
     cfg = stages.autoencoder_config(TINY_AE, weighting="none")
     assert cfg.latent_dim == 16 and cfg.weighting == "none" and cfg.epochs == 1
     assert not hasattr(cfg, "oversampling") and not hasattr(cfg, "compare_unweighted")
+    with pytest.raises(ValueError, match=r"'lattent_dim' \(did you mean 'latent_dim'\?\)"):
+        stages.autoencoder_config({**TINY_AE, "lattent_dim": 8})  # a typo is not silently ignored
 
 
 def test_train_autoencoder_error_table_with_and_without_twin(dataset):
@@ -122,6 +128,7 @@ def test_train_autoencoder_error_table_with_and_without_twin(dataset):
     for row in run.errors:
         assert row["mse_change_pct"] == pytest.approx(100.0 * (row["mse_effective_number"] / row["mse_none"] - 1))
     assert run.peak_memory_mb is None  # CPU
+    assert run.device_info["device"] == "cpu" and "torch" in run.device_info
 
     alone = stages.train_autoencoder(dataset, TINY_AE, twin=False)
     assert alone.twin_history is None
@@ -199,3 +206,48 @@ def test_train_resnet_needs_a_val_split(dataset):
     with pytest.raises(ValueError, match="no validation split"):
         stages.train_resnet(training_set, no_val, {"model": {}, "config": {}},
                             {"sampler": "shuffle", "policy": None})
+
+
+def test_train_resnet_returns_the_result_with_the_model_file_config(dataset):
+    training_set, _ = stages.assemble_training_set(dataset, None, {"use_synthetic": False, "sampler": "sqrt"})
+    params = {"model": {"arch": "resnet18", "stem": "imagenet"},
+              "config": {"epochs": 1, "batch_size": 16, "steps_per_epoch": 1, "warmup_epochs": 0, "amp": False,
+                         "device": "cpu", "ema": False}}
+    result = stages.train_resnet(training_set, dataset, params, {"sampler": "sqrt", "policy": None})
+    assert result.config["classes"] == list(CLASSES) and result.config["arch"] == "resnet18"
+    assert result.train_config["sampler"] == "sqrt"  # the augmentation stage's sampler
+    assert result.train_config["epochs"] == 1 and len(result.history) == 1
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+def test_evaluate_split_scores_with_and_without_the_leaked_flag(dataset):
+    from fer_pipeline.core.inference import predict_logits
+    from fer_pipeline.core.metrics import compute_metrics
+    from fer_pipeline.core.models import build_resnet34, model_config
+
+    torch.manual_seed(0)
+    model, config = build_resnet34(arch="resnet18", stem="imagenet").eval(), model_config(arch="resnet18",
+                                                                                          stem="imagenet")
+    params = {"batch_size": 4, "device": "cpu"}
+    test = dataset["splits"] == "test"
+    # the flag, not the pixels, decides what is left out: flag two test faces that have no copy
+    flagged = {**dataset, "leaked": test & (np.cumsum(test) <= 2)}
+    scored = stages.evaluate_split(model, config, flagged, "test", "flip", params)
+    assert np.array_equal(scored.mask, test) and scored.logits.shape == (test.sum(), 7)
+    expected = predict_logits(model, dataset["images"][test], config, tta="flip", device="cpu")
+    np.testing.assert_allclose(scored.logits, expected, atol=1e-5)
+    report = scored.report
+    assert report["accuracy"] == compute_metrics(dataset["labels"][test], scored.logits)["accuracy"]
+    assert (report["split"], report["fer_split"], report["tta"], report["n"]) == ("test", "PrivateTest", "flip", 6)
+    assert report["seconds"] > 0 and report["images_per_s"] > 0
+    clean = report["without_leaked_duplicates"]
+    assert (clean["n"], clean["excluded"]) == (4, 2)
+    assert clean["accuracy"] == compute_metrics(dataset["labels"][test][2:], scored.logits[2:])["accuracy"]
+
+    # no flag stored (a dataset ingested before it was): found from the pixels, here none leaked
+    assert stages.evaluate_split(model, config, dataset, "test", "none", params).report[
+        "without_leaked_duplicates"] is None
+    with pytest.raises(ValueError, match="split 'nope' is empty"):
+        stages.evaluate_split(model, config, dataset, "nope", "none", params)

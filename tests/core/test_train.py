@@ -1,6 +1,8 @@
-"""Training loop: config validation, metrics, model selection on val, flags, resume after a kill."""
+"""Training loop: config validation, model selection on val, flags, resume after a kill."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,13 +10,9 @@ import torch
 
 from fer_pipeline.core import train as train_module
 from fer_pipeline.core.models import load_model
-from fer_pipeline.core.train import (
-    TrainConfig,
-    classification_metrics,
-    evaluate_classifier,
-    plot_training_curves,
-    train_classifier,
-)
+from fer_pipeline.core.train import PLACEMENT_FIELDS, TrainConfig, evaluate, train_classifier
+
+REPO = Path(__file__).resolve().parents[2]
 
 TIMING_KEYS = ("epoch_seconds", "images_per_s")
 
@@ -71,30 +69,22 @@ def test_train_config_rejects_unknown_keys_with_a_hint():
     assert TrainConfig.from_dict(TrainConfig(ema=True).to_dict()) == TrainConfig(ema=True)
 
 
-# ---- metrics ----------------------------------------------------------------------------------
+def test_defaults_are_the_pipelines_parameters():
+    """One source of defaults: conf/base lists every field, with the dataclass's default (the
+    sampler is the augmentation stage's; where to write checkpoints is the pipeline's choice)."""
+    import dataclasses
 
+    import yaml
 
-def test_classification_metrics_by_hand():
-    y_true = np.array([0, 0, 1, 1, 2, 2])
-    y_pred = np.array([0, 1, 1, 1, 0, 2])
-    metrics = classification_metrics(y_true, y_pred, num_classes=4)  # class 3 absent: ignored
-    f1 = [2 * 1 / (2 + 2), 2 * 2 / (2 + 3), 2 * 1 / (2 + 1)]  # 2TP / (support + predicted)
-    assert metrics["accuracy"] == pytest.approx(4 / 6)
-    assert metrics["macro_f1"] == pytest.approx(np.mean(f1))
-    assert metrics["balanced_accuracy"] == pytest.approx(np.mean([0.5, 1.0, 0.5]))
-
-
-def test_classification_metrics_match_sklearn():
-    sklearn_metrics = pytest.importorskip("sklearn.metrics")
-    rng = np.random.default_rng(1)
-    y_true = rng.integers(0, 6, 200)  # class 6 never true ...
-    y_pred = rng.integers(0, 7, 200)  # ... but predicted
-    ours = classification_metrics(y_true, y_pred, 7)
-    assert ours["accuracy"] == pytest.approx(sklearn_metrics.accuracy_score(y_true, y_pred))
-    assert ours["macro_f1"] == pytest.approx(sklearn_metrics.f1_score(y_true, y_pred, average="macro"))
-    with pytest.warns(UserWarning):  # sklearn warns about the predicted-only class; same value
-        expected = sklearn_metrics.balanced_accuracy_score(y_true, y_pred)
-    assert ours["balanced_accuracy"] == pytest.approx(expected)
+    conf = yaml.safe_load((REPO / "conf" / "base" / "parameters_training.yml").read_text())["training"]["config"]
+    augmentation = yaml.safe_load((REPO / "conf" / "base" / "parameters_augmentation.yml").read_text())
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(conf) | {"sampler"} == fields
+    defaults = TrainConfig().to_dict()
+    assert {k: v for k, v in conf.items() if k not in PLACEMENT_FIELDS} == {
+        k: defaults[k] for k in conf if k not in PLACEMENT_FIELDS}
+    assert augmentation["augmentation"]["sampler"] == defaults["sampler"]
+    assert defaults["checkpoint_dir"] is None  # the API writes no files unless asked
 
 
 # ---- model selection on val -----------------------------------------------------------------
@@ -109,7 +99,7 @@ def scripted_evaluation(monkeypatch, scores: dict[str, list[float]]):
         evaluated_states.append({k: v.clone() for k, v in model.state_dict().items()})
         return {"loss": 1.0, **{name: values[epoch] for name, values in scores.items()}}
 
-    monkeypatch.setattr(train_module, "evaluate_classifier", fake_evaluate)
+    monkeypatch.setattr(train_module, "evaluate", fake_evaluate)
     return evaluated_states
 
 
@@ -148,9 +138,15 @@ def test_training_run_history_metrics_and_saved_best(faces, tmp_path):
     assert result.config["input_size"] == 16 and result.config["arch"] == "resnet18"
     # the returned model reproduces the best epoch's validation metrics
     x_val = torch.from_numpy(faces[2])
-    again = evaluate_classifier(result.model.cpu(), x_val, torch.from_numpy(faces[3]), input_size=16)
+    again = evaluate(result.model.cpu(), x_val, torch.from_numpy(faces[3]), input_size=16)
     assert again["macro_f1"] == pytest.approx(result.best_metrics["macro_f1"])
     assert again["loss"] == pytest.approx(result.best_metrics["loss"], rel=1e-4)
+    # ... and equals the evaluation stage's inference + metrics on the same faces
+    from fer_pipeline.core.inference import predict_logits
+    from fer_pipeline.core.metrics import compute_metrics
+
+    logits = predict_logits(result.model, faces[2], result.config, device="cpu", channels_last=False)
+    assert compute_metrics(faces[3], logits)["macro_f1"] == pytest.approx(result.best_metrics["macro_f1"])
     # best.pt is a regular model file
     model, config = load_model(tmp_path / "best.pt")
     assert config == result.config
@@ -218,11 +214,3 @@ def test_checkpoint_of_another_config_is_not_resumed(faces, tmp_path):
     assert again.resumed_from_epoch == 1 and len(again.history) == 1  # finished run: nothing to redo
     other = run(faces, epochs=1, lr=0.05, checkpoint_dir=str(tmp_path))
     assert other.resumed_from_epoch is None
-
-
-def test_plot_training_curves():
-    pytest.importorskip("matplotlib")
-    history = [{"epoch": e, "train_loss": 1.0 / (e + 1), "val_loss": 1.2 / (e + 1), "val_accuracy": 0.3 + e / 10,
-                "val_macro_f1": 0.2 + e / 10, "val_balanced_accuracy": 0.25 + e / 10} for e in range(3)]
-    figure = plot_training_curves(history)
-    assert len(figure.axes) == 2 and len(figure.axes[0].lines) == 2

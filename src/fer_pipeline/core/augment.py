@@ -442,28 +442,3 @@ def sampling_weights(
     per_sample_count = counts[labels]
     weights = 1.0 / per_sample_count if strategy == "class_balanced" else 1.0 / np.sqrt(per_sample_count)
     return weights / weights.sum()
-
-
-# ------------------------------------------------------------------------------------ figure
-def preview_grid(
-    images: np.ndarray,
-    labels: np.ndarray,
-    policy: Mapping[str, Any] | None,
-    classes: Sequence[str] = CLASSES,
-    per_class: int = 6,
-    seed: int = 0,
-):
-    """Per class: a row of original faces and a row of the same faces augmented by ``policy``."""
-    from .autoencoder import _pick_per_class, image_grid  # matplotlib imported lazily there
-
-    labels = np.asarray(labels, dtype=np.int64)
-    augment = BatchAugment(policy).train()
-    generator = torch.Generator().manual_seed(seed)
-    rows, names = [], []
-    for c, idx in enumerate(_pick_per_class(labels, len(classes), per_class, seed)):
-        originals = np.asarray(images[idx], dtype=np.uint8)
-        x = torch.from_numpy(originals).float().div(255.0).unsqueeze(1)
-        augmented = augment(x, generator=generator) if len(idx) else x
-        rows += [originals, augmented.mul(255).round().clamp(0, 255).to(torch.uint8).squeeze(1).numpy()]
-        names += [f"{classes[c]}\noriginal", f"{classes[c]}\naugmented"]
-    return image_grid(rows, names, title="Augmentation preview")

@@ -8,17 +8,18 @@ Oversampling (``latent_smote``) follows Dablain et al., "DeepSMOTE: Fusing Deep 
 SMOTE for Imbalanced Data" (IEEE TNNLS 2022): encode the images of a minority class, interpolate
 between a sample and one of its k nearest same-class neighbours in latent space, decode.
 
-Only torch / numpy / stdlib at module level (the GPU box may lack the rest); matplotlib and tqdm
-are imported lazily / optionally.
+Only torch / numpy / stdlib at module level (the GPU box may lack the rest); tqdm is optional.
+Its figures (reconstructions, synthetic faces) are drawn by ``fer_pipeline.plots``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +27,9 @@ from torch import nn
 
 from .class_balance import class_weights as class_weight_vector
 from .classes import CLASSES, IMAGE_SIZE
-from .data import as_tensor_images, resolve_device, to_float
+from .config import from_params
+from .data import as_tensor_images, to_float
+from .device import resolve_device, synchronize
 
 try:  # optional on the GPU box
     from tqdm.auto import tqdm
@@ -104,12 +107,17 @@ class ConvAutoencoder(nn.Module):
         return {"latent_dim": self.latent_dim, "base_channels": self.base_channels}
 
 
+def autoencoder_bundle(model: ConvAutoencoder) -> dict[str, Any]:
+    """``{"config", "state_dict"}`` with CPU tensors: what an autoencoder file holds."""
+    return {"config": model.config(),
+            "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}}
+
+
 def save_autoencoder(path: str | Path, model: ConvAutoencoder) -> None:
-    """``torch.save({"config", "state_dict"})`` with CPU tensors, loadable with weights_only=True."""
+    """``torch.save(autoencoder_bundle(model))``, loadable with weights_only=True."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state_dict = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-    torch.save({"config": model.config(), "state_dict": state_dict}, path)
+    torch.save(autoencoder_bundle(model), path)
 
 
 def load_autoencoder(path: str | Path, map_location: str | torch.device = "cpu") -> ConvAutoencoder:
@@ -156,7 +164,8 @@ def _weighted_mean(losses: torch.Tensor, labels: torch.Tensor, class_weights: to
 # ------------------------------------------------------------------------------------ training
 @dataclass
 class AutoencoderConfig:
-    """Training settings (``parameters_augmentation.yml`` -> ``AutoencoderConfig(**params)``).
+    """Training settings; the defaults are the pipeline's (conf/base/parameters_autoencoder.yml).
+    Build from a params dict with ``AutoencoderConfig.from_dict`` (unknown keys are an error).
 
     weighting: class weights of the reconstruction loss (``none``, ``inverse_frequency``,
         ``effective_number`` with ``beta``), see ``core.class_balance``.
@@ -172,11 +181,11 @@ class AutoencoderConfig:
     epochs: int = 30
     batch_size: int = 256
     lr: float = 2e-3
-    weight_decay: float = 1e-5
-    weighting: str = "none"
+    weight_decay: float = 0.0
+    weighting: str = "effective_number"
     beta: float = 0.999
     deepsmote: bool = False
-    deepsmote_weight: float = 1.0
+    deepsmote_weight: float = 0.5
     deepsmote_class_batch: int = 100
     seed: int = 0
     device: str = "auto"
@@ -187,6 +196,11 @@ class AutoencoderConfig:
             raise ValueError(f"weighting must be one of {WEIGHTING_SCHEMES}, got {self.weighting!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any]) -> AutoencoderConfig:
+        """Build from a params dict; unknown keys are an error (typos must not pass silently)."""
+        return from_params(cls, params, "autoencoder")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -234,6 +248,50 @@ def _deepsmote_penalty(
     return per_sample_mse(model.decode(z[shift]), x[shift]).mean()
 
 
+def _train_epoch(
+    model: ConvAutoencoder,
+    optimizer: torch.optim.Optimizer,
+    images_u8: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    loss_weights: torch.Tensor | None,
+    class_indices: list[torch.Tensor],
+    cfg: AutoencoderConfig,
+    generators: tuple[torch.Generator, torch.Generator],
+    bar=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One seeded pass over the faces; (sum of the batch objectives weighted by batch size, sum
+    of the per-sample MSE per class), both still on the device."""
+    generator, class_generator = generators
+    device = images_u8.device
+    use_amp = bool(cfg.amp) and device.type == "cuda"
+    order = torch.randperm(len(labels), generator=generator, device=device)
+    loss_sum = torch.zeros((), device=device)
+    class_mse_sum = torch.zeros(num_classes, device=device)
+    model.train()
+    for start in range(0, len(labels), cfg.batch_size):
+        batch = order[start : start + cfg.batch_size]
+        x = to_float(images_u8[batch])
+        y = labels[batch]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            recon, _ = model(x)
+            sample_mse = per_sample_mse(recon, x)
+            loss = _weighted_mean(sample_mse, y, loss_weights)
+            if cfg.deepsmote:
+                penalty = _deepsmote_penalty(
+                    model, images_u8, class_indices, cfg.deepsmote_class_batch, generator, class_generator
+                )
+                loss = loss + cfg.deepsmote_weight * penalty
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(batch)
+        class_mse_sum.index_add_(0, y, sample_mse.detach())
+        if bar is not None:
+            bar.update(1)
+    return loss_sum, class_mse_sum
+
+
 def train_autoencoder(
     images: np.ndarray | torch.Tensor,
     labels: np.ndarray | torch.Tensor,
@@ -276,57 +334,24 @@ def train_autoencoder(
         model = ConvAutoencoder(cfg.latent_dim, cfg.base_channels)
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    class_generator = torch.Generator().manual_seed(cfg.seed)  # host-side class draws: no GPU sync per step
-    use_amp = bool(cfg.amp) and device.type == "cuda"
+    # host-side class draws for the DeepSMOTE term: no GPU sync per step
+    generators = (torch.Generator(device=device).manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed))
     n = len(labels_np)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
     history: list[dict] = []
-
     bar = None
     if progress and tqdm is not None:
-        bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="autoencoder", unit="step", leave=False)
+        bar = tqdm(total=cfg.epochs * math.ceil(n / cfg.batch_size), desc="autoencoder", unit="step", leave=False)
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
-        order = torch.randperm(n, generator=generator, device=device)
-        loss_sum = torch.zeros((), device=device)
-        class_mse_sum = torch.zeros(num_classes, device=device)
-        for step in range(steps_per_epoch):
-            batch = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            x = to_float(images_u8[batch])
-            y = labels_t[batch]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                recon, _ = model(x)
-                sample_mse = per_sample_mse(recon, x)
-                loss = _weighted_mean(sample_mse, y, loss_weights)
-                if cfg.deepsmote:
-                    penalty = _deepsmote_penalty(
-                        model, images_u8, class_indices, cfg.deepsmote_class_batch, generator, class_generator
-                    )
-                    loss = loss + cfg.deepsmote_weight * penalty
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            # accumulate on device; one host sync per epoch
-            loss_sum += loss.detach() * len(batch)
-            class_mse_sum.index_add_(0, y, sample_mse.detach())
-            if bar is not None:
-                bar.update(1)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        loss_sum, class_mse_sum = _train_epoch(model, optimizer, images_u8, labels_t, num_classes, loss_weights,
+                                               class_indices, cfg, generators, bar)
+        synchronize(device)
         seconds = time.perf_counter() - start
         class_mse = class_mse_sum.cpu().numpy() / np.maximum(counts, 1)
-        metrics = {
-            "epoch": epoch,
-            "loss": float(loss_sum.item() / n),
-            "seconds": seconds,
-            "images_per_s": n / seconds if seconds > 0 else float("inf"),
-        }
-        for c in present:
-            metrics[f"recon_mse_{classes[c]}"] = float(class_mse[c])
+        metrics = {"epoch": epoch, "loss": float(loss_sum.item() / n), "seconds": seconds,
+                   "images_per_s": n / seconds if seconds > 0 else float("inf")}
+        metrics.update({f"recon_mse_{classes[c]}": float(class_mse[c]) for c in present})
         history.append(metrics)
         if bar is not None:
             bar.set_postfix(epoch=epoch, loss=f"{metrics['loss']:.5f}")
@@ -492,69 +517,3 @@ def latent_smote(
     if not new_images:
         return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8), np.zeros(0, dtype=np.int64)
     return np.concatenate(new_images), np.concatenate(new_labels)
-
-
-# ------------------------------------------------------------------------------------ figures
-def _pick_per_class(labels: np.ndarray, num_classes: int, per_class: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    picks = []
-    for c in range(num_classes):
-        idx = np.flatnonzero(labels == c)
-        picks.append(np.sort(rng.choice(idx, size=min(per_class, len(idx)), replace=False)) if len(idx) else idx)
-    return picks
-
-
-def image_grid(rows: Sequence[np.ndarray], row_labels: Sequence[str], title: str | None = None, cell: float = 0.9):
-    """Matplotlib Figure with one row per uint8 array (n,H,W); rows may differ in length."""
-    from matplotlib.figure import Figure  # lazy: not on the GPU box
-
-    n_cols = max([len(r) for r in rows] + [1])
-    fig = Figure(figsize=(cell * n_cols + 1.6, cell * max(len(rows), 1) + (0.5 if title else 0.1)))
-    axes = fig.subplots(max(len(rows), 1), n_cols, squeeze=False)
-    for r, (row, label) in enumerate(zip(rows, row_labels)):
-        for col in range(n_cols):
-            ax = axes[r][col]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if col < len(row):
-                ax.imshow(row[col], cmap="gray", vmin=0, vmax=255)
-        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    top = 1.0 - (0.45 if title else 0.05) / fig.get_figheight()
-    fig.subplots_adjust(left=1.4 / fig.get_figwidth(), right=0.99, bottom=0.02, top=top, wspace=0.05, hspace=0.05)
-    return fig
-
-
-def reconstruction_grid(
-    model: ConvAutoencoder,
-    images: np.ndarray,
-    labels: np.ndarray,
-    classes: Sequence[str] = CLASSES,
-    per_class: int = 8,
-    seed: int = 0,
-):
-    """Per class: a row of real faces and a row of their reconstructions."""
-    labels = np.asarray(labels, dtype=np.int64)
-    rows, names = [], []
-    for c, idx in enumerate(_pick_per_class(labels, len(classes), per_class, seed)):
-        real = np.asarray(images[idx], dtype=np.uint8)
-        rows += [real, reconstruct(model, real)]
-        names += [f"{classes[c]}\nreal", f"{classes[c]}\nrecon"]
-    return image_grid(rows, names, title="Autoencoder reconstructions")
-
-
-def samples_grid(
-    images: np.ndarray,
-    labels: np.ndarray,
-    classes: Sequence[str] = CLASSES,
-    per_class: int = 8,
-    seed: int = 0,
-    title: str = "Samples",
-):
-    """Per class: a row of up to ``per_class`` random faces (e.g. synthetic ones)."""
-    labels = np.asarray(labels, dtype=np.int64)
-    picks = _pick_per_class(labels, len(classes), per_class, seed)
-    return image_grid([np.asarray(images[idx], dtype=np.uint8) for idx in picks], list(classes), title=title)

@@ -21,6 +21,9 @@ FER_PREFIX_TO_SPLIT: dict[str, str] = {
     "PrivateTest": "test",
 }
 
+#: Split -> FER2013's name for it (the file-name prefix and the CSV ``Usage`` value).
+SPLIT_TO_FER_NAME: dict[str, str] = {split: name for name, split in FER_PREFIX_TO_SPLIT.items()}
+
 #: FER2013 train-split class counts in canonical order (436 disgust vs 7,215 happy).
 FER2013_TRAIN_COUNTS: tuple[int, ...] = (3995, 436, 4097, 7215, 4965, 4830, 3171)
 

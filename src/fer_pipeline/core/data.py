@@ -29,10 +29,3 @@ def as_tensor_images(images: np.ndarray | torch.Tensor, device: torch.device | s
             raise TypeError(f"faces must be uint8, got {images.dtype}")
         images = torch.from_numpy(np.ascontiguousarray(images))
     return images.to(device)
-
-
-def resolve_device(device: str | None = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; anything else is passed to torch.device."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)

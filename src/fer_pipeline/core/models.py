@@ -14,14 +14,13 @@
 * ``classifier="cosine"``: a normalised linear layer (cosine similarities in [-1, 1]), the head
   that LDAM's scale s=30 assumes (Cao et al. 2019 pair it with LDAM).
 
-Model files are ``{"config": model_config(...), "state_dict": ...}`` (see docs/DESIGN.md),
-loaded with ``torch.load(weights_only=True)``; ``save_model(dtype=torch.float16)`` halves them, and
-``split_file`` / ``join_files`` carry one through a per-file size limit.
+Model files are ``model_bundle(...)``: ``{"config": model_config(...), "state_dict": ...}`` (see
+docs/DESIGN.md), loaded with ``torch.load(weights_only=True)``; ``save_model(dtype=torch.float16)``
+halves them (``fer_pipeline.model_transport`` carries one through a per-file size limit).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -245,24 +244,25 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def save_model(path: str | os.PathLike, model: nn.Module, config: Mapping[str, Any],
-               dtype: torch.dtype | None = None) -> Path:
-    """Write ``{"config", "state_dict"}`` atomically (tmp file + rename); weights on CPU.
-
-    ``dtype=torch.float16`` stores the floating tensors in half precision, half the file (a
-    ResNet-34 is 85 MB in float32, more than the GPU machine returns from one command: 64 MiB in
-    all, 16 MiB per file); a tensor whose values do not fit float16 stays float32.
-    ``load_model`` casts them back to the model's float32.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def model_bundle(model: nn.Module, config: Mapping[str, Any], dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """``{"config", "state_dict"}`` of a model file: the plain module's weights (wrapper prefixes
+    stripped) on CPU. ``dtype=torch.float16`` stores the floating tensors in half precision, half
+    the file; a tensor whose values do not fit float16 stays float32 (``load_model`` casts them
+    back to the model's float32)."""
     state = _strip_prefixes(unwrap_model(model).state_dict())
     state = {k: v.detach().cpu() for k, v in state.items()}
     if dtype is not None:
         state = {k: _cast_if_representable(v, dtype) for k, v in state.items()}
-    payload = {"config": dict(config), "state_dict": state}
+    return {"config": dict(config), "state_dict": state}
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, config: Mapping[str, Any],
+               dtype: torch.dtype | None = None) -> Path:
+    """Write ``model_bundle(model, config, dtype)`` atomically (tmp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
+    torch.save(model_bundle(model, config, dtype), tmp)
     os.replace(tmp, path)
     return path
 
@@ -273,61 +273,6 @@ def _cast_if_representable(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Te
     if tensor.abs().max().item() > torch.finfo(dtype).max:  # would overflow to inf
         return tensor
     return tensor.to(dtype)
-
-
-def split_file(path: str | os.PathLike, max_bytes: int, out_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Cut a file into ``<name>.part0``, ``.part1``, … of at most ``max_bytes`` each (in ``out_dir``,
-    default beside it); ``join_files`` (or plain ``cat``) puts them back together."""
-    if max_bytes <= 0:
-        raise ValueError(f"max_bytes must be positive, got {max_bytes}")
-    path = Path(path)
-    out_dir = Path(out_dir) if out_dir is not None else path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(f"{path.name}.part*"):
-        stale.unlink()
-    parts = []
-    with open(path, "rb") as source:
-        while chunk := source.read(max_bytes):
-            part = out_dir / f"{path.name}.part{len(parts)}"
-            part.write_bytes(chunk)
-            parts.append(part)
-    return parts
-
-
-def model_parts(prefix: str | os.PathLike) -> list[Path]:
-    """``<prefix>.part0``, ``.part1``, … in numeric order; ValueError when none or one is missing."""
-    prefix = Path(prefix)
-    numbered = {}
-    for part in prefix.parent.glob(f"{prefix.name}.part*"):
-        suffix = part.name[len(prefix.name) + len(".part"):]
-        if suffix.isdigit():
-            numbered[int(suffix)] = part
-    if not numbered:
-        raise ValueError(f"no parts {prefix}.part0, .part1, … found")
-    missing = sorted(set(range(max(numbered) + 1)) - set(numbered))
-    if missing:
-        raise ValueError(f"{prefix}: part(s) {missing} missing (found {sorted(numbered)})")
-    return [numbered[i] for i in sorted(numbered)]
-
-
-def join_files(parts: Sequence[str | os.PathLike], dest: str | os.PathLike, sha256: str | None = None) -> Path:
-    """Concatenate ``parts`` into ``dest`` atomically; with ``sha256``, refuse (ValueError, nothing
-    written) when the joined bytes do not match it."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    digest = hashlib.sha256()
-    with open(tmp, "wb") as target:
-        for part in parts:
-            data = Path(part).read_bytes()
-            digest.update(data)
-            target.write(data)
-    if sha256 is not None and digest.hexdigest() != sha256:
-        tmp.unlink()
-        raise ValueError(f"joined parts have sha256 {digest.hexdigest()}, expected {sha256}: "
-                         f"a part is missing, truncated or from another run")
-    os.replace(tmp, dest)
-    return dest
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[FERResNet, dict]:

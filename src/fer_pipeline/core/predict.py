@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from .classes import CLASSES, IMAGE_SIZE
-from .evaluate import predict_logits, softmax
+from .inference import predict_logits
+from .ingestion.decode import sniff_format, truncation
+from .metrics import softmax
 
 #: Extensions picked up when a folder is given (case-insensitive). Files named explicitly are
 #: tried whatever their extension.
@@ -54,16 +56,6 @@ class UnreadableImageError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
-def _jpeg_is_truncated(data: bytes) -> bool:
-    """True when the last scan (SOS marker FFDA) is not followed by the end-of-image marker.
-
-    Entropy-coded data byte-stuffs 0xFF, so FFD9/FFDA cannot occur inside a scan; a file cut
-    anywhere after its last SOS therefore lacks a later FFD9. (OpenCV 5 already rejects
-    truncated JPEGs; older libjpeg builds return a half-grey image with only a warning.)
-    """
-    return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
-
-
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Any JPEG/PNG/BMP/WebP/TIFF (grey, colour, RGBA, 16-bit) -> RGB uint8 (H, W, 3).
 
@@ -81,8 +73,10 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     if data.size == 0:
         raise UnreadableImageError("empty file (0 bytes)")
     raw = data.tobytes()
-    if raw[:2] == b"\xff\xd8" and _jpeg_is_truncated(raw):
-        raise UnreadableImageError("truncated JPEG (no end-of-image marker)")
+    fmt = sniff_format(raw)
+    if truncation(raw, fmt) is not None:
+        end = "end-of-image marker" if fmt == "jpeg" else "IEND chunk"
+        raise UnreadableImageError(f"truncated {fmt.upper()} (no {end})")
     try:
         # IMREAD_COLOR: grey -> 3 channels, 16-bit -> 8-bit, EXIF orientation applied.
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
@@ -91,11 +85,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     if bgr is None or bgr.size == 0:
         raise UnreadableImageError("not an image, or a corrupt/truncated one (OpenCV could not decode it)")
 
-    may_have_alpha = raw[:8] == b"\x89PNG\r\n\x1a\n" or (raw[:4] == b"RIFF" and raw[8:12] == b"WEBP") or raw[:4] in (
-        b"II*\x00",
-        b"MM\x00*",
-    )
-    if may_have_alpha:
+    if fmt in ("png", "webp", "tiff"):  # the formats that may carry alpha
         unchanged = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
         if unchanged is not None and unchanged.ndim == 3 and unchanged.shape[2] == 4:
             scale = 65535.0 if unchanged.dtype == np.uint16 else 255.0

@@ -1,35 +1,45 @@
-"""Stage logic shared by the Kedro nodes and the GPU scripts.
+"""Each pipeline stage's work, once, for the Kedro nodes and for the runner without Kedro.
 
-Each function is one pipeline stage's work on plain dicts of NumPy arrays and parameter dicts
-(``conf/base/parameters_*.yml``): the Kedro nodes (``fer_pipeline.pipelines.<stage>.nodes``)
-add the catalog's shapes around it (MLflow metrics, pandas tables, figures), and
-``scripts/gpu_pipeline.py`` / ``benchmarks/ablation.py`` add their metrics.json records. One
-implementation, so the GPU runs and ``kedro run`` train and measure the same thing.
+Every function here is one stage's work on plain dicts of NumPy arrays and parameter dicts
+(``conf/base/parameters_*.yml``). The Kedro nodes (``fer_pipeline.pipelines.<stage>.nodes``)
+call one of them each and add the catalog's shapes around the result (MLflow metrics, pandas
+tables, figures); ``fer_pipeline.runner`` and ``fer_pipeline.ablation`` call the same functions
+and write their own records. So ``kedro run`` and the runner train and measure the same thing.
 
 Only NumPy / torch / the rest of ``core`` at module level (no kedro, mlflow, pandas or
-matplotlib): it imports on the GPU box that has only torch, torchvision, numpy and pillow.
+matplotlib).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from . import autoencoder as ae
 from . import class_balance as cb
 from .augment import sampling_weights
-from .classes import SPLITS
-from .data import resolve_device
-from .ingestion import apply_duplicate_policy, find_duplicates, ingest, quality_report
-from .train import TrainConfig, TrainResult, train_classifier
+from .classes import SPLIT_TO_FER_NAME, SPLITS
+from .device import device_info, resolve_device, synchronize
+from .inference import predict_logits
+from .ingestion import apply_duplicate_policy, find_duplicates, ingest, leaked_mask, quality_report
+from .ingestion.duplicates import leaked_mask_from_groups
+from .metrics import compute_metrics, without_leaked
+from .train import TrainResult, train_classifier
+
+log = logging.getLogger(__name__)
 
 Dataset = Mapping[str, np.ndarray]
+
+#: Autoencoder-stage parameters that are not ``AutoencoderConfig`` fields.
+AUTOENCODER_STAGE_KEYS = ("compare_unweighted", "oversampling")
 
 
 def class_names(dataset: Dataset) -> list[str]:
@@ -42,6 +52,16 @@ def train_split(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     return dataset["images"][train], dataset["labels"][train]
 
 
+def leaked_flags(dataset: Dataset) -> np.ndarray:
+    """The dataset's ``leaked`` flag (set at ingestion: what ``duplicates: drop_leaked`` would
+    remove); found from the pixels for a dataset written before the flag was stored."""
+    if "leaked" in dataset:
+        return np.asarray(dataset["leaked"], dtype=bool)
+    log.warning("the dataset has no 'leaked' flag (ingested by an older version): finding duplicates "
+                "from the pixels; run the ingestion stage again to store it")
+    return leaked_mask(dataset["images"], dataset["labels"], dataset["splits"])
+
+
 # ============================================================================================
 # Ingestion
 # ============================================================================================
@@ -50,8 +70,9 @@ def build_dataset(
     source: str | os.PathLike, params: Mapping[str, Any], kind: str | None = None, progress: bool = False
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read ``source``, find duplicates, apply ``params["duplicates"]``: (canonical dataset,
-    full ``core.ingestion.quality_report``). ``kind`` defaults to ``params["source_kind"]``;
-    the caller adds its own report keys (``source_path``, ...)."""
+    full ``core.ingestion.quality_report``). The dataset carries the ``leaked`` flag of every
+    face it keeps. ``kind`` defaults to ``params["source_kind"]``; the caller adds its own
+    report keys (``source_path``, ...)."""
     result = ingest(
         source,
         kind=params["source_kind"] if kind is None else kind,
@@ -67,7 +88,9 @@ def build_dataset(
     duplicates = find_duplicates(result.images, result.labels, result.splits, result.byte_hashes)
     keep, dropped = apply_duplicate_policy(result, duplicates, params["duplicates"])
     report = quality_report(result, duplicates, keep, dropped, policy=params["duplicates"])
-    dataset = {key: value if key == "classes" else value[keep] for key, value in result.as_arrays().items()}
+    arrays = {**result.as_arrays(), "leaked": leaked_mask_from_groups(duplicates["members"], result.labels,
+                                                                     result.splits)}
+    dataset = {key: value if key == "classes" else value[keep] for key, value in arrays.items()}
     return dataset, report
 
 
@@ -104,9 +127,10 @@ def class_balance_summary(dataset: Dataset, params: Mapping[str, Any]) -> tuple[
 # ============================================================================================
 
 def autoencoder_config(params: Mapping[str, Any], **overrides: Any) -> ae.AutoencoderConfig:
-    """``AutoencoderConfig`` from the autoencoder parameters (keys it does not know are ignored)."""
-    names = {f.name for f in dataclasses.fields(ae.AutoencoderConfig)}
-    return ae.AutoencoderConfig(**{**{k: v for k, v in params.items() if k in names}, **overrides})
+    """``AutoencoderConfig`` from the autoencoder stage's parameters: the stage's own keys
+    (``AUTOENCODER_STAGE_KEYS``) are set aside, any other unknown key is an error with a hint."""
+    fields = {k: v for k, v in params.items() if k not in AUTOENCODER_STAGE_KEYS}
+    return ae.AutoencoderConfig.from_dict({**fields, **overrides})
 
 
 @dataclass
@@ -123,6 +147,8 @@ class AutoencoderRun:
     errors: list[dict]
     #: peak CUDA memory of the main training (MiB); None off CUDA
     peak_memory_mb: float | None = None
+    #: what it ran on (``core.device.device_info``)
+    device_info: dict[str, Any] | None = None
 
 
 def train_autoencoder(
@@ -159,7 +185,7 @@ def train_autoencoder(
             with np.errstate(divide="ignore", invalid="ignore"):  # NaN / inf as pandas gives them
                 ratio = np.float64(row[f"mse_{cfg.weighting}"]) / np.float64(twin_row["mse"])
             row["mse_change_pct"] = float(100.0 * (ratio - 1.0))
-    return AutoencoderRun(model, cfg, history, twin_history, errors, peak)
+    return AutoencoderRun(model, cfg, history, twin_history, errors, peak, device_info(device))
 
 
 def oversample(
@@ -243,20 +269,66 @@ def train_resnet(
     augmentation_params: Mapping[str, Any],
     on_epoch: Callable[[int, dict], None] | None = None,
     progress: bool = False,
-) -> tuple[TrainResult, dict[str, Any], TrainConfig]:
-    """Train on ``training_set``, keep the best epoch by the val split's metric: (result, model
-    config with ``classes``, train config). The test split is never passed to the trainer."""
+) -> TrainResult:
+    """Train on ``training_set``, keep the best epoch by the val split's metric. The result's
+    ``config`` is the model file's (with the dataset's class names); ``train_config`` the
+    training parameters as run. The test split is never passed to the trainer."""
     classes = class_names(dataset)
     val = dataset["splits"] == "val"
     if not val.any():
         raise ValueError("the dataset has no validation split: model selection needs one")
-    train_cfg = TrainConfig.from_dict({**training_params["config"], "sampler": augmentation_params["sampler"]})
-    model_cfg = {**training_params["model"], "num_classes": len(classes)}
+    train_cfg = {**training_params["config"], "sampler": augmentation_params["sampler"]}
+    model_cfg = {**training_params["model"], "num_classes": len(classes), "classes": classes}
     counts = np.bincount(training_set["labels"], minlength=len(classes))
-    result = train_classifier(
+    return train_classifier(
         training_set["images"], training_set["labels"], dataset["images"][val], dataset["labels"][val],
         counts, model_cfg, train_cfg, augmentation_params["policy"], on_epoch=on_epoch, progress=progress,
     )
-    config = dict(result.config)
-    config["classes"] = classes
-    return result, config, train_cfg
+
+
+# ============================================================================================
+# Evaluation
+# ============================================================================================
+
+@dataclass
+class SplitEvaluation:
+    """What ``evaluate_split`` returns: the report, and the logits of the split's faces."""
+
+    #: ``core.metrics.compute_metrics`` + split, fer_split, tta, seconds, images_per_s and
+    #: ``without_leaked_duplicates`` (``core.metrics.without_leaked``; None when nothing leaked)
+    report: dict[str, Any]
+    #: (n, K) float32, in dataset order
+    logits: np.ndarray
+    #: which faces of the dataset are the split's
+    mask: np.ndarray
+
+
+def evaluate_split(
+    model: nn.Module,
+    config: Mapping[str, Any],
+    dataset: Dataset,
+    split: str,
+    tta: str,
+    params: Mapping[str, Any],
+    progress: bool = False,
+) -> SplitEvaluation:
+    """Score ``model`` on one split of ``dataset`` with one TTA mode: as published (every face)
+    and without the faces flagged ``leaked`` (copies of training images, conflicting labels),
+    from the same logits. ``params``: the evaluate stage's (``batch_size``, ``device``)."""
+    mask = dataset["splits"] == split
+    if not mask.any():
+        raise ValueError(f"split {split!r} is empty in this dataset (have: {sorted(set(dataset['splits']))})")
+    classes = class_names(dataset)
+    labels = dataset["labels"][mask]
+    device = resolve_device(params.get("device", "auto"))
+    synchronize(device)
+    start = time.perf_counter()
+    logits = predict_logits(model, dataset["images"][mask], dict(config), tta=tta, batch_size=params["batch_size"],
+                            device=device, progress=progress)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    report = compute_metrics(labels, logits, classes)
+    report.update(split=split, fer_split=SPLIT_TO_FER_NAME.get(split, split), tta=tta, seconds=seconds,
+                  images_per_s=float(mask.sum()) / seconds if seconds > 0 else None)
+    report["without_leaked_duplicates"] = without_leaked(labels, logits, leaked_flags(dataset)[mask], classes)
+    return SplitEvaluation(report, logits, mask)

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from fer_pipeline import plots
 from fer_pipeline.core import stages
-from fer_pipeline.core.augment import preview_grid
 from fer_pipeline.pipelines.tracking import point_metrics
 
 
@@ -27,7 +27,7 @@ def assemble_training_set(
 def preview_augmentation(training_set: dict[str, np.ndarray], params: dict[str, Any]):
     classes = [str(c) for c in training_set["classes"]]
     real = ~training_set["synthetic"]
-    return preview_grid(
+    return plots.preview_grid(
         training_set["images"][real], training_set["labels"][real], params["policy"], classes,
         per_class=6, seed=params["seed"],
     )

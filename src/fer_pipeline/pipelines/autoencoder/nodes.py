@@ -8,10 +8,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_pipeline.core import autoencoder as ae
+from fer_pipeline import plots
 from fer_pipeline.core import stages
-from fer_pipeline.core.data import resolve_device
-from fer_pipeline.core.train import device_info
+from fer_pipeline.core.autoencoder import autoencoder_bundle
 from fer_pipeline.datasets import ModelFile
 from fer_pipeline.pipelines.tracking import metric_history, point_metrics, set_tags
 
@@ -23,20 +22,18 @@ def train_autoencoder(
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, list[dict]], Any]:
     """Train on the train split only; optionally an unweighted twin for the error table."""
     run = stages.train_autoencoder(fer_dataset, params, progress=True)
+    set_tags({f"autoencoder.{key}": value for key, value in run.device_info.items()})
     metrics = metric_history(run.history, "autoencoder")
-    set_tags({f"autoencoder.{key}": value for key, value in device_info(resolve_device(run.config.device)).items()})
     if run.peak_memory_mb is not None:  # CUDA only: the weighted model's training, not the twin's
         metrics["autoencoder.peak_memory_mb"] = [{"value": run.peak_memory_mb, "step": 0}]
     table = pd.DataFrame(run.errors)
     if run.twin_history is not None:
         metrics.update(metric_history(run.twin_history, "autoencoder_unweighted"))
         log.info("Reconstruction MSE per class, weighted vs unweighted:\n%s", table.to_string(index=False))
-
     images, labels = stages.train_split(fer_dataset)
-    grid = ae.reconstruction_grid(run.model, images, labels, stages.class_names(fer_dataset), per_class=8,
-                                  seed=run.config.seed)
-    bundle = {"config": run.model.config(), "state_dict": run.model.state_dict()}
-    return bundle, table, metrics, grid
+    grid = plots.reconstruction_grid(run.model, images, labels, stages.class_names(fer_dataset), per_class=8,
+                                     seed=run.config.seed)
+    return autoencoder_bundle(run.model), table, metrics, grid
 
 
 def oversample_minorities(
@@ -45,7 +42,7 @@ def oversample_minorities(
     """Latent SMOTE on the train split: synthetic faces for every class below the target."""
     synthetic, info = stages.oversample(fer_dataset, autoencoder_model.path, params)
     metrics = {f"autoencoder.synthetic.{name}": float(n) for name, n in info["added"].items()}
-    grid = ae.samples_grid(
+    grid = plots.samples_grid(
         synthetic["images"], synthetic["labels"], stages.class_names(fer_dataset), per_class=8,
         seed=params["oversampling"]["seed"], title="Latent-SMOTE synthetic faces (train split only)",
     )

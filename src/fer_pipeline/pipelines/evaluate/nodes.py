@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_pipeline.core import evaluate as ev
-from fer_pipeline.core.ingestion import leaked_mask
+from fer_pipeline import plots
+from fer_pipeline.core import stages
+from fer_pipeline.core.metrics import softmax
 from fer_pipeline.core.models import load_model
 from fer_pipeline.datasets import ModelFile
 from fer_pipeline.pipelines.tracking import point_metrics
@@ -36,29 +37,17 @@ def resolve_model(model_file: ModelFile, run_id: str | None) -> tuple[Path, str 
 def evaluate_model(resnet_model: ModelFile, fer_dataset: dict[str, np.ndarray], params: dict[str, Any]):
     path, run_id = resolve_model(resnet_model, params.get("model_run_id"))
     model, config = load_model(path, map_location="cpu")
-    classes = [str(c) for c in fer_dataset["classes"]]
-    split = params["split"]
-    mask = fer_dataset["splits"] == split
-    if not mask.any():
-        raise ValueError(f"split {split!r} is empty in this dataset (have: {sorted(set(fer_dataset['splits']))})")
-    images, labels = fer_dataset["images"][mask], fer_dataset["labels"][mask]
-
-    logits = ev.predict_logits(
-        model, images, config, tta=params["tta"], batch_size=params["batch_size"],
-        device=params["device"], progress=True,
-    )
-    report = ev.compute_metrics(labels, logits, classes)
-    report.update({"split": split, "tta": params["tta"], "n": int(mask.sum()),
-                   "model": path.as_posix(), "training_run_id": run_id or config.get("mlflow_run_id")})
-    # FER2013's test splits hold copies of training images: score them without those too
-    leaked = leaked_mask(fer_dataset["images"], fer_dataset["labels"], fer_dataset["splits"])[mask]
-    report["without_leaked_duplicates"] = ev.without_leaked(labels, logits, leaked, classes)
+    split, tta = params["split"], params["tta"]
+    evaluation = stages.evaluate_split(model, config, fer_dataset, split, tta, params, progress=True)
+    report = {**evaluation.report, "model": path.as_posix(),
+              "training_run_id": run_id or config.get("mlflow_run_id")}
     _tag_training_run(report["training_run_id"])
 
-    per_class = pd.DataFrame(report["per_class"])
-    probs = ev.softmax(logits)
+    classes = stages.class_names(fer_dataset)
+    images, labels = fer_dataset["images"][evaluation.mask], fer_dataset["labels"][evaluation.mask]
+    probs = softmax(evaluation.logits)
     predictions = pd.DataFrame({
-        "source_id": fer_dataset["source_ids"][mask], "label": [classes[i] for i in labels],
+        "source_id": fer_dataset["source_ids"][evaluation.mask], "label": [classes[i] for i in labels],
         "predicted": [classes[i] for i in probs.argmax(1)], "confidence": probs.max(1),
         **{f"prob_{name}": probs[:, i] for i, name in enumerate(classes)},
     })
@@ -67,7 +56,7 @@ def evaluate_model(resnet_model: ModelFile, fer_dataset: dict[str, np.ndarray], 
     for row in report["per_class"]:
         metrics[f"eval.{split}.recall.{row['class']}"] = float(row["recall"])
     log.info("%s (%s, tta=%s): accuracy %.4f, macro-F1 %.4f, balanced accuracy %.4f",
-             split, len(labels), params["tta"], report["accuracy"], report["macro_f1"], report["balanced_accuracy"])
+             split, len(labels), tta, report["accuracy"], report["macro_f1"], report["balanced_accuracy"])
     clean = report["without_leaked_duplicates"]
     if clean:
         for key in ("accuracy", "balanced_accuracy", "macro_f1"):
@@ -75,12 +64,12 @@ def evaluate_model(resnet_model: ModelFile, fer_dataset: dict[str, np.ndarray], 
         log.info("%s without %d leaked duplicates (%d): accuracy %.4f, macro-F1 %.4f", split, clean["excluded"],
                  clean["n"], clean["accuracy"], clean["macro_f1"])
     return (
-        report, per_class, predictions,
-        ev.plot_confusion_matrix(report["confusion"], classes, normalized=False),
-        ev.plot_confusion_matrix(report["confusion_normalized"], classes, normalized=True),
-        ev.plot_reliability(report),
-        ev.plot_confident_mistakes(images, labels, logits, classes, n=24),
-        ev.plot_per_class(report["per_class"]),
+        report, pd.DataFrame(report["per_class"]), predictions,
+        plots.plot_confusion_matrix(report["confusion"], classes, normalized=False),
+        plots.plot_confusion_matrix(report["confusion_normalized"], classes, normalized=True),
+        plots.plot_reliability(report),
+        plots.plot_confident_mistakes(images, labels, evaluation.logits, classes, n=24),
+        plots.plot_per_class(report["per_class"]),
         point_metrics(metrics),
     )
 

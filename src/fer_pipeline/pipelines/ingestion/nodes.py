@@ -24,7 +24,7 @@ def prepare_source(params: dict[str, Any]) -> dict[str, Any]:
     path = Path(params["source_path"])
     demo = params.get("demo")
     if demo:
-        from fer_pipeline.core.demo_data import generate_demo_dataset
+        from fer_pipeline.demo import generate_demo_dataset
 
         summary = generate_demo_dataset(path, **demo)
         log.info("Demo faces (synthetic, not FER2013) ready in %s: %s", path, summary.get("counts"))

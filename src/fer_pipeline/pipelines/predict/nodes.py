@@ -22,7 +22,7 @@ def prepare_photos(params: dict[str, Any]) -> dict[str, Any]:
     inputs = [Path(p) for p in ([params["inputs"]] if isinstance(params["inputs"], str) else params["inputs"])]
     demo = params.get("demo_photos")
     if demo:
-        from fer_pipeline.core.demo_data import write_demo_photos
+        from fer_pipeline.demo import write_demo_photos
 
         write_demo_photos(inputs[0], **demo)
     existing = [p.as_posix() for p in inputs if p.exists()]

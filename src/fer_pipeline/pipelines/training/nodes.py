@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fer_pipeline import plots
 from fer_pipeline.core import stages
-from fer_pipeline.core.train import plot_training_curves
+from fer_pipeline.core.models import model_bundle
 from fer_pipeline.pipelines.tracking import active_run_id, metric_history, set_tags
 
 log = logging.getLogger(__name__)
@@ -22,17 +23,14 @@ def train_resnet(
     augmentation_params: dict[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any], Any, dict[str, list[dict]]]:
     """Train, keep the best epoch by the validation metric; the test split is never touched here."""
-    result, config, train_cfg = stages.train_resnet(training_set, fer_dataset, training_params,
-                                                    augmentation_params, progress=True)
+    result = stages.train_resnet(training_set, fer_dataset, training_params, augmentation_params, progress=True)
     # Lets `kedro run --pipeline evaluate` link its MLflow run to the one that trained the model.
-    config["mlflow_run_id"] = active_run_id()
-    bundle = {"config": config, "state_dict": result.model.state_dict()}
-
+    config = {**result.config, "mlflow_run_id": active_run_id()}
     history = pd.DataFrame(result.history)
     summary = {
         "best_epoch": result.best_epoch,
         "best_val_metrics": result.best_metrics,
-        "select_metric": train_cfg.select_metric,
+        "select_metric": result.train_config["select_metric"],
         "epochs_run": len(result.history),
         "train_images": int(len(training_set["labels"])),
         "synthetic_images": int(training_set["synthetic"].sum()),
@@ -49,4 +47,4 @@ def train_resnet(
             metrics[f"device.{key}"] = [{"value": float(value), "step": 0}]
     set_tags({f"training.{key}": value for key, value in result.device_info.items()})
     log.info("Best epoch %s: %s", result.best_epoch, result.best_metrics)
-    return bundle, history, summary, plot_training_curves(result.history), metrics
+    return model_bundle(result.model, config), history, summary, plots.plot_training_curves(result.history), metrics

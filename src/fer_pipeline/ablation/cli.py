@@ -1,0 +1,148 @@
+"""``benchmarks/ablation.py``: ``run`` the ablation (GPU machine), ``report`` on its results (here)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+from fer_pipeline.core.classes import SPLITS
+from fer_pipeline.params import apply_sets, deep_merge, load_parameters
+from fer_pipeline.dataset_loading import load_dataset, subset_dataset
+from fer_pipeline.runner import default_paths, setup_logging
+
+from .plan import load_ablation
+from .records import RUNS_FILE, read_runs
+from .report import MLFLOW_EXPERIMENT, best_strategy, log_to_mlflow, markdown_report, summarize
+from .run import merge_done, plan_runs, run_planned
+
+log = logging.getLogger(__name__)
+
+
+def _parse_list(text: str | None, cast=str) -> list | None:
+    return None if text is None else [cast(v.strip()) for v in text.split(",") if v.strip()]
+
+
+def _command_sets(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """(overrides that are part of every run's identity, device overrides that are not)."""
+    sets = list(args.set or [])
+    if args.epochs is not None:
+        sets.append(f"training.config.epochs={args.epochs}")
+    if args.ae_epochs is not None:
+        sets.append(f"autoencoder.epochs={args.ae_epochs}")
+    device_sets = [] if args.device is None else [
+        f"{section}.device={args.device}" for section in ("training.config", "autoencoder", "evaluate")]
+    return sets, device_sets
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    ablation = load_ablation(args.config)
+    strategies = _parse_list(args.only) or list(ablation["strategies"])
+    unknown = [s for s in strategies if s not in ablation["strategies"]]
+    if unknown:
+        raise SystemExit(f"unknown strategies {unknown}; conf has: {', '.join(ablation['strategies'])}")
+    seeds = _parse_list(args.seeds, int) or ablation["seeds"]
+    sets, device_sets = _command_sets(args)
+    defaults = load_parameters(args.conf)
+    out, work = Path(args.out), Path(args.work)
+    out.mkdir(parents=True, exist_ok=True)
+    runs_path = out / RUNS_FILE
+    setup_logging(None if args.dry_run else out / "ablation.log", mode="a")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    done = merge_done(runs_path, args.done or [], write=not args.dry_run)
+    plan = plan_runs(defaults, ablation, strategies, seeds, sets + device_sets, args.subset, done)
+    todo = [p for p in plan if not p.done]
+    log.info("ablation: %d runs planned, %d already done, %d to run", len(plan), len(plan) - len(todo), len(todo))
+    for planned in plan:
+        log.info("  %-30s seed %d  %s", planned.strategy, planned.seed, "done" if planned.done else "to run")
+    if args.dry_run or not todo:
+        print(markdown_report(read_runs([runs_path] + list(args.done or [])), list(ablation["strategies"])))
+        return 0
+
+    data = Path(args.data) if args.data else default_paths()["root"] / defaults["ingestion"]["source_path"]
+    ingestion_params = apply_sets(deep_merge(defaults, ablation["common"]), sets + device_sets)["ingestion"]
+    start = time.perf_counter()
+    dataset, report = load_dataset(data, ingestion_params, work)
+    if args.subset:
+        dataset = subset_dataset(dataset, args.subset, ingestion_params["seed"])
+    log.info("dataset %s in %.1f s (decoder: %s)", {s: int((dataset["splits"] == s).sum()) for s in SPLITS},
+             time.perf_counter() - start, report.get("decoder"))
+    run_planned(todo, dataset, ablation, ingestion_params, sets, args.subset, work, runs_path)
+    print(markdown_report(read_runs([runs_path]), list(ablation["strategies"])))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    records = read_runs(args.runs)
+    if not records:
+        raise SystemExit(f"no ablation runs in {', '.join(map(str, args.runs))}")
+    order = list(load_ablation(args.config)["strategies"]) if Path(args.config).is_file() else None
+    text = markdown_report(records, order)
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n", encoding="utf-8")
+    if args.chart:
+        from fer_pipeline import plots
+
+        rows = summarize(records, order)
+        path = Path(args.chart)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plots.plot_ablation(rows, best_strategy(rows)).savefig(path, dpi=110)
+        print(f"chart: {path}")
+    if args.mlflow:
+        uri = args.mlflow_uri or f"sqlite:///{(default_paths()['root'] / 'mlflow.db').as_posix()}"
+        summary = log_to_mlflow(records, uri, args.experiment)
+        print(f"mlflow: {summary['logged']} runs logged, {summary['skipped']} already there "
+              f"(experiment {summary['experiment']!r}, id {summary['experiment_id']})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    paths = default_paths()
+    config, default_out = paths["root"] / "conf" / "ablation.yml", paths["root"] / "build" / "ablation_out"
+    parser = argparse.ArgumentParser(prog="ablation.py", description="Class-imbalance ablation.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="train and evaluate the runs (GPU machine)")
+    add = run.add_argument
+    add("--config", default=str(config), help="ablation YAML (default conf/ablation.yml)")
+    add("--conf", default=str(paths["conf"]), help="folder of the default parameters*.yml")
+    add("--data", help="dataset, as scripts/gpu_pipeline.py --data (default: ingestion.source_path)")
+    add("--out", default=os.environ.get("OUT") or str(default_out),
+        help=f"folder of {RUNS_FILE} and ablation.log (default $OUT, else build/ablation_out)")
+    add("--work", default=str(paths["work"]), help="scratch: extracted data, autoencoder cache")
+    add("--only", help="comma-separated strategies (default: all in the config)")
+    add("--seeds", help="comma-separated seeds (default: the config's)")
+    add("--done", action="append", help="a results file of earlier commands (repeatable)")
+    add("--set", action="append", metavar="KEY=VALUE", help="override for every run (repeatable)")
+    add("--epochs", type=int, help="training.config.epochs for every run")
+    add("--ae-epochs", type=int, help="autoencoder.epochs")
+    add("--subset", type=int, help="at most N images per split (smoke runs)")
+    add("--device", help="device (default: the parameters' 'auto')")
+    add("--threads", type=int, help="torch CPU threads")
+    add("--dry-run", action="store_true", help="list the runs and what is done; train nothing")
+    run.set_defaults(func=cmd_run)
+
+    report = commands.add_parser("report", help="markdown table, chart, MLflow (here)")
+    add = report.add_argument
+    add("--runs", nargs="+", default=[str(default_out / RUNS_FILE)],
+        help="JSON-lines files (default build/ablation_out/ablation_runs.jsonl)")
+    add("--config", default=str(config), help="for the strategies' order")
+    add("--markdown", help="also write the table to this file")
+    add("--chart", help="bar chart PNG path")
+    add("--mlflow", action="store_true", help=f"log every run to MLflow experiment {MLFLOW_EXPERIMENT}")
+    add("--mlflow-uri", help="tracking URI (default sqlite:///<project root>/mlflow.db)")
+    add("--experiment", default=MLFLOW_EXPERIMENT)
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

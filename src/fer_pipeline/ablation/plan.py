@@ -1,0 +1,81 @@
+"""The ablation's plan: conf/ablation.yml, each run's parameters, and what identifies a run.
+
+A strategy is a set of parameter overrides on the default parameters (conf/base), after a
+shortened schedule common to all (``common``). A run is (strategy, seed); its fingerprint is a
+digest of everything that decides its result, so a finished run is recognised and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fer_pipeline.params import apply_sets, deep_merge, read_yaml_file
+
+#: Parameters that do not change a run's result (left out of its fingerprint).
+RESULT_NEUTRAL = {
+    "ingestion": ("source_path", "workers", "demo"),
+    "autoencoder": ("device",),
+    "training.config": ("device", "checkpoint_dir", "resume", "eval_batch_size", "compile"),
+    "evaluate": ("device", "batch_size", "model_run_id", "split"),
+}
+
+
+def load_ablation(path: str | os.PathLike) -> dict[str, Any]:
+    """conf/ablation.yml, checked: ``seeds`` (>= 1 ints), ``common`` and ``strategies`` (dicts)."""
+    config = read_yaml_file(path) or {}
+    unknown = set(config) - {"seeds", "common", "strategies"}
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}")
+    seeds = config.get("seeds") or []
+    if not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ValueError(f"{path}: 'seeds' must be a list of integers")
+    strategies = config.get("strategies") or {}
+    if not strategies:
+        raise ValueError(f"{path}: no strategies")
+    return {"seeds": list(seeds), "common": config.get("common") or {},
+            "strategies": {name: (value or {}) for name, value in strategies.items()}}
+
+
+def seed_overrides(seed: int) -> dict[str, Any]:
+    """Every seed a run has: the training's, the augmentation's, the autoencoder's and its SMOTE's."""
+    return {"training": {"config": {"seed": seed}}, "augmentation": {"seed": seed},
+            "autoencoder": {"seed": seed, "oversampling": {"seed": seed}}}
+
+
+def run_parameters(defaults: Mapping[str, Any], ablation: Mapping[str, Any], strategy: str, seed: int,
+                   sets: Sequence[str] | None = None) -> dict[str, Any]:
+    """defaults <- common <- strategy <- command-line sets <- seed."""
+    params = deep_merge(defaults, ablation["common"])
+    params = deep_merge(params, ablation["strategies"][strategy])
+    params = apply_sets(params, list(sets or []))
+    return deep_merge(params, seed_overrides(seed))
+
+
+def _without_neutral(params: Mapping[str, Any]) -> dict[str, Any]:
+    params = deep_merge(params, {})
+    for section, keys in RESULT_NEUTRAL.items():
+        node = params
+        for part in section.split("."):
+            node = node.get(part, {})
+        for key in keys:
+            node.pop(key, None)
+    return params
+
+
+def digest(payload: Any) -> str:
+    """A short sha256 of a JSON-able value (keys sorted)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_fingerprint(params: Mapping[str, Any], subset: int | None) -> str:
+    """What decides a run's result: the stages' parameters (less device / file settings) + subset."""
+    relevant = _without_neutral(params)
+    sections = {key: relevant[key] for key in ("ingestion", "augmentation", "training")}
+    sections["evaluate_tta"] = relevant["evaluate"]["tta"]
+    if relevant["augmentation"]["use_synthetic"]:
+        sections["autoencoder"] = relevant["autoencoder"]
+    return digest({"params": sections, "subset": subset})

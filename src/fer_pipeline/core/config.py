@@ -1,0 +1,25 @@
+"""Strict construction of config dataclasses from parameter dicts: a typo is an error, with a hint."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def from_params(cls: type[T], params: Mapping[str, Any], what: str) -> T:
+    """``cls(**params)`` for a dataclass ``cls``; unknown keys raise ``ValueError`` naming the
+    closest known key (``'ema_decy' (did you mean 'ema_decay'?)``) and listing the known ones.
+    ``what`` names the parameters in the message ("training", "autoencoder")."""
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = [key for key in params if key not in known]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"unknown {what} parameter(s): {', '.join(hints)}. Known: {', '.join(known)}")
+    return cls(**dict(params))

@@ -1,0 +1,118 @@
+"""The quality report of an ingestion, and the categories its reasons fall into."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from fer_pipeline.core.classes import CLASSES, SPLITS
+
+from .result import IngestionResult
+
+#: Reason categories (the text before the first ':' of every quarantine/warning reason).
+REASON_CATEGORIES: tuple[str, ...] = (
+    "empty_file",
+    "unreadable_file",
+    "not_an_image",
+    "truncated_image",
+    "corrupt_image",
+    "unsupported_pixel_format",
+    "colour_image",
+    "wrong_size",
+    "unknown_class",
+    "unknown_split",
+    "not_in_class_folder",
+    "csv_malformed_row",
+    "csv_bad_label",
+    "csv_label_out_of_range",
+    "csv_unknown_usage",
+    "csv_non_numeric_pixels",
+    "csv_pixel_out_of_range",
+    "csv_bad_pixel_count",
+    "duplicate_leak",
+    "duplicate_conflicting_labels",
+)
+
+#: Warning categories (not rejections: nothing is dropped for these).
+WARNING_CATEGORIES: tuple[str, ...] = (
+    "ignored_root_file",
+    "empty_class_folder",
+    "missing_class_folder",
+    "missing_split",
+    "no_split_prefix",
+    "prefix_folder_mismatch",
+)
+
+
+def reason_category(reason: str) -> str:
+    """``"wrong_size: 64x64 image ..."`` -> ``"wrong_size"``."""
+    return reason.split(":", 1)[0].strip()
+
+
+def _duplicate_summary(
+    result: IngestionResult, duplicates: dict[str, Any], dropped: list[dict], policy: str, max_examples: int
+) -> dict[str, Any]:
+    examples = []
+    for members in duplicates.get("members", [])[:max_examples]:
+        examples.append([
+            {"item": str(result.source_ids[i]), "split": str(result.splits[i]), "label": CLASSES[int(result.labels[i])]}
+            for i in members
+        ])
+    return {
+        "groups": int(duplicates.get("groups", 0)),
+        "byte_identical_groups": int(duplicates.get("byte_identical_groups", 0)),
+        "pixel_identical_groups": int(duplicates.get("pixel_identical_groups", 0)),
+        "cross_split_groups": int(duplicates.get("cross_split_groups", 0)),
+        "train_test_groups": int(duplicates.get("train_test_groups", 0)),
+        "conflicting_label_groups": int(duplicates.get("conflicting_label_groups", 0)),
+        "files_in_groups": int(duplicates.get("files_in_groups", 0)),
+        "byte": {k: int(v) for k, v in duplicates.get("byte", {}).items()},
+        "pixel": {k: int(v) for k, v in duplicates.get("pixel", {}).items()},
+        "policy": policy,
+        "dropped": len(dropped),
+        "examples": examples,
+    }
+
+
+def quality_report(
+    result: IngestionResult,
+    duplicates: dict[str, Any],
+    keep_mask: np.ndarray | None = None,
+    dropped: list[dict] | None = None,
+    policy: str | None = None,
+    max_examples: int = 20,
+) -> dict[str, Any]:
+    """JSON-serialisable summary: counts, quarantine and its reasons, warnings, duplicates.
+
+    Dropped duplicates count as quarantined, so ``read == kept + quarantined``.
+    """
+    if keep_mask is None:
+        keep_mask = np.ones(len(result.labels), bool)
+    dropped = list(dropped or [])
+    keep_mask = np.asarray(keep_mask, bool)
+    if policy is None:
+        policy = "drop_leaked" if dropped or not keep_mask.all() else "keep"
+    labels = result.labels[keep_mask]
+    splits = result.splits[keep_mask]
+    counts = {
+        split: {name: int(((splits == split) & (labels == c)).sum()) for c, name in enumerate(CLASSES)}
+        for split in SPLITS
+    }
+    quarantine = [{"item": str(q["item"]), "reason": str(q["reason"])} for q in [*result.quarantine, *dropped]]
+    reasons = Counter(reason_category(q["reason"]) for q in quarantine)
+    kept = int(keep_mask.sum())
+    return {
+        "source_kind": result.source_kind,
+        "read": int(result.read),
+        "kept": kept,
+        "quarantined": len(quarantine),
+        "consistent": int(result.read) == kept + len(quarantine),
+        "counts": counts,
+        "totals": {split: int(sum(counts[split].values())) for split in SPLITS},
+        "quarantine": quarantine,
+        "reasons": dict(sorted(reasons.items())),
+        "warnings": [{"item": str(w["item"]), "reason": str(w["reason"])} for w in result.warnings],
+        "duplicates": _duplicate_summary(result, duplicates, dropped, policy, max_examples),
+    }

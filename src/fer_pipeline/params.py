@@ -1,0 +1,76 @@
+"""The project's parameters without Kedro: conf/<env>/parameters*.yml read as Kedro reads them.
+
+The runner and the ablation run where Kedro is not installed; they read the same files with
+PyYAML (a test checks that OmegaConf, Kedro's loader, reads every parameter file to the same
+values), merge them by top-level key as Kedro does, and take ``KEY=VALUE`` overrides.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def read_yaml_file(path: str | os.PathLike) -> Any:
+    """One YAML file's content (PyYAML, safe loader)."""
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set KEY=VALUE`` value in YAML syntax: 0.05, true, null, [0.9, 1.1], {p: 0.5}."""
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def load_parameters(conf_dir: str | os.PathLike) -> dict[str, Any]:
+    """Every ``parameters*.yml`` of ``conf_dir`` merged by top-level key, as Kedro does (a key
+    defined in two files is an error there too)."""
+    params: dict[str, Any] = {}
+    for path in sorted(Path(conf_dir).glob("parameters*.yml")):
+        content = read_yaml_file(path) or {}
+        for key, value in content.items():
+            if key in params:
+                raise ValueError(f"parameter key {key!r} defined twice (again in {path.name})")
+            params[key] = value
+    if not params:
+        raise FileNotFoundError(f"no parameters*.yml in {conf_dir}")
+    return params
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``base`` with ``override`` merged in (dicts recursively, other values replaced)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in (override or {}).items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def set_dotted(params: dict[str, Any], key: str, value: Any) -> None:
+    """``set_dotted(p, "training.config.epochs", 3)``; the parent keys must exist (typo guard)."""
+    parts = key.split(".")
+    node = params
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node.get(part), dict):
+            raise KeyError(f"--set {key}: no parameter group {'.'.join(parts[:i + 1])!r}")
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def apply_sets(params: Mapping[str, Any], assignments: Sequence[str] | None) -> dict[str, Any]:
+    """Apply ``KEY=VALUE`` strings (VALUE in YAML flow syntax) to a copy of ``params``."""
+    params = deep_merge(params, {})
+    for assignment in assignments or []:
+        if "=" not in assignment:
+            raise ValueError(f"--set needs KEY=VALUE, got {assignment!r}")
+        key, raw = assignment.split("=", 1)
+        set_dotted(params, key.strip(), parse_value(raw))
+    return params

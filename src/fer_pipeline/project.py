@@ -1,0 +1,31 @@
+"""Where the Kedro project is: commands run from anywhere inside it find its conf/ and data/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def is_project(folder: Path) -> bool:
+    """True when ``folder/pyproject.toml`` has a ``[tool.kedro]`` table."""
+    pyproject = folder / "pyproject.toml"
+    try:
+        return pyproject.is_file() and "[tool.kedro]" in pyproject.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) that is a Kedro project
+    (``is_project``); ``start`` itself when there is none."""
+    start = (start or Path.cwd()).resolve()
+    return next((folder for folder in (start, *start.parents) if is_project(folder)), start)
+
+
+def project_root() -> Path:
+    """The project a command acts on: the one around the working directory, else the checkout
+    this package is run from (``src/fer_pipeline`` -> the repository), else the working directory."""
+    found = find_project_root()
+    if is_project(found):
+        return found
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout if is_project(checkout) else found

@@ -1,0 +1,516 @@
+"""The whole default pipeline without Kedro or MLflow: ``scripts/gpu_pipeline.py``'s engine.
+
+Its stages are the Kedro nodes' own (``fer_pipeline.core.stages``), with the same parameters,
+read from ``conf/base/parameters_*.yml`` (``fer_pipeline.params``):
+
+    ingestion -> class balance -> autoencoder (+ unweighted twin) -> latent-SMOTE oversampling
+    -> augmentation (training set) -> ResNet-34 training (selected on PublicTest = val)
+    -> evaluation on PublicTest and PrivateTest (= test), without and with ten-crop TTA
+    -> the returned float16 model (``fer_pipeline.model_transport``)
+    [-> naive DataLoader baseline vs the fast path (``fer_pipeline.throughput``)]
+
+The test split is read only by the evaluation stage, after the model is chosen: training sees
+train + val, the best epoch is picked on val, and the TTA mode is picked on val too.
+
+Needs torch, torchvision, numpy, Pillow, PyYAML and scikit-learn; not kedro, mlflow, pandas,
+matplotlib or OpenCV (without OpenCV ingestion decodes with Pillow: identical pixels on
+FER2013's JPEGs). ``metrics.json`` (everything, rewritten after every stage), ``per_class.csv``,
+``confusion.csv``, ``history.csv`` and ``pipeline.log`` go to ``--out``; the float32 model, the
+autoencoder and the training checkpoints stay in ``--work``, so a command stopped at a time
+limit resumes where it stopped when run again on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import platform
+import shutil
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fer_pipeline import model_transport, throughput
+from fer_pipeline.dataset_loading import load_dataset, resolve_data, subset_dataset
+from fer_pipeline.core import stages
+from fer_pipeline.core.autoencoder import save_autoencoder
+from fer_pipeline.core.classes import CLASSES, SPLIT_TO_FER_NAME, SPLITS
+from fer_pipeline.core.device import resolve_device, synchronize
+from fer_pipeline.core.models import save_model
+from fer_pipeline.files import file_info, read_csv, write_csv, write_json
+from fer_pipeline.params import apply_sets, load_parameters
+from fer_pipeline.project import project_root
+
+log = logging.getLogger("fer_pipeline.runner")
+
+#: Headline metrics recorded per split and TTA mode.
+HEADLINE = ("accuracy", "macro_f1", "balanced_accuracy")
+
+
+def default_paths() -> dict[str, Path]:
+    """The project's conf/base and the git-ignored scratch and output folders under build/."""
+    root = project_root()
+    return {"conf": root / "conf" / "base", "work": root / "build" / "gpu_work", "out": root / "build" / "gpu_out",
+            "root": root}
+
+
+# ============================================================================================
+# Timing and logging
+# ============================================================================================
+
+class StageTimer:
+    """Wall-clock seconds and peak GPU memory of each stage."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stages: dict[str, dict[str, Any]] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[dict[str, Any]]:
+        record: dict[str, Any] = {}
+        synchronize(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        log.info("---- stage %s", name)
+        start = time.perf_counter()
+        try:
+            yield record
+        finally:
+            synchronize(self.device)
+            record["seconds"] = time.perf_counter() - start
+            if self.device.type == "cuda":
+                record["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+                record["peak_gpu_reserved_mb"] = torch.cuda.max_memory_reserved(self.device) / 2**20
+            self.stages[name] = record
+            log.info("---- stage %s: %.2f s", name, record["seconds"])
+
+    def value(self, stage: str, key: str) -> Any:
+        return self.stages.get(stage, {}).get(key)
+
+
+def device_summary(device: torch.device) -> dict[str, Any]:
+    """The machine: device, library versions, CPU count, GPU properties."""
+    import torchvision
+
+    info: dict[str, Any] = {
+        "device": str(device), "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "numpy": np.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(name=props.name, total_memory_mb=props.total_memory / 2**20,
+                    multiprocessors=props.multi_processor_count, capability=f"{props.major}.{props.minor}",
+                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+    else:
+        info["name"] = platform.processor() or platform.machine()
+    return info
+
+
+def setup_logging(log_file: Path | None, mode: str = "w") -> None:
+    """INFO to stdout and ``log_file``; replaces only the handlers an earlier call added."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in list(root.handlers):
+        if getattr(handler, "_fer_runner", False):
+            root.removeHandler(handler)
+            handler.close()
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if log_file is not None:
+        handlers.append(logging.FileHandler(log_file, mode=mode, encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler._fer_runner = True
+        root.addHandler(handler)
+
+
+def autoencoder_epoch_logger(params: Mapping[str, Any]):
+    """An ``on_epoch`` for ``core.stages.train_autoencoder`` that logs each epoch's loss and rate."""
+    epochs = stages.autoencoder_config(params).epochs
+
+    def on_epoch(epoch: int, row: Mapping[str, Any]) -> None:
+        log.info("autoencoder epoch %d/%d: loss %.5f (%.0f img/s)", epoch, epochs, row["loss"], row["images_per_s"])
+
+    return on_epoch
+
+
+# ============================================================================================
+# The run: one function per stage, each recording into ``run.metrics``
+# ============================================================================================
+
+class PipelineRun:
+    """One run's state: parameters, folders, the timer and the ``metrics.json`` record."""
+
+    def __init__(self, params: dict[str, Any], data: Path, out: Path, work: Path, device: torch.device,
+                 argv: list[str]) -> None:
+        self.params, self.data, self.out, self.work, self.device = params, data, out, work, device
+        self.timer = StageTimer(device)
+        self.metrics: dict[str, Any] = {
+            "script": "scripts/gpu_pipeline.py", "argv": argv,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "status": "running",
+            "device": device_summary(device), "parameters": params, "stages": self.timer.stages,
+        }
+
+    def save(self, status: str | None = None) -> None:
+        if status:
+            self.metrics["status"] = status
+        write_json(self.out / "metrics.json", self.metrics)
+
+
+def run_ingestion(run: PipelineRun, subset: int | None) -> dict[str, np.ndarray]:
+    with run.timer("ingestion") as stage:
+        dataset, report = load_dataset(run.data, run.params["ingestion"], run.work)
+        if subset:
+            dataset = subset_dataset(dataset, subset, run.params["ingestion"]["seed"])
+        stage["images_read"] = int(report.get("read", len(dataset["labels"])))
+        stage["images_kept"] = int(len(dataset["labels"]))
+    decode_seconds = stage["seconds"] - report.get("extract_seconds", 0.0)
+    stage["images_per_s"] = stage["images_read"] / decode_seconds if decode_seconds > 0 else None
+    report["split_sizes"] = {s: int((dataset["splits"] == s).sum()) for s in SPLITS}
+    run.metrics["ingestion"] = report
+    log.info("dataset: %s (decoder: %s)", report["split_sizes"], report.get("decoder"))
+    run.save()
+    with run.timer("class_balance"):
+        summary, table = stages.class_balance_summary(dataset, run.params["class_balance"])
+        run.metrics["class_balance"] = {**summary, "table": table}
+    run.save()
+    return dataset
+
+
+def run_autoencoder(run: PipelineRun, dataset: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The autoencoder (and its twin), then latent SMOTE: the synthetic faces."""
+    params = run.params["autoencoder"]
+    with run.timer("autoencoder") as stage:
+        result = stages.train_autoencoder(dataset, params, on_epoch=autoencoder_epoch_logger(params))
+        stage["images_per_s"] = statistics.median(h["images_per_s"] for h in result.history)
+        stage["epochs"] = params["epochs"] * (2 if result.twin_history is not None else 1)
+    save_autoencoder(run.work / "autoencoder.pt", result.model)
+    run.metrics["autoencoder"] = {"config": result.config.to_dict(), "history": result.history,
+                                  "reconstruction_error": result.errors}
+    if result.twin_history is not None:
+        run.metrics["autoencoder"]["twin_history"] = result.twin_history
+    run.save()
+    with run.timer("oversampling") as stage:
+        synthetic, info = stages.oversample(dataset, result.model, params)
+        stage["synthetic_images"] = int(len(synthetic["labels"]))
+    run.metrics["oversampling"] = info
+    run.save()
+    return synthetic
+
+
+def run_training(run: PipelineRun, dataset: Mapping[str, np.ndarray], synthetic: Mapping[str, np.ndarray]):
+    """The training set, then the ResNet: the training result (best epoch on val)."""
+    with run.timer("augmentation"):
+        training_set, info = stages.assemble_training_set(dataset, synthetic, run.params["augmentation"])
+    run.metrics["augmentation"] = info
+    run.save()
+    history: list[dict[str, Any]] = []
+
+    def on_epoch(epoch: int, row: dict[str, Any]) -> None:
+        history.append(row)
+        run.metrics["training"] = {"epochs_done": len(history), "last_epoch": row}
+        run.save()
+
+    with run.timer("training") as stage:
+        result = stages.train_resnet(training_set, dataset, run.params["training"], run.params["augmentation"],
+                                     on_epoch)
+    rates = [row["images_per_s"] for row in result.history]
+    steady = rates[1:] or rates
+    stage["images_per_s_median"] = statistics.median(steady) if steady else None
+    stage["epochs_run_here"] = len(result.history) - (result.resumed_from_epoch or 0)
+    save_model(run.work / "resnet34.pt", result.model, result.config)
+    run.metrics["training"] = {
+        "best_epoch": result.best_epoch, "best_val_metrics": result.best_metrics,
+        "select_metric": result.train_config["select_metric"], "epochs_run": len(result.history),
+        "resumed_from_epoch": result.resumed_from_epoch, "stopped_early": result.stopped_early,
+        "train_images": int(len(training_set["labels"])), "synthetic_images": int(training_set["synthetic"].sum()),
+        "device_info": result.device_info, "train_config": result.train_config, "model_config": result.config,
+        "epoch_seconds_total": float(sum(row["epoch_seconds"] for row in result.history)),
+        "images_per_s_median": stage["images_per_s_median"],
+    }
+    write_csv(run.out / "history.csv", result.history)
+    run.save()
+    return result
+
+
+def run_evaluation(run: PipelineRun, result, dataset: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """val and test, without and with ten-crop TTA (and the parameters' mode if it is another);
+    the TTA mode is chosen on val. Returns the no-TTA logits per split."""
+    modes = list(dict.fromkeys(("none", "ten_crop", run.params["evaluate"]["tta"])))
+    evaluation: dict[str, dict[str, Any]] = {"val": {}, "test": {}}
+    logits: dict[str, np.ndarray] = {}
+    with run.timer("evaluation") as stage:
+        for split in ("val", "test"):
+            for tta in modes:
+                scored = stages.evaluate_split(result.model, result.config, dataset, split, tta,
+                                               run.params["evaluate"])
+                evaluation[split][tta] = scored.report
+                if tta == "none":
+                    logits[split] = scored.logits
+        stage["images_per_s"] = {tta: evaluation["test"][tta]["images_per_s"] for tta in modes}
+    select_metric = result.train_config["select_metric"]
+    tta_on_val = max(modes, key=lambda t: evaluation["val"][t][select_metric])
+    run.metrics["evaluation"] = evaluation
+    run.metrics["selection"] = {
+        "split": "val", "fer_split": SPLIT_TO_FER_NAME["val"], "metric": select_metric,
+        "best_epoch": result.best_epoch, "tta_selected_on_val": tta_on_val,
+        "test_used_for": "reporting only (evaluated after the model and the TTA mode were chosen)",
+    }
+    headline = {f"{split}_{tta}_{key}": evaluation[split][tta][key]
+                for split in ("val", "test") for tta in modes for key in HEADLINE}
+    for tta in modes:  # the canonical PrivateTest without copies of training images (None: none there)
+        clean = evaluation["test"][tta]["without_leaked_duplicates"]
+        for key in HEADLINE:
+            headline[f"test_{tta}_without_leaked_{key}"] = clean[key] if clean else None
+    run.metrics["headline"] = {**headline, "parameters_tta": run.params["evaluate"]["tta"],
+                               "tta_selected_on_val": tta_on_val}
+    run.metrics["throughput"] = {
+        "train_images_per_s_median": run.timer.value("training", "images_per_s_median"),
+        "autoencoder_images_per_s_median": run.timer.value("autoencoder", "images_per_s"),
+        "inference_images_per_s": run.timer.value("evaluation", "images_per_s"),
+        "ingestion_images_per_s": run.timer.value("ingestion", "images_per_s"),
+    }
+    _write_tables(run.out, evaluation, modes)
+    run.metrics["files"] = {"model": file_info(run.work / "resnet34.pt"),
+                            "autoencoder": file_info(run.work / "autoencoder.pt")}
+    run.save()
+    return logits
+
+
+def _write_tables(out: Path, evaluation: Mapping[str, Mapping[str, Any]], modes: list[str]) -> None:
+    write_csv(out / "per_class.csv", [
+        {"split": split, "fer_split": SPLIT_TO_FER_NAME[split], "tta": tta, **row}
+        for split in ("val", "test") for tta in modes for row in evaluation[split][tta]["per_class"]
+    ])
+    write_csv(out / "confusion.csv", [
+        {"split": split, "fer_split": SPLIT_TO_FER_NAME[split], "tta": tta, "true_class": CLASSES[i],
+         **{f"pred_{name}": count for name, count in zip(CLASSES, row)}}
+        for split in ("val", "test") for tta in modes for i, row in enumerate(evaluation[split][tta]["confusion"])
+    ])
+
+
+def run_export(run: PipelineRun, result, dataset: Mapping[str, np.ndarray], logits: Mapping[str, np.ndarray],
+               part_bytes: int) -> None:
+    with run.timer("model_export"):
+        run.metrics["returned_model"] = model_transport.export_returned_model(
+            result.model, result.config, dataset, run.params["evaluate"], run.work, run.out, part_bytes, logits)
+    run.metrics["files"]["returned_model"] = run.metrics["returned_model"]["file"]
+    run.save()
+
+
+def run_naive_baseline(run: PipelineRun, steps: int, workers: int) -> None:
+    """bench_training's two paths on the dataset's own JPEGs, when it has a FER folder layout."""
+    root = resolve_data(run.data, run.work) if run.data.is_file() else run.data
+    if not any((root / "train").glob("*/*.jpg")):
+        run.metrics["naive_baseline"] = {"skipped": f"{root} has no train/<class>/*.jpg files"}
+    else:
+        config = run.params["training"]["config"]
+        settings = throughput.StepSettings(
+            stem=run.params["training"]["model"]["stem"], batch_size=config["batch_size"], steps=steps,
+            warmup=min(10, steps), channels_last=run.device.type == "cuda", seed=config["seed"], workers=workers)
+        with run.timer("naive_baseline"):
+            run.metrics["naive_baseline"] = throughput.naive_vs_fast(root, settings, run.device,
+                                                                     run.params["augmentation"]["policy"])
+    run.save()
+
+
+def run_pipeline(args: argparse.Namespace, params: dict[str, Any], argv: list[str]) -> dict[str, Any]:
+    """Every stage in order; ``metrics.json`` says how far it got if a stage fails or is killed."""
+    out, work = Path(args.out), Path(args.work)
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    setup_logging(out / "pipeline.log")
+    checkpoint_dir = work / "checkpoints" / "pipeline"
+    if args.fresh:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    params["training"]["config"]["checkpoint_dir"] = checkpoint_dir.as_posix()
+    data = Path(args.data) if args.data else default_paths()["root"] / params["ingestion"]["source_path"]
+    run = PipelineRun(params, data, out, work, resolve_device(params["training"]["config"]["device"]), argv)
+    run.metrics["subset_per_split"] = args.subset
+    log.info("device: %s", run.metrics["device"])
+    # A command stopped at its time limit gets SIGTERM: leave a metrics.json that says where.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        dataset = run_ingestion(run, args.subset)
+        synthetic = run_autoencoder(run, dataset)
+        result = run_training(run, dataset, synthetic)
+        logits = run_evaluation(run, result, dataset)
+        run_export(run, result, dataset, logits, int(args.part_mib * 2**20))
+        if args.naive_baseline_steps > 0:
+            run_naive_baseline(run, args.naive_baseline_steps, args.naive_workers)
+    except BaseException as exc:
+        stage = list(run.timer.stages)[-1] if run.timer.stages else "setup"
+        run.save(f"failed in stage {stage}: {type(exc).__name__}: {exc}")
+        raise
+    run.metrics["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    run.save("complete")
+    print(results_table(run.metrics), flush=True)
+    return run.metrics
+
+
+# ============================================================================================
+# Results: the closing table, and figures from a returned folder
+# ============================================================================================
+
+def results_table(metrics: Mapping[str, Any]) -> str:
+    """The closing tables: stages, then metrics per split / TTA, then test recall per class."""
+    lines = ["", f"device: {metrics['device'].get('name')} ({metrics['device']['device']}), "
+                 f"torch {metrics['device']['torch']}", "",
+             f"{'stage':<16}{'seconds':>10}{'peak GPU MiB':>14}  throughput"]
+    for name, record in metrics["stages"].items():
+        rate = record.get("images_per_s_median", record.get("images_per_s"))
+        if isinstance(rate, dict):
+            rate = ", ".join(f"{k} {v:,.0f} img/s" for k, v in rate.items() if v)
+        elif isinstance(rate, (int, float)):
+            rate = f"{rate:,.0f} img/s"
+        peak = record.get("peak_gpu_memory_mb")
+        lines.append(f"{name:<16}{record['seconds']:>10.1f}{(f'{peak:,.0f}' if peak else '-'):>14}  {rate or ''}")
+    lines.append(f"{'total':<16}{sum(r['seconds'] for r in metrics['stages'].values()):>10.1f}")
+    selection = metrics["selection"]
+    lines += ["", f"model selected on {selection['fer_split']} ({selection['split']}) {selection['metric']}: "
+                  f"best epoch {selection['best_epoch']}; TTA chosen on val: {selection['tta_selected_on_val']}", "",
+              f"{'split':<22}{'tta':<10}{'accuracy':>10}{'macro-F1':>10}{'bal. acc':>10}"]
+    rows = [(f"{SPLIT_TO_FER_NAME[split]} ({split})", tta, report)
+            for split in ("val", "test") for tta, report in metrics["evaluation"][split].items()]
+    rows += [(f"PrivateTest -{r['without_leaked_duplicates']['excluded']} leaked", tta, r["without_leaked_duplicates"])
+             for tta, r in metrics["evaluation"]["test"].items() if r.get("without_leaked_duplicates")]
+    for label, tta, r in rows:
+        lines.append(f"{label:<22}{tta:<10}{r['accuracy']:>10.4f}{r['macro_f1']:>10.4f}{r['balanced_accuracy']:>10.4f}")
+    test = metrics["evaluation"]["test"]
+    lines += ["", "PrivateTest recall per class: " + ", ".join(
+        f"{row['class']} {row['recall']:.3f}/{ten['recall']:.3f}"
+        for row, ten in zip(test["none"]["per_class"], test["ten_crop"]["per_class"])) + "  (none/ten_crop)"]
+    naive = metrics.get("naive_baseline")
+    if naive and "speedup" in naive:
+        lines += ["", f"training step throughput, same process: fast {naive['fast_images_per_s']:,.0f} img/s, "
+                      f"naive DataLoader ({naive['naive_workers']} workers) {naive['naive_images_per_s']:,.0f} img/s: "
+                      f"{naive['speedup']:.2f}x"]
+    return "\n".join(lines)
+
+
+def draw_figures(folder: Path, dest: Path) -> list[Path]:
+    """From a returned folder: training curves (history.csv) and PrivateTest confusion matrices
+    without TTA (metrics.json), drawn by the Kedro nodes' own figures (``fer_pipeline.plots``)."""
+    import json
+
+    from fer_pipeline import plots
+
+    metrics_path, history_path = folder / "metrics.json", folder / "history.csv"
+    for path in (metrics_path, history_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: give the folder the run's files came back to")
+    history = read_csv(history_path)
+    report = json.loads(metrics_path.read_text(encoding="utf-8")).get("evaluation", {}).get("test", {}).get("none")
+    if not history or not report:
+        raise ValueError(f"{folder}: the run has no training history or no PrivateTest evaluation yet")
+    dest.mkdir(parents=True, exist_ok=True)
+    figures = {
+        "training_curves.png": plots.plot_training_curves(history),
+        "confusion_matrix.png": plots.plot_confusion_matrix(report["confusion"], report["classes"], normalized=False),
+        "confusion_matrix_normalized.png": plots.plot_confusion_matrix(report["confusion_normalized"],
+                                                                       report["classes"], normalized=True),
+    }
+    for name, figure in figures.items():
+        figure.savefig(dest / name, dpi=110)
+    return [dest / name for name in figures]
+
+
+# ============================================================================================
+# Command line
+# ============================================================================================
+
+def effective_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    """conf (or --params-json) <- --set <- the shortcut flags."""
+    import json
+
+    if args.params_json:
+        params = json.loads(Path(args.params_json).read_text(encoding="utf-8"))
+    else:
+        params = load_parameters(args.conf)
+    params = apply_sets(params, args.set)
+    if args.epochs is not None:
+        params["training"]["config"]["epochs"] = args.epochs
+    if args.ae_epochs is not None:
+        params["autoencoder"]["epochs"] = args.ae_epochs
+    if args.duplicates is not None:
+        params["ingestion"]["duplicates"] = args.duplicates
+    if args.device is not None:
+        for section in (params["training"]["config"], params["autoencoder"], params["evaluate"]):
+            section["device"] = args.device
+    return params
+
+
+def build_parser() -> argparse.ArgumentParser:
+    paths = default_paths()
+    parser = argparse.ArgumentParser(
+        prog="gpu_pipeline.py", description="The default FER pipeline without Kedro/MLflow (GPU machine).",
+        epilog="GPU: PYTHONUNBUFFERED=1 PYTHONPATH=src python3 scripts/gpu_pipeline.py --data .gpu_data/fer2013.tar.gz "
+               "--out $OUT --naive-baseline-steps 200",
+    )
+    add = parser.add_argument
+    add("--data", help="FER2013 folder / fer2013.csv / archive of one (.tar.gz, .zip) / fer_dataset.npz "
+                       "(default: ingestion.source_path)")
+    add("--out", default=os.environ.get("OUT") or str(paths["out"]),
+        help="output folder (default $OUT, else build/gpu_out: git-ignored, so a model never travels back "
+             "to a device with the working tree)")
+    add("--work", default=str(paths["work"]),
+        help="scratch folder: extracted archives, training checkpoints (default build/gpu_work)")
+    add("--conf", default=str(paths["conf"]), help="folder of parameters*.yml (default conf/base)")
+    add("--params-json", help="read the parameters from this JSON (see --dump-params) instead")
+    add("--dump-params", metavar="FILE", help="write the effective parameters as JSON and exit")
+    add("--set", action="append", metavar="KEY=VALUE",
+        help="override a parameter, e.g. training.config.lr=0.05 (repeatable; VALUE in YAML flow syntax)")
+    add("--epochs", type=int, help="training.config.epochs")
+    add("--ae-epochs", type=int, help="autoencoder.epochs")
+    add("--subset", type=int, help="keep at most N images per split (stratified): smoke runs")
+    add("--duplicates", choices=("keep", "drop_leaked"), help="ingestion.duplicates")
+    add("--device", help="device of every stage (default: the parameters' 'auto')")
+    add("--fresh", action="store_true", help="ignore (delete) training checkpoints in --work")
+    add("--naive-baseline-steps", type=int, default=0,
+        help="also time the naive JPEG DataLoader path vs the fast path, N steps each")
+    add("--naive-workers", type=int, default=throughput.default_workers(),
+        help="DataLoader workers of the naive path (default min(8, cores))")
+    add("--threads", type=int, help="torch CPU threads")
+    add("--part-mib", type=float, default=15.0, help="largest part of the returned float16 model, MiB")
+    add("--assemble-model", nargs=2, metavar=("FOLDER", "DEST"),
+        help="join the returned model parts in FOLDER into DEST (sha256 checked) and exit")
+    add("--figures", nargs=2, metavar=("FOLDER", "DEST_DIR"),
+        help="draw the training curves and PrivateTest confusion matrices of a returned FOLDER into DEST_DIR "
+             "(needs matplotlib) and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """``scripts/gpu_pipeline.py``: run the pipeline, or assemble / draw a returned folder."""
+    import json
+
+    args = build_parser().parse_args(argv)
+    if args.assemble_model or args.figures:
+        try:
+            if args.assemble_model:
+                print(model_transport.assemble_model(Path(args.assemble_model[0]), Path(args.assemble_model[1])))
+            if args.figures:
+                for path in draw_figures(Path(args.figures[0]), Path(args.figures[1])):
+                    print(f"wrote {path}")
+        except (ValueError, FileNotFoundError) as exc:
+            raise SystemExit(f"gpu_pipeline.py: {exc}") from None
+        return {}
+    params = effective_parameters(args)
+    if args.dump_params:
+        Path(args.dump_params).write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.dump_params}")
+        return params
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return run_pipeline(args, params, sys.argv[1:] if argv is None else list(argv))

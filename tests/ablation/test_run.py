@@ -1,0 +1,43 @@
+"""fer_pipeline.ablation through benchmarks/ablation.py run: runs recorded at once, resumed, skipped."""
+
+from __future__ import annotations
+
+from fer_pipeline.ablation.cli import main
+from fer_pipeline.ablation.records import read_runs
+from fer_pipeline.core.classes import CLASSES
+from tests.gpu_machine import ABLATION, TINY_ABLATION, run_like_gpu_machine
+
+
+def test_ablation_runs_resume_and_skip_done(fer_demo_folder, tmp_path, runner_log_handlers_removed):
+    out, work = tmp_path / "out", tmp_path / "work"
+    common = ["run", "--data", str(fer_demo_folder), "--out", str(out), "--work", str(work), "--seeds", "0,1", *TINY_ABLATION]
+    runs_file = out / "ablation_runs.jsonl"
+
+    run_like_gpu_machine(ABLATION, *common, "--only", "ce", cwd=tmp_path)
+    first = runs_file.read_text().splitlines()
+    assert len(first) == 2
+    with open(runs_file, "a") as handle:  # a command killed while writing its last line
+        handle.write('{"strategy": "logit_adj')
+
+    result = run_like_gpu_machine(ABLATION, *common, "--only", "ce,ae_oversample_logit_adjusted", cwd=tmp_path)
+    records = read_runs([runs_file])
+    assert [(r["strategy"], r["seed"]) for r in records] == [
+        ("ce", 0), ("ce", 1), ("ae_oversample_logit_adjusted", 0), ("ae_oversample_logit_adjusted", 1)]
+    assert runs_file.read_text().splitlines()[:2] == first  # the ce runs were not repeated
+    assert "2 already done, 2 to run" in result.stdout
+    for record in records:
+        assert record["select_split"] == "val" and record["select_metric"] == "macro_f1"
+        for key in ("val_macro_f1", "val_accuracy", "test_accuracy", "test_macro_f1", "test_balanced_accuracy"):
+            assert 0.0 <= record[key] <= 1.0
+        assert set(record["test_recall"]) == set(CLASSES) and record["train_seconds"] > 0
+    synthetic = [r for r in records if r["use_synthetic"]]
+    assert all(r["synthetic_images"] > 0 and r["loss"] == "logit_adjusted" for r in synthetic)
+    assert len(list((work / "ablation").glob("synthetic_*.npz"))) == 2  # one autoencoder per seed
+
+    # another machine: earlier results come in with --done and are not run again
+    fresh = tmp_path / "fresh"
+    assert main(["run", "--out", str(fresh), "--done", str(runs_file), "--seeds", "0,1",
+                          "--only", "ce,ae_oversample_logit_adjusted", *TINY_ABLATION, "--dry-run"]) == 0
+    main(["run", "--out", str(fresh), "--done", str(runs_file), "--seeds", "0,1",
+                   "--only", "ce,ae_oversample_logit_adjusted", *TINY_ABLATION])  # nothing left: trains nothing
+    assert len(read_runs([fresh / "ablation_runs.jsonl"])) == 4

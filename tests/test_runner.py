@@ -1,0 +1,119 @@
+"""fer_pipeline.runner through scripts/gpu_pipeline.py, as on the GPU machine, on tiny generated data."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from fer_pipeline import runner
+from fer_pipeline.core.classes import CLASSES
+from tests.gpu_machine import GPU_PIPELINE, TINY, run_like_gpu_machine
+
+
+def test_gpu_pipeline_end_to_end(fer_demo_folder, tmp_path, capsys, runner_log_handlers_removed):
+    """As on the GPU machine: the dataset comes as a .tar.gz, cv2 & co. are missing."""
+    import tarfile
+
+    archive = tmp_path / ".gpu_data" / "fer2013.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(fer_demo_folder, arcname="fer2013")
+        # FER2013's test splits hold copies of training images: one here too
+        tar.add(next((fer_demo_folder / "train" / "happy").glob("*.jpg")),
+                arcname="fer2013/test/happy/PrivateTest_99999.jpg")
+    out = tmp_path / "out"
+    result = run_like_gpu_machine(GPU_PIPELINE, "--data", str(archive), "--out", str(out), "--work", str(tmp_path / "work"),
+                        *TINY, "--naive-baseline-steps", "1", "--naive-workers", "0", cwd=tmp_path)
+    files = sorted(p.name for p in out.iterdir())
+    # what the device returns: at most 8 files of at most 16 MiB each (the float16 model in parts)
+    assert files == ["confusion.csv", "history.csv", "metrics.json", "per_class.csv", "pipeline.log",
+                     "resnet34_fp16.pt.part0", "resnet34_fp16.pt.part1", "resnet34_fp16.pt.part2"]
+    assert all((out / name).stat().st_size <= 15 * 2**20 for name in files)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "complete"
+    assert metrics["ingestion"]["decoder"].startswith("pillow")  # cv2 was unimportable
+    assert metrics["ingestion"]["split_sizes"] == {"train": 210, "val": 35, "test": 36}
+    assert metrics["ingestion"]["quarantined"] == 0 and metrics["ingestion"]["source_path"].endswith("/fer2013")
+    for stage in ("ingestion", "class_balance", "autoencoder", "oversampling", "augmentation", "training",
+                  "evaluation", "naive_baseline"):
+        assert metrics["stages"][stage]["seconds"] >= 0
+    for split in ("val", "test"):
+        for tta in ("none", "ten_crop"):
+            report = metrics["evaluation"][split][tta]
+            assert 0.0 <= report["accuracy"] <= 1.0 and 0.0 <= report["macro_f1"] <= 1.0
+            assert report["n"] == 35 + (split == "test") and report["tta"] == tta and len(report["per_class"]) == 7
+        # the same model scored without the leaked copy (val has none)
+        assert metrics["evaluation"]["val"][tta]["without_leaked_duplicates"] is None
+        clean = metrics["evaluation"]["test"][tta]["without_leaked_duplicates"]
+        assert (clean["n"], clean["excluded"]) == (35, 1) and 0.0 <= clean["accuracy"] <= 1.0
+        assert metrics["headline"][f"test_{tta}_without_leaked_accuracy"] == clean["accuracy"]
+    assert metrics["evaluation"]["test"]["none"]["fer_split"] == "PrivateTest"
+    # the model (best epoch) and the TTA mode are chosen on PublicTest (val), never on test
+    assert metrics["selection"]["split"] == "val" and metrics["selection"]["fer_split"] == "PublicTest"
+    assert metrics["selection"]["tta_selected_on_val"] in ("none", "ten_crop")
+    # the stages' records (core.stages, shared with the Kedro nodes): the node's table format
+    assert metrics["class_balance"]["train_counts"] == [metrics["ingestion"]["counts"]["train"][c] for c in CLASSES]
+    assert len(metrics["class_balance"]["table"]) == 3 * 7
+    errors = metrics["autoencoder"]["reconstruction_error"]
+    assert [row["class"] for row in errors] == list(CLASSES) and sum(row["n"] for row in errors) == 210
+    assert {"mse_effective_number", "mse_none", "mse_change_pct"} <= set(errors[0])
+    assert len(metrics["autoencoder"]["twin_history"]) == 1
+    added = sum(metrics["oversampling"]["added"].values())
+    assert metrics["augmentation"]["training_set_size"] == 210 and metrics["augmentation"]["synthetic_faces"] == 0
+    assert added > 0 and metrics["training"]["train_images"] == 210  # use_synthetic is off by default
+    assert metrics["training"]["select_metric"] == "macro_f1"
+    assert metrics["training"]["train_config"]["epochs"] == 1
+    assert metrics["training"]["model_config"]["arch"] == "resnet34"
+    assert metrics["parameters"]["training"]["config"]["loss"] == "ce"  # defaults otherwise
+    assert metrics["throughput"]["train_images_per_s_median"] > 0
+    assert metrics["naive_baseline"]["speedup"] > 0
+    work = tmp_path / "work"
+    assert metrics["files"]["model"]["bytes"] == (work / "resnet34.pt").stat().st_size
+    assert metrics["files"]["autoencoder"]["bytes"] == (work / "autoencoder.pt").stat().st_size
+    returned = metrics["returned_model"]
+    assert returned["dtype"] == "float16" and returned["parts"] == files[-3:]
+    assert sum(returned["part_bytes"]) == returned["file"]["bytes"] < 0.52 * metrics["files"]["model"]["bytes"]
+    for split in ("val", "test"):
+        check = returned["float16_vs_float32"][split]
+        n = check["n"]
+        assert n == 35 + (split == "test") and 0 <= check["predictions_changed"] <= n
+        assert check["accuracy_float32"] == pytest.approx(metrics["evaluation"][split]["none"]["accuracy"])
+        assert abs(check["accuracy_float16"] - check["accuracy_float32"]) <= check["predictions_changed"] / n + 1e-12
+
+    with open(out / "per_class.csv", newline="") as handle:
+        per_class = list(csv.DictReader(handle))
+    assert len(per_class) == 2 * 2 * 7 and {"recall", "precision", "f1", "support"} <= set(per_class[0])
+    with open(out / "confusion.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 2 * 2 * 7
+    with open(out / "history.csv", newline="") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0"]
+    assert "PrivateTest (test)" in result.stdout and "stage" in result.stdout
+    assert "PrivateTest -1 leaked" in result.stdout
+
+    from fer_pipeline.core.models import load_model
+
+    # back here: join the parts where the catalog expects the model, sha256 checked
+    dest = tmp_path / "data" / "06_models" / "resnet34.pt"
+    assembled = run_like_gpu_machine(GPU_PIPELINE, "--assemble-model", str(out), str(dest), cwd=tmp_path)
+    assert "sha256 checked" in assembled.stdout
+    model, config = load_model(dest)
+    assert config["classes"] == list(CLASSES) and config["input_size"] == 44
+    reference, _ = load_model(work / "resnet34.pt")
+    x = torch.randn(4, 1, 44, 44)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reference(x), atol=0.05, rtol=0.01)
+
+    # the figures, drawn here (with matplotlib) from the returned files
+    runner.main(["--figures", str(out), str(tmp_path / "figures")])
+    drawn = capsys.readouterr().out
+    for name in ("training_curves.png", "confusion_matrix.png", "confusion_matrix_normalized.png"):
+        assert (tmp_path / "figures" / name).stat().st_size > 10_000 and name in drawn
+
+    # a part lost on the way: refused with a message, nothing written
+    (out / "resnet34_fp16.pt.part1").unlink()
+    with pytest.raises(SystemExit, match="part\\(s\\) \\[1\\] missing"):
+        runner.main(["--assemble-model", str(out), str(tmp_path / "other.pt")])
+    assert not (tmp_path / "other.pt").exists()
