@@ -20,35 +20,17 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from fer_pipeline.core.augment import DEFAULT_POLICY, BatchAugment, build_per_image_transform
+from fer_pipeline.core.augment import (
+    DEFAULT_POLICY,
+    BatchAugment,
+    build_per_image_transform,
+)
 from fer_pipeline.core.data import to_float
-
-
-def load_train_faces(path: str, limit: int | None) -> np.ndarray:
-    """uint8 (N,48,48) train faces from a canonical .npz or a FER2013 folder (train/<class>/*.jpg)."""
-    source = Path(path)
-    if source.suffix == ".npz":
-        with np.load(source, allow_pickle=False) as data:
-            images = data["images"][data["splits"] == "train"] if "splits" in data else data["images"]
-        return images[:limit] if limit else images
-    from concurrent.futures import ThreadPoolExecutor
-
-    from PIL import Image
-
-    files = sorted((source / "train").glob("*/*.jpg")) or sorted(source.glob("*/*.jpg"))
-    files = files[:limit] if limit else files
-
-    def read(file: Path) -> np.ndarray:
-        with Image.open(file) as image:
-            return np.asarray(image.convert("L"), dtype=np.uint8)
-
-    with ThreadPoolExecutor(8) as pool:
-        return np.stack(list(pool.map(read, files)))
+from fer_pipeline.dataset_loading import load_split
 
 
 class FaceDataset(torch.utils.data.Dataset):
@@ -125,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     if args.data:
-        images = load_train_faces(args.data, args.n)
+        images, _ = load_split(args.data, "train", args.n)
     else:
         images = np.random.default_rng(0).integers(0, 256, (args.n, 48, 48), dtype=np.uint8)
     policy = dict(DEFAULT_POLICY)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,38 +25,7 @@ from fer_pipeline.core.autoencoder import (
     train_autoencoder,
 )
 from fer_pipeline.core.classes import CLASSES
-
-
-def load_train_split(path: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 faces and int64 labels of the train split: canonical .npz or FER2013 folder."""
-    source = Path(path)
-    if source.suffix == ".npz":
-        with np.load(source, allow_pickle=False) as data:
-            train = data["splits"] == "train" if "splits" in data else slice(None)
-            images, labels = data["images"][train], data["labels"][train].astype(np.int64)
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from PIL import Image
-
-        root = source / "train" if (source / "train").is_dir() else source
-        files, labels_list = [], []
-        for label, name in enumerate(CLASSES):
-            class_files = sorted((root / name).glob("*.jpg"))
-            files += class_files
-            labels_list += [label] * len(class_files)
-
-        def read(file: Path) -> np.ndarray:
-            with Image.open(file) as image:
-                return np.asarray(image.convert("L"), dtype=np.uint8)
-
-        with ThreadPoolExecutor(8) as pool:
-            images = np.stack(list(pool.map(read, files)))
-        labels = np.asarray(labels_list, dtype=np.int64)
-    if limit and limit < len(images):  # a random subset keeps every class
-        keep = np.sort(np.random.default_rng(0).choice(len(images), limit, replace=False))
-        images, labels = images[keep], labels[keep]
-    return images, labels
+from fer_pipeline.dataset_loading import load_split
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
 
     start = time.perf_counter()
     if args.data:
-        images, labels = load_train_split(args.data, args.n)
+        images, labels = load_split(args.data, "train", args.n)
     else:
         rng = np.random.default_rng(0)
         n = args.n or 4096

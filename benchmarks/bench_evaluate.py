@@ -24,25 +24,9 @@ import torch
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.inference import predict_logits
 from fer_pipeline.core.metrics import compute_metrics
+from fer_pipeline.dataset_loading import load_split
 
 PRIVATE_TEST_SIZE = 3589
-
-
-def load_private_test(root: Path) -> tuple[np.ndarray, np.ndarray]:
-    import cv2
-
-    images, labels = [], []
-    for label, name in enumerate(CLASSES):
-        for path in sorted((root / "test" / name).glob("PrivateTest_*")):
-            image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
-            if image is not None:
-                if image.shape != (48, 48):
-                    image = cv2.resize(image, (48, 48), interpolation=cv2.INTER_AREA)
-                images.append(image)
-                labels.append(label)
-    if not images:
-        raise SystemExit(f"no test/<class>/PrivateTest_* images under {root}")
-    return np.stack(images), np.asarray(labels, dtype=np.int64)
 
 
 def main() -> None:
@@ -73,7 +57,7 @@ def main() -> None:
         config = model_config(stem=args.stem, input_size=args.input_size)
 
     if args.data:
-        images, labels = load_private_test(args.data)
+        images, labels = load_split(args.data, "test")
     else:
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, size=(PRIVATE_TEST_SIZE, 48, 48), dtype=np.uint8)

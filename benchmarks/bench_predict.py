@@ -17,9 +17,15 @@ import torch
 
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.data import MEAN, STD
-from fer_pipeline.demo import write_demo_photos
 from fer_pipeline.core.models import build_resnet34, load_model, model_config
-from fer_pipeline.core.predict import FaceDetector, collect_image_files, load_image, predict_photos, to_gray
+from fer_pipeline.core.predict import (
+    FaceDetector,
+    collect_image_files,
+    load_image,
+    predict_photos,
+    to_gray,
+)
+from fer_pipeline.demo import write_demo_photos
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fer_pipeline.core.augment import DEFAULT_POLICY
 from fer_pipeline.core.device import resolve_device
-from fer_pipeline.throughput import StepSettings, fast_path, list_faces, naive_path, read_grey, write_random_jpegs
+from fer_pipeline.throughput import StepSettings, naive_vs_fast, write_random_jpegs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,22 +55,21 @@ def main(argv: list[str] | None = None) -> None:
         folder = Path(args.data) if args.data else Path(tmp)
         if not args.data:
             write_random_jpegs(folder, args.num_images, args.seed)
-        files, labels = list_faces(folder, args.num_images)
-        if len(files) < args.batch_size:
-            raise SystemExit(f"{len(files)} images < batch size {args.batch_size}")
-        decode_start = time.perf_counter()
-        images = np.stack([read_grey(f) for f in files])
-        decode_seconds = time.perf_counter() - decode_start
-        fast = fast_path(images, labels, settings, device, policy)
-        naive = naive_path(files, labels, settings, device, policy)
+        try:
+            result = naive_vs_fast(folder, settings, device, policy, num_images=args.num_images,
+                                   smaller_batch_ok=False)
+        except (FileNotFoundError, ValueError) as exc:
+            raise SystemExit(f"bench_training.py: {exc}") from None
+    fast, naive, decode_seconds = result["fast_images_per_s"], result["naive_images_per_s"], \
+        result["fast_path_one_time_decode_s"]
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device: {device} [{name}]  torch {torch.__version__}")
     print(f"ResNet-34 stem={args.stem}, input {args.crop_size}px, batch {args.batch_size}, {args.steps} timed steps "
-          f"(+{args.warmup} warmup), {len(files)} images, compile={args.compile}, channels_last={channels_last}, "
+          f"(+{args.warmup} warmup), {result['images']} images, compile={args.compile}, channels_last={channels_last}, "
           f"autocast={'bf16' if device.type == 'cuda' else 'off'}")
     print(f"one-time JPEG decode for the fast path: {decode_seconds:.2f} s "
-          f"({len(files) / decode_seconds:,.0f} images/s)")
+          f"({result['images'] / decode_seconds:,.0f} images/s)")
     print()
     rows = [
         ("fast: uint8 on device + BatchAugment", fast),

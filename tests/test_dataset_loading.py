@@ -50,8 +50,23 @@ def test_an_archive_is_extracted_once_and_ingested(fer_demo_folder, tmp_path):
 
 def test_subset_is_stratified_and_keeps_every_class():
     dataset = _dataset(280)
+    dataset["leaked"] = np.arange(280) == 279  # the test copy of training face 0
     small = subset_dataset(dataset, 35, seed=0)
     for split in ("train", "val", "test"):
         members = small["labels"][small["splits"] == split]
         assert len(members) <= 35 + 7 and set(members.tolist()) == set(range(7))
     assert set(small) == set(dataset) and list(small["classes"]) == list(CLASSES)
+
+
+def test_a_subset_flags_a_copy_only_while_its_training_face_is_in_it():
+    dataset = {**_dataset(280), "leaked": np.arange(280) == 279}
+    outcomes = set()
+    for seed in range(12):
+        small = subset_dataset(dataset, 60, seed=seed)
+        original_kept = any(np.array_equal(face, dataset["images"][0])
+                            for face in small["images"][small["splits"] == "train"])
+        copy_kept = "279" in set(small["source_ids"])
+        if copy_kept:
+            assert small["leaked"][list(small["source_ids"]).index("279")] == original_kept
+            outcomes.add(original_kept)
+    assert outcomes == {True, False}  # both cases were seen

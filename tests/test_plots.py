@@ -25,6 +25,7 @@ from fer_pipeline.plots import (
     reconstruction_grid,
     samples_grid,
 )
+from tests.core.metrics_examples import CLASSES5, LABELS, example_logits
 
 
 def tiny_model(seed: int = 0) -> ConvAutoencoder:
@@ -35,22 +36,6 @@ def tiny_model(seed: int = 0) -> ConvAutoencoder:
 def blob_faces(n: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (n, 48, 48), dtype=np.uint8), np.arange(n, dtype=np.int64) % num_classes
-
-
-CLASSES5 = ("a", "b", "c", "d", "e")
-# Class "d" never occurs in the labels but is predicted once; class "e" occurs nowhere.
-LABELS = np.array([0, 0, 0, 1, 1, 2, 2])
-PREDS = np.array([0, 0, 1, 1, 1, 3, 0])
-SECOND = np.array([1, 2, 0, 0, 0, 2, 1])  # top-2 misses only sample 6
-
-
-def example_logits() -> np.ndarray:
-    logits = np.zeros((len(LABELS), len(CLASSES5)))
-    logits[np.arange(len(LABELS)), PREDS] = 2.0
-    logits[np.arange(len(LABELS)), SECOND] = 1.0
-    return logits
-
-
 
 
 def _png_bytes(fig) -> int:

@@ -1,6 +1,6 @@
 """A dataset for a run without Kedro: any ingestion source, an archive of one (extracted once),
-or a canonical ``fer_dataset.npz``; and a stratified subset for smoke runs. The runner and the
-ablation load their data through here."""
+or a canonical ``fer_dataset.npz``; a stratified subset for smoke runs; one split's faces for a
+benchmark. The runner, the ablation and the benchmarks load their data through here."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from fer_pipeline.core import stages
 from fer_pipeline.core.classes import SPLITS
+from fer_pipeline.core.ingestion import ingest, leaked_mask
 from fer_pipeline.core.ingestion.decode import decoder_name
 
 log = logging.getLogger(__name__)
@@ -105,4 +106,26 @@ def subset_dataset(dataset: Mapping[str, np.ndarray], per_split: int, seed: int 
             of_class = members[labels == label]
             take = max(1, int(round(per_split * len(of_class) / len(members))))
             keep[rng.permutation(of_class)[:take]] = True
-    return {k: (v[keep] if k != "classes" else v) for k, v in dataset.items()}
+    subset = {k: (v[keep] if k != "classes" else v) for k, v in dataset.items()}
+    # a test face whose training copy was left out is no longer a leaked copy in the subset
+    subset["leaked"] = leaked_mask(subset["images"], subset["labels"], subset["splits"])
+    return subset
+
+
+def load_split(data: str | os.PathLike, split: str = "train", limit: int | None = None,
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 faces and int64 labels of one split of a canonical ``.npz`` or of any source
+    ``core.ingestion.ingest`` reads (with its defaults); at most ``limit`` of them, drawn at random
+    (the same for the same seed), so every class stays in. What the benchmarks time on."""
+    path = Path(data)
+    if path.suffix == ".npz" and path.is_file():
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {k: stored[k] for k in ("images", "labels", "splits")}
+    else:
+        arrays = ingest(path, progress=False).as_arrays()
+    members = np.flatnonzero(arrays["splits"] == split)
+    if len(members) == 0:
+        raise ValueError(f"{path}: no {split} faces")
+    if limit and limit < len(members):
+        members = np.sort(np.random.default_rng(seed).choice(members, limit, replace=False))
+    return arrays["images"][members], arrays["labels"][members].astype(np.int64)

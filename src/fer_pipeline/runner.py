@@ -135,16 +135,6 @@ def setup_logging(log_file: Path | None, mode: str = "w") -> None:
         root.addHandler(handler)
 
 
-def autoencoder_epoch_logger(params: Mapping[str, Any]):
-    """An ``on_epoch`` for ``core.stages.train_autoencoder`` that logs each epoch's loss and rate."""
-    epochs = stages.autoencoder_config(params).epochs
-
-    def on_epoch(epoch: int, row: Mapping[str, Any]) -> None:
-        log.info("autoencoder epoch %d/%d: loss %.5f (%.0f img/s)", epoch, epochs, row["loss"], row["images_per_s"])
-
-    return on_epoch
-
-
 # ============================================================================================
 # The run: one function per stage, each recording into ``run.metrics``
 # ============================================================================================
@@ -192,7 +182,7 @@ def run_autoencoder(run: PipelineRun, dataset: Mapping[str, np.ndarray]) -> dict
     """The autoencoder (and its twin), then latent SMOTE: the synthetic faces."""
     params = run.params["autoencoder"]
     with run.timer("autoencoder") as stage:
-        result = stages.train_autoencoder(dataset, params, on_epoch=autoencoder_epoch_logger(params))
+        result = stages.train_autoencoder(dataset, params, on_epoch=stages.autoencoder_epoch_logger(params))
         stage["images_per_s"] = statistics.median(h["images_per_s"] for h in result.history)
         stage["epochs"] = params["epochs"] * (2 if result.twin_history is not None else 1)
     save_autoencoder(run.work / "autoencoder.pt", result.model)
@@ -380,13 +370,13 @@ def results_table(metrics: Mapping[str, Any]) -> str:
     selection = metrics["selection"]
     lines += ["", f"model selected on {selection['fer_split']} ({selection['split']}) {selection['metric']}: "
                   f"best epoch {selection['best_epoch']}; TTA chosen on val: {selection['tta_selected_on_val']}", "",
-              f"{'split':<22}{'tta':<10}{'accuracy':>10}{'macro-F1':>10}{'bal. acc':>10}"]
+              f"{'split':<26}{'tta':<10}{'accuracy':>10}{'macro-F1':>10}{'bal. acc':>10}"]
     rows = [(f"{SPLIT_TO_FER_NAME[split]} ({split})", tta, report)
             for split in ("val", "test") for tta, report in metrics["evaluation"][split].items()]
     rows += [(f"PrivateTest -{r['without_leaked_duplicates']['excluded']} leaked", tta, r["without_leaked_duplicates"])
              for tta, r in metrics["evaluation"]["test"].items() if r.get("without_leaked_duplicates")]
     for label, tta, r in rows:
-        lines.append(f"{label:<22}{tta:<10}{r['accuracy']:>10.4f}{r['macro_f1']:>10.4f}{r['balanced_accuracy']:>10.4f}")
+        lines.append(f"{label:<26}{tta:<10}{r['accuracy']:>10.4f}{r['macro_f1']:>10.4f}{r['balanced_accuracy']:>10.4f}")
     test = metrics["evaluation"]["test"]
     lines += ["", "PrivateTest recall per class: " + ", ".join(
         f"{row['class']} {row['recall']:.3f}/{ten['recall']:.3f}"
@@ -462,8 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--data", help="FER2013 folder / fer2013.csv / archive of one (.tar.gz, .zip) / fer_dataset.npz "
                        "(default: ingestion.source_path)")
     add("--out", default=os.environ.get("OUT") or str(paths["out"]),
-        help="output folder (default $OUT, else build/gpu_out: git-ignored, so a model never travels back "
-             "to a device with the working tree)")
+        help="output folder (default $OUT, else build/gpu_out, which git ignores)")
     add("--work", default=str(paths["work"]),
         help="scratch folder: extracted archives, training checkpoints (default build/gpu_work)")
     add("--conf", default=str(paths["conf"]), help="folder of parameters*.yml (default conf/base)")

@@ -16,6 +16,7 @@ Needs only torch, torchvision, numpy and Pillow.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping
@@ -167,11 +168,15 @@ def naive_path(files: list[Path], labels: np.ndarray, settings: StepSettings, de
 
 
 def naive_vs_fast(data_root: Path, settings: StepSettings, device: torch.device, policy: Mapping[str, Any],
-                  num_images: int = 8192) -> dict[str, Any]:
-    """Both paths one after the other on the same JPEG files, model, batch size and device."""
+                  num_images: int = 8192, smaller_batch_ok: bool = True) -> dict[str, Any]:
+    """Both paths one after the other on the same JPEG files, model, batch size and device.
+    Fewer files than the batch size: the batch shrinks to them, or ``ValueError`` when not
+    ``smaller_batch_ok``."""
     files, labels = list_faces(data_root, num_images)
     if len(files) < settings.batch_size:
-        settings = StepSettings(**{**settings.__dict__, "batch_size": len(files)})
+        if not smaller_batch_ok:
+            raise ValueError(f"{len(files)} images < batch size {settings.batch_size}")
+        settings = dataclasses.replace(settings, batch_size=len(files))
     decode_start = time.perf_counter()
     images = np.stack([read_grey(f) for f in files])
     decode_seconds = time.perf_counter() - decode_start

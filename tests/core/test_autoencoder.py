@@ -23,6 +23,8 @@ from fer_pipeline.core.class_balance import class_weights
 from fer_pipeline.core.classes import CLASSES
 
 TINY = {"latent_dim": 16, "base_channels": 4}
+#: The training settings these tests were written for: unweighted, light weight decay.
+PLAIN = {"weighting": "none", "weight_decay": 1e-5, "deepsmote_weight": 1.0}
 
 
 def blob_faces(n: int, seed: int = 0, num_classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -45,7 +47,7 @@ def tiny_model(seed: int = 0) -> ConvAutoencoder:
 def trained_model() -> ConvAutoencoder:
     """Briefly trained, so decoded faces depend visibly on the latent (an untrained decoder is ~flat)."""
     images, labels = blob_faces(96, seed=11)
-    cfg = AutoencoderConfig(**TINY, epochs=2, batch_size=16, lr=5e-3, device="cpu", seed=0)
+    cfg = AutoencoderConfig(**TINY, **PLAIN, epochs=2, batch_size=16, lr=5e-3, device="cpu", seed=0)
     return train_autoencoder(images, labels, cfg, progress=False)[0]
 
 
@@ -96,7 +98,7 @@ def test_inverse_frequency_weights_upweight_the_rare_class():
 def test_two_epochs_reduce_the_loss_and_report_per_class_metrics():
     images, labels = blob_faces(200)
     calls = []
-    cfg = AutoencoderConfig(**TINY, epochs=2, batch_size=32, lr=3e-3, device="cpu", seed=1)
+    cfg = AutoencoderConfig(**TINY, **PLAIN, epochs=2, batch_size=32, lr=3e-3, device="cpu", seed=1)
     model, history = train_autoencoder(images, labels, cfg, on_epoch=lambda e, m: calls.append((e, m)), progress=False)
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[1]["loss"] < history[0]["loss"]
@@ -111,7 +113,7 @@ def test_training_is_reproducible_from_seed_and_supports_weighting_and_deepsmote
     images, labels = blob_faces(40)
     labels[:30] = 0  # imbalanced
     cfg = AutoencoderConfig(
-        **TINY, epochs=1, batch_size=16, device="cpu", seed=3, weighting="effective_number", beta=0.99,
+        **TINY, **{**PLAIN, "weighting": "effective_number"}, epochs=1, batch_size=16, device="cpu", seed=3, beta=0.99,
         deepsmote=True, deepsmote_class_batch=8,
     )
     model_a, hist_a = train_autoencoder(images, labels, cfg, progress=False)

@@ -18,6 +18,7 @@ from fer_pipeline.core.metrics import (
     scalar_metrics,
     without_leaked,
 )
+from tests.core.metrics_examples import CLASSES5, LABELS, PREDS, example_logits
 
 # ---------------------------------------------------------------------------- predicted classes
 
@@ -32,8 +33,28 @@ def test_classification_metrics_by_hand():
     assert metrics["balanced_accuracy"] == pytest.approx(np.mean([0.5, 1.0, 0.5]))
 
 
+def _counted_by_hand(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> dict[str, float]:
+    """The three metrics counted out with NumPy from the confusion matrix: an independent reference."""
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    true_pos, support, predicted = np.diag(confusion), confusion.sum(1), confusion.sum(0)
+    present = (support + predicted) > 0
+    f1 = 2 * true_pos[present] / (support + predicted)[present]
+    return {"accuracy": true_pos.sum() / confusion.sum(), "macro_f1": f1.mean(),
+            "balanced_accuracy": (true_pos[support > 0] / support[support > 0]).mean()}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_classification_metrics_match_the_counting(seed):
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 6, 300)
+    y_pred = np.where(rng.random(300) < 0.4, y_true, rng.integers(0, 7, 300))  # class 6 only predicted
+    assert classification_metrics(y_true, y_pred, 7) == pytest.approx(_counted_by_hand(y_true, y_pred, 7))
+
+
 def test_classification_metrics_match_sklearn():
-    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    import sklearn.metrics as sklearn_metrics
+
     rng = np.random.default_rng(1)
     y_true = rng.integers(0, 6, 200)  # class 6 never true ...
     y_pred = rng.integers(0, 7, 200)  # ... but predicted
@@ -46,20 +67,6 @@ def test_classification_metrics_match_sklearn():
 
 
 # ---------------------------------------------------------------------------- logits
-
-CLASSES5 = ("a", "b", "c", "d", "e")
-# Class "d" never occurs in the labels but is predicted once; class "e" occurs nowhere.
-LABELS = np.array([0, 0, 0, 1, 1, 2, 2])
-PREDS = np.array([0, 0, 1, 1, 1, 3, 0])
-SECOND = np.array([1, 2, 0, 0, 0, 2, 1])  # top-2 misses only sample 6
-
-
-def example_logits() -> np.ndarray:
-    logits = np.zeros((len(LABELS), len(CLASSES5)))
-    logits[np.arange(len(LABELS)), PREDS] = 2.0
-    logits[np.arange(len(LABELS)), SECOND] = 1.0
-    return logits
-
 
 def test_compute_metrics_hand_values() -> None:
     metrics = compute_metrics(LABELS, example_logits(), CLASSES5)

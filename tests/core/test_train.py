@@ -10,7 +10,7 @@ import torch
 
 from fer_pipeline.core import train as train_module
 from fer_pipeline.core.models import load_model
-from fer_pipeline.core.train import PLACEMENT_FIELDS, TrainConfig, evaluate, train_classifier
+from fer_pipeline.core.train import PIPELINE_CHOSEN_FIELDS, TrainConfig, evaluate, train_classifier
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,7 +39,8 @@ def run(faces, **overrides):
     on_epoch = overrides.pop("on_epoch", None)
     model_cfg = overrides.pop("model_cfg", TINY_MODEL)
     policy = overrides.pop("policy", None)
-    params = {"epochs": 2, "batch_size": 8, "lr": 0.02, "seed": 3, "warmup_epochs": 0, "amp": False, **overrides}
+    params = {"epochs": 2, "batch_size": 8, "lr": 0.02, "seed": 3, "warmup_epochs": 0, "amp": False, "ema": False,
+              "label_smoothing": 0.0, **overrides}
     return train_classifier(*faces, model_cfg, TrainConfig.from_dict(params), policy, on_epoch=on_epoch, progress=False)
 
 
@@ -71,7 +72,7 @@ def test_train_config_rejects_unknown_keys_with_a_hint():
 
 def test_defaults_are_the_pipelines_parameters():
     """One source of defaults: conf/base lists every field, with the dataclass's default (the
-    sampler is the augmentation stage's; where to write checkpoints is the pipeline's choice)."""
+    sampler is the augmentation stage's; PIPELINE_CHOSEN_FIELDS are set by conf for its schedule)."""
     import dataclasses
 
     import yaml
@@ -81,10 +82,12 @@ def test_defaults_are_the_pipelines_parameters():
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     assert set(conf) | {"sampler"} == fields
     defaults = TrainConfig().to_dict()
-    assert {k: v for k, v in conf.items() if k not in PLACEMENT_FIELDS} == {
-        k: defaults[k] for k in conf if k not in PLACEMENT_FIELDS}
+    assert {k: v for k, v in conf.items() if k not in PIPELINE_CHOSEN_FIELDS} == {
+        k: defaults[k] for k in conf if k not in PIPELINE_CHOSEN_FIELDS}
     assert augmentation["augmentation"]["sampler"] == defaults["sampler"]
-    assert defaults["checkpoint_dir"] is None  # the API writes no files unless asked
+    # the two the pipeline chooses: where to write, and DRW at a fixed epoch of its 60
+    assert defaults["checkpoint_dir"] is None and defaults["drw_epoch"] is None
+    assert conf["checkpoint_dir"] and conf["drw_epoch"] < conf["epochs"]
 
 
 # ---- model selection on val -----------------------------------------------------------------

@@ -131,21 +131,6 @@ def test_cli(tmp_path, capsys):
     assert "kept existing" in capsys.readouterr().out
 
 
-def _haar():
-    # pyproject pins opencv-python-headless<5: OpenCV 5 removed the cascade and its bundled files
-    assert hasattr(cv2, "CascadeClassifier"), f"OpenCV {cv2.__version__} has no CascadeClassifier"
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    assert not cascade.empty(), f"Haar cascade not bundled with OpenCV {cv2.__version__}"
-    return cascade
-
-
-def _iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    inter = max(0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0, min(ay + ah, by + bh) - max(ay, by))
-    return inter / (aw * ah + bw * bh - inter)
-
-
 def test_write_demo_photos_gives_detectable_faces_and_a_blank(tmp_path):
     from fer_pipeline.core.predict import FaceDetector, load_image, to_gray
     from fer_pipeline.demo.dataset import write_demo_photos

@@ -26,7 +26,6 @@ import torch
 from fer_pipeline.core import stages
 from fer_pipeline.core.device import resolve_device, synchronize
 from fer_pipeline.core.metrics import HEADLINE_KEYS
-from fer_pipeline.runner import autoencoder_epoch_logger
 
 from .plan import digest, run_fingerprint, run_parameters
 from .records import append_run, read_runs, run_key
@@ -58,7 +57,7 @@ class SyntheticCache:
             source = "disk"
         else:
             run = stages.train_autoencoder(dataset, ae_params, twin=False,
-                                           on_epoch=autoencoder_epoch_logger(ae_params))
+                                           on_epoch=stages.autoencoder_epoch_logger(ae_params))
             synthetic, _ = stages.oversample(dataset, run.model, ae_params)
             del run
             self.folder.mkdir(parents=True, exist_ok=True)

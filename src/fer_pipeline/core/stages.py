@@ -133,6 +133,17 @@ def autoencoder_config(params: Mapping[str, Any], **overrides: Any) -> ae.Autoen
     return ae.AutoencoderConfig.from_dict({**fields, **overrides})
 
 
+def autoencoder_epoch_logger(params: Mapping[str, Any]) -> Callable[[int, Mapping[str, Any]], None]:
+    """An ``on_epoch`` for ``train_autoencoder`` that logs each epoch's loss and rate (for runs
+    without Kedro, whose nodes show a progress bar instead)."""
+    epochs = autoencoder_config(params).epochs
+
+    def on_epoch(epoch: int, row: Mapping[str, Any]) -> None:
+        log.info("autoencoder epoch %d/%d: loss %.5f (%.0f img/s)", epoch, epochs, row["loss"], row["images_per_s"])
+
+    return on_epoch
+
+
 @dataclass
 class AutoencoderRun:
     """What ``train_autoencoder`` returns."""

@@ -68,15 +68,17 @@ SAMPLERS = ("shuffle", "class_balanced", "sqrt")
 #: other values of these can still be resumed.
 RESUME_NEUTRAL_FIELDS = ("checkpoint_dir", "resume", "device", "eval_batch_size", "compile")
 
-#: TrainConfig fields that say where to write, not how to train: off (None) in the API, set by
-#: the pipeline's parameters. Every other default equals conf/base/parameters_training.yml.
-PLACEMENT_FIELDS = ("checkpoint_dir",)
+#: TrainConfig fields whose API default (None) the pipeline's parameters replace: where to write
+#: checkpoints (none unless asked), and the DRW epoch (None: 0.8 x epochs, for any schedule; conf
+#: fixes epoch 40 of its 60). Every other default equals conf/base/parameters_training.yml.
+PIPELINE_CHOSEN_FIELDS = ("checkpoint_dir", "drw_epoch")
 
 
 @dataclass
 class TrainConfig:
-    """Training hyper-parameters; the defaults are the pipeline's (conf/base), so a run from the
-    API and ``kedro run`` train alike. Build from a params dict with ``TrainConfig.from_dict``."""
+    """Training hyper-parameters; the defaults are the pipeline's (conf/base; see
+    ``PIPELINE_CHOSEN_FIELDS`` for the two it sets itself), so a run from the API and ``kedro run``
+    train alike. Build from a params dict with ``TrainConfig.from_dict``."""
 
     epochs: int = 60
     batch_size: int = 256
@@ -473,6 +475,7 @@ def train_classifier(
     row) after each epoch's checkpoint is written.
     """
     cfg = train_cfg if isinstance(train_cfg, TrainConfig) else TrainConfig.from_dict(train_cfg)
+    augment_policy = dict(augment_policy) if augment_policy else None  # what is built is what is fingerprinted
     model_kwargs = dict(model_cfg)
     classes = list(model_kwargs.pop("classes", CLASSES))
     if cfg.loss == "ldam_drw" and "classifier" not in model_kwargs:
@@ -487,8 +490,7 @@ def train_classifier(
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         class_counts = np.asarray(class_counts)
-        setup = _build(cfg, device, data, class_counts, model_kwargs, classes,
-                       dict(augment_policy) if augment_policy else None)
+        setup = _build(cfg, device, data, class_counts, model_kwargs, classes, augment_policy)
         checkpoint_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
         state = TrainingProgress()
         if checkpoint_dir is not None:

@@ -43,3 +43,23 @@ def test_evaluate_reports_the_split_with_and_without_leaked_duplicates(tmp_path)
     report, *_rest, metrics = evaluate_model(ModelFile(path), dataset, {**params, "split": "val"})
     assert report["without_leaked_duplicates"] is None
     assert not any("without_leaked" in key for key in metrics)
+
+
+def test_the_leaked_flag_stored_at_ingestion_decides_not_the_pixels(tmp_path):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    labels = np.arange(30) % len(CLASSES)
+    splits = np.array(["train"] * 10 + ["val"] * 8 + ["test"] * 12)
+    flag = np.zeros(30, bool)
+    flag[[18, 19]] = True  # no pixel copies anywhere: only the stored flag says these two leaked
+    dataset = {"images": rng.integers(0, 256, (30, 48, 48), dtype=np.uint8), "labels": labels, "splits": splits,
+               "source_ids": np.array([f"img_{i}.jpg" for i in range(30)]), "classes": np.array(CLASSES),
+               "leaked": flag}
+    path = save_model(tmp_path / "resnet34.pt", build_resnet34(stem="imagenet"), model_config(stem="imagenet"))
+    params = {"split": "test", "tta": "none", "batch_size": 16, "device": "cpu", "model_run_id": None}
+    report, _, predictions, *_plots, metrics = evaluate_model(ModelFile(path), dataset, params)
+    clean = report["without_leaked_duplicates"]
+    assert (clean["n"], clean["excluded"]) == (10, 2)
+    kept = ~predictions["source_id"].isin(["img_18.jpg", "img_19.jpg"])
+    assert clean["accuracy"] == pytest.approx(float((predictions["predicted"] == predictions["label"])[kept].mean()))
+    assert report["fer_split"] == "PrivateTest" and report["n"] == 12
