@@ -60,6 +60,12 @@ def resolve_data(path: str | os.PathLike, work: Path) -> Path:
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else target
 
 
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of a canonical ``.npz`` (``allow_pickle=False``: plain arrays only)."""
+    with np.load(path, allow_pickle=False) as stored:
+        return {key: stored[key] for key in stored.files}
+
+
 def load_dataset(
     data: str | os.PathLike, params: Mapping[str, Any], work: Path
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -71,8 +77,7 @@ def load_dataset(
     """
     path = Path(data)
     if path.suffix == ".npz" and path.is_file():
-        with np.load(path, allow_pickle=False) as stored:
-            dataset = {k: stored[k] for k in stored.files}
+        dataset = read_npz(path)
         dataset["leaked"] = stages.leaked_flags(dataset)  # once, for a file written before the flag was stored
         report = {"source_kind": "npz", "source_path": path.as_posix(), "decoder": "none (pre-ingested .npz)",
                   "kept": int(len(dataset["labels"]))}
@@ -119,8 +124,7 @@ def load_split(data: str | os.PathLike, split: str = "train", limit: int | None 
     (the same for the same seed), so every class stays in. What the benchmarks time on."""
     path = Path(data)
     if path.suffix == ".npz" and path.is_file():
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {k: stored[k] for k in ("images", "labels", "splits")}
+        arrays = read_npz(path)
     else:
         arrays = ingest(path, progress=False).as_arrays()
     members = np.flatnonzero(arrays["splits"] == split)

@@ -46,6 +46,7 @@ from fer_pipeline.core import stages
 from fer_pipeline.core.autoencoder import save_autoencoder
 from fer_pipeline.core.classes import CLASSES, SPLIT_TO_FER_NAME, SPLITS
 from fer_pipeline.core.device import resolve_device, synchronize
+from fer_pipeline.core.metrics import HEADLINE_KEYS
 from fer_pipeline.core.models import save_model
 from fer_pipeline.files import file_info, read_csv, write_csv, write_json
 from fer_pipeline.params import apply_sets, load_parameters
@@ -53,8 +54,6 @@ from fer_pipeline.project import project_root
 
 log = logging.getLogger("fer_pipeline.runner")
 
-#: Headline metrics recorded per split and TTA mode.
-HEADLINE = ("accuracy", "macro_f1", "balanced_accuracy")
 
 
 def default_paths() -> dict[str, Path]:
@@ -258,10 +257,10 @@ def run_evaluation(run: PipelineRun, result, dataset: Mapping[str, np.ndarray]) 
         "test_used_for": "reporting only (evaluated after the model and the TTA mode were chosen)",
     }
     headline = {f"{split}_{tta}_{key}": evaluation[split][tta][key]
-                for split in ("val", "test") for tta in modes for key in HEADLINE}
+                for split in ("val", "test") for tta in modes for key in HEADLINE_KEYS}
     for tta in modes:  # the canonical PrivateTest without copies of training images (None: none there)
         clean = evaluation["test"][tta]["without_leaked_duplicates"]
-        for key in HEADLINE:
+        for key in HEADLINE_KEYS:
             headline[f"test_{tta}_without_leaked_{key}"] = clean[key] if clean else None
     run.metrics["headline"] = {**headline, "parameters_tta": run.params["evaluate"]["tta"],
                                "tta_selected_on_val": tta_on_val}

@@ -29,8 +29,14 @@ from .augment import sampling_weights
 from .classes import SPLIT_TO_FER_NAME, SPLITS
 from .device import device_info, resolve_device, synchronize
 from .inference import predict_logits
-from .ingestion import apply_duplicate_policy, find_duplicates, ingest, leaked_mask, quality_report
-from .ingestion.duplicates import leaked_mask_from_groups
+from .ingestion import (
+    apply_duplicate_policy,
+    find_duplicates,
+    ingest,
+    leaked_mask,
+    leaked_mask_from_groups,
+    quality_report,
+)
 from .metrics import compute_metrics, without_leaked
 from .train import TrainResult, train_classifier
 

@@ -193,6 +193,7 @@ def train_one_epoch(
     loss_sum = torch.zeros((), device=device)
     recon_sum = torch.zeros((), device=device)
     steps, lr = 0, optimizer.param_groups[0]["lr"]
+    ema_source = unwrap_model(model)  # the plain module under torch.compile: what the EMA averages
     for x, y in batches:
         with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
             if aux_weight > 0:
@@ -208,7 +209,7 @@ def train_one_epoch(
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         if ema is not None:
-            ema.update_parameters(unwrap_model(model))
+            ema.update_parameters(ema_source)
         loss_sum += loss.detach()
         steps += 1
         if progress is not None:

@@ -213,20 +213,26 @@ def _apply_fer_prefixes(items: list[Item], warnings: list[dict]) -> None:
                          f"split than their folder; the prefix wins"})
 
 
-def list_fer_folder(root: Path) -> tuple[list[Item], list[dict]]:
-    """Items and warnings of a ``fer_folder`` tree; the file-name prefix gives each split."""
-    items: list[Item] = []
-    warnings: list[dict] = []
+def _list_split_folders(root: Path, items: list[Item], warnings: list[dict], not_a_split: str) -> None:
+    """Items of ``root/<split>/<class>/**``; files of any other top-level folder are quarantined
+    as ``unknown_split`` (``not_a_split`` completes the reason), root files as ``_root_file`` says."""
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.is_file():
             _root_file(entry, root, items, warnings)
         elif entry.is_dir():
-            folder_split = SPLIT_FOLDER_NAMES.get(entry.name.lower())
-            if folder_split is None:
-                problem = f"unknown_split: folder '{entry.name}' is not train/ or test/"
+            split = SPLIT_FOLDER_NAMES.get(entry.name.lower())
+            if split is None:
+                problem = f"unknown_split: folder '{entry.name}' {not_a_split}"
                 items.extend(Item(rel, f, None, None, problem) for f, rel in _walk_files(entry.path, root))
                 continue
-            _list_class_folders(root, Path(entry.path), folder_split, items, warnings)
+            _list_class_folders(root, Path(entry.path), split, items, warnings)
+
+
+def list_fer_folder(root: Path) -> tuple[list[Item], list[dict]]:
+    """Items and warnings of a ``fer_folder`` tree; the file-name prefix gives each split."""
+    items: list[Item] = []
+    warnings: list[dict] = []
+    _list_split_folders(root, items, warnings, "is not train/ or test/")
     _apply_fer_prefixes(items, warnings)
     return items, warnings
 
@@ -240,15 +246,6 @@ def list_image_folder(root: Path) -> tuple[list[Item], list[dict], bool]:
     if not has_splits:
         _list_class_folders(root, root, None, items, warnings)
         return items, warnings, False
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.is_file():
-            _root_file(entry, root, items, warnings)
-        elif entry.is_dir():
-            split = SPLIT_FOLDER_NAMES.get(entry.name.lower())
-            if split is None:
-                problem = (f"unknown_split: folder '{entry.name}' is not a split folder "
-                           f"({', '.join(sorted(SPLIT_FOLDER_NAMES))}) next to the split folders")
-                items.extend(Item(rel, f, None, None, problem) for f, rel in _walk_files(entry.path, root))
-                continue
-            _list_class_folders(root, Path(entry.path), split, items, warnings)
+    _list_split_folders(root, items, warnings, f"is not a split folder ({', '.join(sorted(SPLIT_FOLDER_NAMES))}) "
+                        "next to the split folders")
     return items, warnings, True
