@@ -6,4 +6,5 @@ bash scripts/setup.sh
 export DO_NOT_TRACK=true
 .venv/bin/kedro run --env demo "$@"
 echo
-echo "Done. Reports: data/08_reporting/   Browse: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1"
+echo "Done. The demo's files are under data/demo/ (reports: data/demo/08_reporting/)."
+echo "Browse, offline on 127.0.0.1: .venv/bin/fer-ui mlflow   (runs)   .venv/bin/fer-ui viz --env demo   (the DAG)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ def _json(project, rel):
 
 
 def test_data_quality_report_reconciles(demo_project):
-    report = _json(demo_project, "data/08_reporting/data_quality.json")
+    report = _json(demo_project, "data/demo/08_reporting/data_quality.json")
     assert report["read"] == report["kept"] + report["quarantined"]
     assert report["quarantined"] == len(report["quarantine"]) == 0  # the generator writes no bad files
     assert report["kept"] == 420 + 140
@@ -34,49 +35,49 @@ def test_data_quality_report_reconciles(demo_project):
 
 
 def test_class_balance_outputs(demo_project):
-    balance = _json(demo_project, "data/04_feature/class_balance.json")
+    balance = _json(demo_project, "data/demo/04_feature/class_balance.json")
     assert balance["classes"] == list(CLASSES)
     weights = np.array(balance["effective_number"])
     assert weights.sum() == pytest.approx(len(CLASSES))
     assert weights[CLASSES.index("disgust")] == weights.max()
-    table = pd.read_csv(demo_project / "data/08_reporting/class_balance.csv")
+    table = pd.read_csv(demo_project / "data/demo/08_reporting/class_balance.csv")
     assert set(table["split"]) == {"train", "val", "test"}
-    assert (demo_project / "data/08_reporting/class_balance.png").stat().st_size > 10_000
+    assert (demo_project / "data/demo/08_reporting/class_balance.png").stat().st_size > 10_000
 
 
 def test_autoencoder_outputs_compare_weighted_and_unweighted(demo_project):
-    table = pd.read_csv(demo_project / "data/08_reporting/reconstruction_error.csv")
+    table = pd.read_csv(demo_project / "data/demo/08_reporting/reconstruction_error.csv")
     assert list(table["class"]) == list(CLASSES)
     assert {"mse_effective_number", "mse_none"} <= set(table.columns)
-    with np.load(demo_project / "data/05_model_input/training_set.npz") as npz:
+    with np.load(demo_project / "data/demo/05_model_input/training_set.npz") as npz:
         labels, synthetic = npz["labels"], npz["synthetic"]
     assert synthetic.any()  # the demo adds latent-SMOTE faces
     assert (labels[~synthetic].size) == 420  # every real training face, and only those
     for name in ("reconstruction_grid", "synthetic_faces", "augmentation_preview"):
-        assert (demo_project / f"data/08_reporting/{name}.png").exists()
+        assert (demo_project / f"data/demo/08_reporting/{name}.png").exists()
 
 
 def test_training_and_evaluation_outputs(demo_project):
-    history = pd.read_csv(demo_project / "data/07_model_output/training_history.csv")
+    history = pd.read_csv(demo_project / "data/demo/07_model_output/training_history.csv")
     assert list(history["epoch"]) == [0, 1]  # 0-based, as in core.train and the MLflow steps
-    assert (demo_project / "data/06_models/resnet34.pt").exists()
-    report = _json(demo_project, "data/08_reporting/evaluation_metrics.json")
+    assert (demo_project / "data/demo/06_models/resnet34.pt").exists()
+    report = _json(demo_project, "data/demo/08_reporting/evaluation_metrics.json")
     assert report["split"] == "test"
     assert 0.0 <= report["accuracy"] <= 1.0
     assert len(report["per_class"]) == len(CLASSES)
-    per_class = pd.read_csv(demo_project / "data/08_reporting/per_class_metrics.csv")
+    per_class = pd.read_csv(demo_project / "data/demo/08_reporting/per_class_metrics.csv")
     assert list(per_class["class"]) == list(CLASSES)
     for name in ("confusion_matrix", "confusion_matrix_normalized", "reliability", "confident_mistakes", "training_curves"):
-        assert (demo_project / f"data/08_reporting/{name}.png").exists(), name
+        assert (demo_project / f"data/demo/08_reporting/{name}.png").exists(), name
 
 
 def test_predict_outputs(demo_project):
-    table = pd.read_csv(demo_project / "data/07_model_output/face_predictions.csv")
+    table = pd.read_csv(demo_project / "data/demo/07_model_output/face_predictions.csv")
     faces = table[table["status"] == "face"]
     assert len(faces) >= 1
     probs = faces[[f"prob_{c}" for c in CLASSES]].to_numpy()
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
-    assert list((demo_project / "data/08_reporting/annotated_photos").glob("*.png"))
+    assert list((demo_project / "data/demo/08_reporting/annotated_photos").glob("*.png"))
 
 
 def test_mlflow_run_holds_flat_params_metric_histories_and_artifacts(demo_project):
@@ -87,7 +88,7 @@ def test_mlflow_run_holds_flat_params_metric_histories_and_artifacts(demo_projec
     assert experiment is not None
     run = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])[-1]
     params = run.data.params
-    assert params["ingestion.source_path"] == "data/01_raw/fer2013_demo"
+    assert params["ingestion.source_path"] == "data/demo/01_raw/fer2013"
     assert params["training.config.epochs"] == "2"
     assert params["augmentation.policy.crop_size"] == "44"
     metrics = run.data.metrics
@@ -105,8 +106,83 @@ def test_evaluate_pipeline_alone_with_flip_tta(demo_project):
     result = run_kedro(demo_project, "run", "--env", "demo", "--pipeline", "evaluate",
                        "--params", "evaluate.tta=flip")
     assert result.returncode == 0, result.stderr[-4000:]
-    report = _json(demo_project, "data/08_reporting/evaluation_metrics.json")
+    report = _json(demo_project, "data/demo/08_reporting/evaluation_metrics.json")
     assert report["tta"] == "flip"
+    assert report["dataset_check"]["status"] == "match"  # the model records the dataset it was trained on
+
+
+def test_the_demo_writes_only_under_data_demo(demo_project):
+    """conf/demo/globals.yml moves every catalog path: a demo run never touches a real run's files."""
+    assert sorted(p.name for p in (demo_project / "data").iterdir()) == ["demo"]
+    written = {p.relative_to(demo_project / "data" / "demo").parts[0] for p in (demo_project / "data/demo").iterdir()}
+    assert {"01_raw", "03_primary", "06_models", "08_reporting"} <= written
+
+
+def _runs(project, experiment_name):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(experiment_name)
+    return [] if experiment is None else client.search_runs([experiment.experiment_id])
+
+
+def test_evaluate_refuses_a_model_trained_on_another_dataset(demo_project, tmp_path):
+    """The demo's model in a real project's place, beside another dataset: refused, then allowed."""
+    from fer_pipeline.datasets import NpzDataset
+
+    project = make_project(tmp_path / "real")
+    (project / "data/06_models").mkdir(parents=True)
+    shutil.copy(demo_project / "data/demo/06_models/resnet34.pt", project / "data/06_models/resnet34.pt")
+    demo = NpzDataset(filepath=(demo_project / "data/demo/03_primary/fer_dataset.npz").as_posix()).load()
+    other = {key: value if key == "classes" else value[1:] for key, value in demo.items()}  # one face fewer
+    NpzDataset(filepath=(project / "data/03_primary/fer_dataset.npz").as_posix()).save(other)
+
+    result = run_kedro(project, "run", "--pipeline", "evaluate", timeout=300)
+    assert result.returncode != 0
+    output = " ".join((result.stdout + result.stderr).split())
+    assert f"the model {project / 'data/06_models/resnet34.pt'} was trained on dataset" in output
+    assert "(420 train, 70 val, 70 test faces)" in output and "(420 train, 70 val, 69 test faces)" in output
+    assert "--params evaluate.allow_dataset_mismatch=true" in output
+    assert not (project / "data/08_reporting/evaluation_metrics.json").exists()
+    assert [run.info.status for run in _runs(project, "fer_pipeline")] == ["FAILED"]  # never a finished run
+
+    result = run_kedro(project, "run", "--pipeline", "evaluate", "--params", "evaluate.allow_dataset_mismatch=true",
+                       timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = _json(project, "data/08_reporting/evaluation_metrics.json")
+    assert report["dataset_check"]["status"] == "mismatch_allowed"
+    latest = max(_runs(project, "fer_pipeline"), key=lambda run: run.info.start_time)
+    assert latest.info.status == "FINISHED" and latest.data.tags["evaluate.dataset_check"] == "mismatch_allowed"
+
+
+def test_an_ingestion_that_keeps_no_face_stops_and_writes_nothing(tmp_path):
+    """FER2013's files without the <class>/ level: reasons counted, the previous dataset kept."""
+    from PIL import Image
+
+    from fer_pipeline.datasets import NpzDataset
+
+    project = make_project(tmp_path / "project")
+    previous = project / "data/03_primary/fer_dataset.npz"
+    NpzDataset(filepath=previous.as_posix()).save({
+        "images": np.zeros((2, 48, 48), np.uint8), "labels": np.array([0, 1]), "splits": np.array(["train", "test"]),
+        "source_ids": np.array(["a", "b"]), "classes": np.array(CLASSES),
+    })
+    before = previous.read_bytes()
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for k in range(5):
+        Image.fromarray(np.full((48, 48), 40 * k, np.uint8)).save(flat / f"Training_{k}.jpg")
+
+    result = run_kedro(project, "run", "--pipeline", "ingestion", "--params", f"ingestion.source_path={flat}",
+                       timeout=300)
+    assert result.returncode != 0
+    output = " ".join((result.stdout + result.stderr).split())
+    assert "ingestion kept no face of the train/val/test splits (read 5, kept 0" in output
+    assert "quarantine reasons: not_in_class_folder 5" in output
+    assert "Pipeline execution completed successfully" not in output
+    assert previous.read_bytes() == before
+    assert not (project / "data/08_reporting/data_quality.json").exists()
+    assert [run.info.status for run in _runs(project, "fer_pipeline")] == ["FAILED"]
 
 
 def test_missing_dataset_stops_with_instructions(tmp_path):
@@ -158,7 +234,7 @@ def test_evaluate_a_model_logged_by_run_id(demo_project):
     trained = [r for r in client.search_runs([experiment.experiment_id])
                if client.list_artifacts(r.info.run_id, "model")]
     source = trained[-1].info.run_id
-    local = demo_project / "data/06_models/resnet34.pt"
+    local = demo_project / "data/demo/06_models/resnet34.pt"
     local.rename(local.with_suffix(".moved"))  # prove the model comes from MLflow, not the local file
     try:
         result = run_kedro(demo_project, "run", "--env", "demo", "--pipeline", "evaluate",
@@ -166,7 +242,7 @@ def test_evaluate_a_model_logged_by_run_id(demo_project):
     finally:
         local.with_suffix(".moved").rename(local)
     assert result.returncode == 0, result.stderr[-4000:]
-    report = _json(demo_project, "data/08_reporting/evaluation_metrics.json")
+    report = _json(demo_project, "data/demo/08_reporting/evaluation_metrics.json")
     assert report["training_run_id"] == source
     _, run = _latest_run(demo_project)
     assert run.data.tags["training_run_id"] == source
@@ -176,12 +252,12 @@ def test_evaluate_without_a_model_says_how_to_get_one(tmp_path):
     from fer_pipeline.datasets import NpzDataset
 
     project = make_project(tmp_path / "no_model")
-    NpzDataset(filepath=(project / "data/03_primary/fer_dataset.npz").as_posix()).save({
+    NpzDataset(filepath=(project / "data/demo/03_primary/fer_dataset.npz").as_posix()).save({
         "images": np.zeros((2, 48, 48), np.uint8), "labels": np.array([0, 1]), "splits": np.array(["test", "test"]),
         "source_ids": np.array(["a", "b"]), "classes": np.array(CLASSES),
     })
     result = run_kedro(project, "run", "--env", "demo", "--pipeline", "evaluate", timeout=300)
     assert result.returncode != 0
     output = " ".join((result.stdout + result.stderr).split())  # rich wraps long lines
-    assert f"No trained model at {project / 'data/06_models/resnet34.pt'}" in output
+    assert f"No trained model at {project / 'data/demo/06_models/resnet34.pt'}" in output
     assert "evaluate.model_run_id=<MLflow run id>" in output

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fer_pipeline import runner
-from fer_pipeline.params import apply_sets, load_parameters, read_yaml_file
+from fer_pipeline.params import apply_sets, load_parameters, read_yaml_file, resolve_globals
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,6 +20,24 @@ def test_parameter_files_read_as_kedro_reads_them(path):
     from omegaconf import OmegaConf
 
     assert (read_yaml_file(path) or {}) == (OmegaConf.to_container(OmegaConf.load(path)) or {})
+
+
+def test_base_parameters_equal_what_kedro_loads():
+    """The whole of conf/base, ${globals:...} resolved, is what `kedro run` gets."""
+    from kedro.config import OmegaConfigLoader
+
+    loader = OmegaConfigLoader(conf_source=str(REPO / "conf"), base_env="base", default_run_env="base")
+    ours = load_parameters(REPO / "conf" / "base")
+    assert ours == loader["parameters"]
+    assert ours["training"]["config"]["checkpoint_dir"] == "data/06_models/checkpoints"
+
+
+def test_resolve_globals_substitutes_keeps_types_and_rejects_unknown_keys():
+    globals_ = {"data_root": "data/demo", "sizes": {"batch": 64}}
+    params = {"a": "${globals:data_root}/06_models", "b": ["${globals:sizes.batch}"], "c": 3}
+    assert resolve_globals(params, globals_) == {"a": "data/demo/06_models", "b": [64], "c": 3}
+    with pytest.raises(KeyError, match="globals:data_rot"):
+        resolve_globals({"a": "${globals:data_rot}/x"}, globals_)
 
 
 def test_dump_params_applies_overrides(tmp_path):

@@ -2,13 +2,15 @@
 
 The runner and the ablation run where Kedro is not installed; they read the same files with
 PyYAML (a test checks that OmegaConf, Kedro's loader, reads every parameter file to the same
-values), merge them by top-level key as Kedro does, and take ``KEY=VALUE`` overrides.
+values), merge them by top-level key as Kedro does, resolve ``${globals:KEY}`` from the
+folder's ``globals.yml`` as Kedro's ``globals`` resolver does, and take ``KEY=VALUE`` overrides.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,37 @@ def parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
+_GLOBAL_REFERENCE = re.compile(r"\$\{globals:([A-Za-z0-9_.]+)\}")
+
+
+def resolve_globals(value: Any, globals_: Mapping[str, Any], where: str = "parameters") -> Any:
+    """``value`` with every ``${globals:KEY}`` replaced by ``globals_[KEY]`` (dotted keys reach
+    into nested groups); an unknown key is an error, as in Kedro."""
+    if isinstance(value, Mapping):
+        return {key: resolve_globals(item, globals_, where) for key, item in value.items()}
+    if isinstance(value, list):
+        return [resolve_globals(item, globals_, where) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def lookup(key: str) -> Any:
+        node: Any = globals_
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                raise KeyError(f"{where}: ${{globals:{key}}} is not defined in globals.yml")
+            node = node[part]
+        return node
+
+    whole = _GLOBAL_REFERENCE.fullmatch(value)
+    if whole:  # the value is the reference: keep the global's type
+        return lookup(whole.group(1))
+    return _GLOBAL_REFERENCE.sub(lambda match: str(lookup(match.group(1))), value)
+
+
 def load_parameters(conf_dir: str | os.PathLike) -> dict[str, Any]:
     """Every ``parameters*.yml`` of ``conf_dir`` merged by top-level key, as Kedro does (a key
-    defined in two files is an error there too)."""
+    defined in two files is an error there too), with ``${globals:KEY}`` resolved from
+    ``conf_dir/globals.yml``."""
     params: dict[str, Any] = {}
     for path in sorted(Path(conf_dir).glob("parameters*.yml")):
         content = read_yaml_file(path) or {}
@@ -40,7 +70,9 @@ def load_parameters(conf_dir: str | os.PathLike) -> dict[str, Any]:
             params[key] = value
     if not params:
         raise FileNotFoundError(f"no parameters*.yml in {conf_dir}")
-    return params
+    globals_path = Path(conf_dir) / "globals.yml"
+    globals_ = (read_yaml_file(globals_path) or {}) if globals_path.exists() else {}
+    return resolve_globals(params, globals_, where=str(conf_dir))
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help=f"model file (default: <kedro project root>/{DEFAULT_MODEL_RELATIVE.as_posix()}, "
-        "written by the last `kedro run`)",
+        "written by the last `kedro run`; the demo's is data/demo/06_models/resnet34.pt)",
     )
     parser.add_argument(
         "--output", type=Path, default=Path("predictions"), help="output folder (default: ./predictions)"
@@ -104,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model_path = args.model if args.model is not None else default_model_path()
     hint = "train one first with `kedro run` (or `kedro run --env demo` for the quick demo), or pass --model FILE"
+    demo_model = find_project_root() / "data" / "demo" / DEFAULT_MODEL_RELATIVE.relative_to("data")
+    if args.model is None and demo_model.is_file():
+        hint += f"; the demo's model is at {demo_model} (--model {demo_model})"
     if not model_path.is_file():
         _error(f"model file not found: {model_path}\n  {hint}")
         return EXIT_BAD_MODEL

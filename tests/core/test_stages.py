@@ -12,6 +12,11 @@ import torch
 from fer_pipeline.core import stages
 from fer_pipeline.core.autoencoder import ConvAutoencoder, save_autoencoder
 from fer_pipeline.core.classes import CLASSES
+from fer_pipeline.core.dataset_identity import (
+    DatasetMismatchError,
+    dataset_id,
+    training_data_record,
+)
 from fer_pipeline.demo import draw_face
 
 #: Train / val / test faces per class; "test" lacks the last class (surprise).
@@ -217,6 +222,9 @@ def test_train_resnet_returns_the_result_with_the_model_file_config(dataset):
     assert result.config["classes"] == list(CLASSES) and result.config["arch"] == "resnet18"
     assert result.train_config["sampler"] == "sqrt"  # the augmentation stage's sampler
     assert result.train_config["epochs"] == 1 and len(result.history) == 1
+    # the model file names the dataset it was trained on, for evaluation to check
+    assert result.config["training_data"] == {"dataset_id": dataset_id(dataset),
+                                              "split_sizes": {"train": 40, "val": 7, "test": 6}}
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -251,3 +259,22 @@ def test_evaluate_split_scores_with_and_without_the_leaked_flag(dataset):
         "without_leaked_duplicates"] is None
     with pytest.raises(ValueError, match="split 'nope' is empty"):
         stages.evaluate_split(model, config, dataset, "nope", "none", params)
+
+
+def test_evaluate_split_refuses_a_model_trained_on_another_dataset_unless_allowed(dataset):
+    from fer_pipeline.core.models import build_resnet34, model_config
+
+    torch.manual_seed(0)
+    model = build_resnet34(arch="resnet18", stem="imagenet").eval()
+    other = {**dataset, "labels": np.roll(dataset["labels"], 1)}  # same faces, other labels
+    config = {**model_config(arch="resnet18", stem="imagenet"), "training_data": training_data_record(other)}
+    params = {"batch_size": 8, "device": "cpu"}
+    with pytest.raises(DatasetMismatchError, match="evaluate.allow_dataset_mismatch=true") as raised:
+        stages.evaluate_split(model, config, dataset, "test", "none", params, model_name="the model m.pt")
+    assert str(raised.value).startswith("the model m.pt was trained on dataset " + dataset_id(other))
+    allowed = stages.evaluate_split(model, config, dataset, "test", "none", {**params, "allow_dataset_mismatch": True})
+    assert allowed.report["dataset_check"] == {"status": "mismatch_allowed", "dataset_id": dataset_id(dataset),
+                                               "model_dataset_id": dataset_id(other)}
+    same = {**config, "training_data": training_data_record(dataset)}
+    assert stages.evaluate_split(model, same, dataset, "test", "none", params).report["dataset_check"]["status"] == "match"
+

@@ -1,11 +1,14 @@
 """Every stage is registered, and the stages talk to each other only through the catalog."""
 
+import os
 from pathlib import Path
 
 import pytest
 from kedro.framework.project import configure_project, pipelines
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+
+from tests.conftest import make_project
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ["ingestion", "class_balance", "autoencoder", "augmentation", "training", "evaluate", "predict"]
@@ -14,10 +17,23 @@ IN_MEMORY = {"raw_source", "photo_inputs"}
 
 
 @pytest.fixture(scope="module")
-def catalog():
-    bootstrap_project(REPO)
+def project(tmp_path_factory):
+    """A copy of the project, as the working directory: loading a context runs kedro-mlflow's
+    hooks, which create the mlflow.db of the project around the working directory
+    (``${project_root:}``), and that must not be the checkout's own."""
+    copy = make_project(tmp_path_factory.mktemp("registry") / "project")
+    cwd = os.getcwd()
+    os.chdir(copy)
+    yield copy
+    os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def catalog(project):
+    """The demo environment's catalog."""
+    bootstrap_project(project)
     configure_project("fer_pipeline")
-    with KedroSession.create(project_path=REPO, env="demo") as session:
+    with KedroSession.create(project_path=project, env="demo") as session:
         yield session.load_context().catalog
 
 
@@ -47,7 +63,7 @@ def test_stages_connect_only_through_catalog_datasets(catalog):
 def test_plots_land_in_reporting_and_mlflow(catalog):
     plot = catalog.get("confusion_matrix_plot")
     assert type(plot).__name__ == "MlflowMatplotlibDataset"
-    assert str(plot._filepath).endswith("data/08_reporting/confusion_matrix.png")
+    assert str(plot._filepath).endswith("data/demo/08_reporting/confusion_matrix.png")  # conf/demo/globals.yml
 
 
 def _leaf_keys(tree: dict, prefix: str = "") -> set[str]:
@@ -78,10 +94,14 @@ def test_environments_only_override_existing_parameters(env):
     assert {k for k in env_keys - base_keys if not any(k.startswith(g + ".") for g in open_groups)} == set()
 
 
-def test_cpu_environment_resolves_for_kedro():
-    bootstrap_project(REPO)
-    with KedroSession.create(project_path=REPO, env="cpu") as session:
-        params = session.load_context().params
+def test_cpu_environment_resolves_for_kedro(project):
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env="cpu") as session:
+        context = session.load_context()
+        params = context.params
+        model_path = context.catalog.get("resnet_model")._filepath
+    assert str(model_path).endswith("data/cpu/06_models/resnet34.pt")  # beside, not over, the default model
+    assert params["training"]["config"]["checkpoint_dir"] == "data/cpu/06_models/checkpoints"
     assert params["training"]["model"]["stem"] == "imagenet"
     assert params["training"]["config"]["epochs"] == 10
     assert params["training"]["config"]["loss"] == "ce"  # everything else from conf/base

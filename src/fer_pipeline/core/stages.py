@@ -27,10 +27,12 @@ from . import autoencoder as ae
 from . import class_balance as cb
 from .augment import sampling_weights
 from .classes import SPLIT_TO_FER_NAME, SPLITS
+from .dataset_identity import check_trained_on, training_data_record
 from .device import device_info, resolve_device, synchronize
 from .inference import predict_logits
 from .ingestion import (
     apply_duplicate_policy,
+    check_required_splits,
     find_duplicates,
     ingest,
     leaked_mask,
@@ -78,7 +80,8 @@ def build_dataset(
     """Read ``source``, find duplicates, apply ``params["duplicates"]``: (canonical dataset,
     full ``core.ingestion.quality_report``). The dataset carries the ``leaked`` flag of every
     face it keeps. ``kind`` defaults to ``params["source_kind"]``; the caller adds its own
-    report keys (``source_path``, ...)."""
+    report keys (``source_path``, ...). Raises ``IngestionError`` (reasons counted) when no face
+    of a split in ``params["required_splits"]`` (default: all three) was kept."""
     result = ingest(
         source,
         kind=params["source_kind"] if kind is None else kind,
@@ -94,6 +97,7 @@ def build_dataset(
     duplicates = find_duplicates(result.images, result.labels, result.splits, result.byte_hashes)
     keep, dropped = apply_duplicate_policy(result, duplicates, params["duplicates"])
     report = quality_report(result, duplicates, keep, dropped, policy=params["duplicates"])
+    check_required_splits(report, params.get("required_splits", SPLITS))
     arrays = {**result.as_arrays(), "leaked": leaked_mask_from_groups(duplicates["members"], result.labels,
                                                                      result.splits)}
     dataset = {key: value if key == "classes" else value[keep] for key, value in arrays.items()}
@@ -289,7 +293,8 @@ def train_resnet(
 ) -> TrainResult:
     """Train on ``training_set``, keep the best epoch by the val split's metric. The result's
     ``config`` is the model file's (with the dataset's class names); ``train_config`` the
-    training parameters as run. The test split is never passed to the trainer."""
+    training parameters as run; ``config["training_data"]`` identifies ``dataset``
+    (``core.dataset_identity``). The test split is never passed to the trainer."""
     classes = class_names(dataset)
     val = dataset["splits"] == "val"
     if not val.any():
@@ -297,10 +302,13 @@ def train_resnet(
     train_cfg = {**training_params["config"], "sampler": augmentation_params["sampler"]}
     model_cfg = {**training_params["model"], "num_classes": len(classes), "classes": classes}
     counts = np.bincount(training_set["labels"], minlength=len(classes))
-    return train_classifier(
+    result = train_classifier(
         training_set["images"], training_set["labels"], dataset["images"][val], dataset["labels"][val],
         counts, model_cfg, train_cfg, augmentation_params["policy"], on_epoch=on_epoch, progress=progress,
     )
+    # Evaluation checks it: a model is scored on the dataset it was trained on unless told otherwise.
+    result.config["training_data"] = training_data_record(dataset)
+    return result
 
 
 # ============================================================================================
@@ -328,13 +336,18 @@ def evaluate_split(
     tta: str,
     params: Mapping[str, Any],
     progress: bool = False,
+    model_name: str = "the model",
 ) -> SplitEvaluation:
     """Score ``model`` on one split of ``dataset`` with one TTA mode: as published (every face)
     and without the faces flagged ``leaked`` (copies of training images, conflicting labels),
-    from the same logits. ``params``: the evaluate stage's (``batch_size``, ``device``)."""
+    from the same logits. ``params``: the evaluate stage's (``batch_size``, ``device``,
+    ``allow_dataset_mismatch``). A model whose recorded training dataset is not ``dataset``
+    raises ``DatasetMismatchError`` (naming ``model_name``) before anything is computed, unless
+    that flag is set."""
     mask = dataset["splits"] == split
     if not mask.any():
         raise ValueError(f"split {split!r} is empty in this dataset (have: {sorted(set(dataset['splits']))})")
+    dataset_check = check_trained_on(config, dataset, bool(params.get("allow_dataset_mismatch", False)), model_name)
     classes = class_names(dataset)
     labels = dataset["labels"][mask]
     device = resolve_device(params.get("device", "auto"))
@@ -346,6 +359,6 @@ def evaluate_split(
     seconds = time.perf_counter() - start
     report = compute_metrics(labels, logits, classes)
     report.update(split=split, fer_split=SPLIT_TO_FER_NAME.get(split, split), tta=tta, seconds=seconds,
-                  images_per_s=float(mask.sum()) / seconds if seconds > 0 else None)
+                  images_per_s=float(mask.sum()) / seconds if seconds > 0 else None, dataset_check=dataset_check)
     report["without_leaked_duplicates"] = without_leaked(labels, logits, leaked_flags(dataset)[mask], classes)
     return SplitEvaluation(report, logits, mask)

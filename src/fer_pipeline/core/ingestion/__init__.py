@@ -37,6 +37,7 @@ from .duplicates import (
 from .report import (
     REASON_CATEGORIES,
     WARNING_CATEGORIES,
+    check_required_splits,
     quality_report,
     reason_category,
 )
@@ -138,6 +139,7 @@ __all__ = [
     "IngestionError",
     "IngestionResult",
     "apply_duplicate_policy",
+    "check_required_splits",
     "decoder_name",
     "detect_source_kind",
     "find_duplicates",

@@ -9,7 +9,7 @@ import numpy as np
 
 from fer_pipeline.core.classes import CLASSES, SPLITS
 
-from .result import IngestionResult
+from .result import IngestionError, IngestionResult
 
 #: Reason categories (the text before the first ':' of every quarantine/warning reason).
 REASON_CATEGORIES: tuple[str, ...] = (
@@ -116,3 +116,35 @@ def quality_report(
         "warnings": [{"item": str(w["item"]), "reason": str(w["reason"])} for w in result.warnings],
         "duplicates": _duplicate_summary(result, duplicates, dropped, policy, max_examples),
     }
+
+
+def check_required_splits(report: dict[str, Any], required: tuple[str, ...] | list[str] = SPLITS,
+                          examples: int = 3) -> None:
+    """Raise ``IngestionError`` when ``report`` (``quality_report``) keeps no face of a split in
+    ``required``: the message gives the counts, every quarantine and warning reason with its count,
+    and the first quarantined items, so the cause shows without opening the report. Called
+    before anything is written: an ingestion that finds nothing usable must not replace a good
+    dataset with an empty one."""
+    unknown = sorted(set(required) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"required_splits: unknown split(s) {unknown}; known: {list(SPLITS)}")
+    empty = [split for split in required if report["totals"].get(split, 0) == 0]
+    if not empty:
+        return
+    kept = ", ".join(f"{split} {report['totals'].get(split, 0)}" for split in SPLITS)
+    reasons = ", ".join(f"{name} {count}" for name, count in report["reasons"].items()) or "none"
+    warnings = Counter(reason_category(w["reason"]) for w in report["warnings"])
+    lines = [
+        f"ingestion kept no face of the {'/'.join(empty)} split{'s' if len(empty) > 1 else ''} "
+        f"(read {report['read']}, kept {report['kept']}: {kept}; quarantined {report['quarantined']}). "
+        "Nothing was written.",
+        f"  quarantine reasons: {reasons}",
+    ]
+    if warnings:
+        lines.append("  warnings: " + ", ".join(f"{name} {count}" for name, count in sorted(warnings.items())))
+    for q in report["quarantine"][:examples]:
+        lines.append(f"  e.g. {q['item']}: {q['reason']}")
+    lines.append("  Expected FER2013's folder layout ({train,test}/<class>/*.jpg with Training_/PublicTest_/"
+                 "PrivateTest_ prefixes), fer2013.csv, or an ImageFolder tree ([<split>/]<class>/*) whose "
+                 "class folders are named " + ", ".join(CLASSES) + ".")
+    raise IngestionError("\n".join(lines))

@@ -15,7 +15,7 @@ from fer_pipeline.core import stages
 from fer_pipeline.core.metrics import softmax
 from fer_pipeline.core.models import load_model
 from fer_pipeline.datasets import ModelFile
-from fer_pipeline.pipelines.tracking import point_metrics
+from fer_pipeline.pipelines.tracking import point_metrics, set_tags
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,12 @@ def evaluate_model(resnet_model: ModelFile, fer_dataset: dict[str, np.ndarray], 
     path, run_id = resolve_model(resnet_model, params.get("model_run_id"))
     model, config = load_model(path, map_location="cpu")
     split, tta = params["split"], params["tta"]
-    evaluation = stages.evaluate_split(model, config, fer_dataset, split, tta, params, progress=True)
+    name = f"the model of MLflow run {run_id}" if run_id else f"the model {path}"
+    evaluation = stages.evaluate_split(model, config, fer_dataset, split, tta, params, progress=True, model_name=name)
     report = {**evaluation.report, "model": path.as_posix(),
               "training_run_id": run_id or config.get("mlflow_run_id")}
     _tag_training_run(report["training_run_id"])
+    set_tags({"evaluate.dataset_check": report["dataset_check"]["status"]})
 
     classes = stages.class_names(fer_dataset)
     images, labels = fer_dataset["images"][evaluation.mask], fer_dataset["labels"][evaluation.mask]

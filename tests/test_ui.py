@@ -1,0 +1,196 @@
+"""fer-ui: the MLflow UI and kedro-viz start, serve the demo run, and reach nothing but 127.0.0.1.
+
+Each server runs with tests/net_audit/ first on PYTHONPATH: its sitecustomize records every
+host that any Python process of the server (workers included) looks up or connects to. The
+servers start in an environment without DO_NOT_TRACK, as a user's shell is, so fer-ui must
+switch telemetry off itself. Measured once by hand with the same recorder: plain `mlflow ui`
+looked up config.mlflow-telemetry.io and plain `kedro viz run` pypi.python.org.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .servers import alive, free_port, start, stop, wait_http
+
+BIN = Path(sys.executable).parent
+RECORDER = Path(__file__).resolve().parent / "net_audit"
+TELEMETRY_SWITCHES = ("DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY", "KEDRO_DISABLE_TELEMETRY")
+
+
+def _recorded_env(log: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in TELEMETRY_SWITCHES}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(RECORDER), env.get("PYTHONPATH")) if p)
+    env["NET_AUDIT_LOG"] = str(log)
+    return env
+
+
+def _records(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
+
+
+def _is_local(record: dict) -> bool:
+    """Written apart from fer_pipeline.ui.is_loopback on purpose: the check must not share the
+    code it checks."""
+    host = record.get("host")
+    return bool(record.get("unix")) or host is None or host in ("localhost", "::1") or str(host).startswith("127.")
+
+
+def _outside(records: list[dict]) -> list[dict]:
+    return [r for r in records if r["event"] != "start" and not _is_local(r)]
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        assert response.status == 200
+        return response.read()
+
+
+def test_the_recorder_sees_a_lookup_of_the_internet(tmp_path):
+    """The control: a process that looks a public host up is caught (so a clean log means something)."""
+    log = tmp_path / "net.jsonl"
+    code = "import socket\ntry:\n    socket.getaddrinfo('pypi.org', 443)\nexcept OSError:\n    pass\n"
+    subprocess.run([sys.executable, "-c", code], env=_recorded_env(log), check=True, timeout=60)
+    records = _records(log)
+    assert records[0]["event"] == "start"
+    assert [r["host"] for r in _outside(records)] == ["pypi.org"]
+
+
+@contextlib.contextmanager
+def _recorded_server(ui: str, args: list[str], project: Path, log: Path, ready: str):
+    """``fer-ui <ui> --port P <args>`` under the recorder; yields (base URL, process); stops it
+    and its children by PID afterwards and checks none is left."""
+    port = free_port()
+    server = start([str(BIN / "fer-ui"), ui, "--port", str(port), *args], project, env=_recorded_env(log))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + ready, server, timeout=180)
+        yield base, server
+    finally:
+        pids = stop(server)
+    assert not any(alive(p) for p in pids), f"fer-ui {ui} left processes behind"
+
+
+@pytest.mark.e2e
+def test_fer_ui_mlflow_serves_the_demo_run_offline(demo_project, tmp_path):
+    log = tmp_path / "net.jsonl"
+    with _recorded_server("mlflow", ["--workers", "1"], demo_project, log, "/health") as (base, server):
+        assert b"<html" in _get(base + "/").lower()
+        found = json.loads(_get(base + "/ajax-api/2.0/mlflow/experiments/search?max_results=50"))
+        assert "fer_pipeline_demo" in {e["name"] for e in found["experiments"]}
+        time.sleep(5)  # telemetry is sent from a background thread after start-up
+    records = _records(log)
+    started = {r["pid"] for r in records if r["event"] == "start"}
+    assert server.pid in started and len(started) >= 2  # the server and its worker were both recorded
+    assert _outside(records) == []
+
+
+@pytest.mark.e2e
+def test_fer_ui_viz_serves_the_demo_pipelines_offline(demo_project, tmp_path):
+    import kedro_viz
+
+    log = tmp_path / "net.jsonl"
+    with _recorded_server("viz", ["--env", "demo"], demo_project, log, "/api/main") as (base, server):
+        page = _get(base + "/").decode()
+        assert "<html" in page.lower() and "./assets/" in page  # kedro-viz's own page...
+        assert "https://" not in page.split("</head>")[0]  # ...without its fonts.googleapis.com links
+        graph = json.loads(_get(base + "/api/main"))
+        assert {"ingestion", "training", "evaluate", "__default__"} <= {p["id"] for p in graph["pipelines"]}
+        # the page asks this on every load; the answer no longer comes from PyPI (no "None" banner)
+        version = json.loads(_get(base + "/api/version"))
+        assert version == {"installed": kedro_viz.__version__, "is_outdated": False, "latest": kedro_viz.__version__}
+    records = _records(log)
+    assert server.pid in {r["pid"] for r in records if r["event"] == "start"}
+    assert _outside(records) == []
+
+
+def test_the_guard_refuses_every_host_but_the_loopback():
+    """In a child process: an audit hook cannot be removed from this one."""
+    code = """
+import socket, urllib.request
+from fer_pipeline.ui import install_loopback_guard
+install_loopback_guard()
+socket.getaddrinfo("127.0.0.1", 80)
+socket.getaddrinfo("localhost", 80)
+for call in (lambda: socket.getaddrinfo("pypi.org", 443), lambda: socket.gethostbyname("example.com")):
+    try:
+        call()
+    except socket.gaierror as error:
+        print("refused:", error)
+with socket.socket() as sock:
+    try:
+        sock.connect(("93.184.216.34", 80))
+    except ConnectionRefusedError as error:
+        print("refused:", error)
+try:
+    urllib.request.urlopen("https://pypi.org/pypi/kedro-viz/json", timeout=5)
+except OSError as error:
+    print("refused:", error)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 4 and all(line.startswith("refused:") for line in lines)
+    assert "'pypi.org'" in lines[0] and "'example.com'" in lines[1] and "'93.184.216.34'" in lines[2]
+
+
+def test_pages_lose_only_the_tags_that_load_from_other_hosts():
+    from fer_pipeline.ui import without_external_resources
+
+    page = """<head><link rel="preconnect" href="https://fonts.gstatic.com" crossorigin />
+<link
+  href="https://fonts.googleapis.com/css2?family=Inter&display=swap"
+  rel="stylesheet"
+/>
+<script src='http://cdn.example.com/heap.js'></script>
+<script type="module" src="./assets/index.js"></script>
+<link rel="stylesheet" href="http://127.0.0.1:4141/assets/x.css">
+<link rel="stylesheet" href="http://localhost:4141/y.css"></head>"""
+    kept = without_external_resources(page)
+    assert "gstatic" not in kept and "googleapis" not in kept and "example.com" not in kept
+    for local in ('src="./assets/index.js"', 'href="http://127.0.0.1:4141/assets/x.css"', 'href="http://localhost:4141/y.css"'):
+        assert local in kept
+
+
+def test_kedro_viz_version_check_answers_the_installed_version():
+    code = """
+from fer_pipeline.ui import answer_viz_version_check_locally
+installed = answer_viz_version_check_locally()
+from kedro_viz.api.rest.responses.version import get_version_response
+print(installed, get_version_response().model_dump())
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    installed, response = done.stdout.strip().split(" ", 1)
+    assert response == str({"installed": installed, "is_outdated": False, "latest": installed})
+
+
+def test_usage_errors_exit_2_before_any_server_starts(tmp_path, capsys, monkeypatch):
+    from fer_pipeline.ui import main
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[tool.kedro]\npackage_name = "fer_pipeline"\n')
+    monkeypatch.chdir(project)
+    assert main(["mlflow", "--port", "5999"]) == 2
+    assert f"no MLflow store at {project.resolve() / 'mlflow.db'}" in capsys.readouterr().err
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["viz", "--port", str(port)]) == 2
+        assert f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
+    assert main(["mlflow", "--port", "0"]) == 2
+    with pytest.raises(SystemExit):
+        main(["notebook"])
