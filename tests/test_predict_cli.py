@@ -130,13 +130,15 @@ def test_default_model_is_found_from_the_kedro_project_root(
     assert main([str(photo)]) == 3  # no trained model yet
     err = capsys.readouterr().err
     assert str(project.resolve() / DEFAULT_MODEL_RELATIVE) in err and "kedro run --env demo" in err
-    assert "demo's model" not in err
+    assert "other environments" not in err
 
-    demo_model = project / "data" / "demo" / "06_models" / "resnet34.pt"  # conf/demo/globals.yml's data_root
+    (project / "conf" / "demo").mkdir(parents=True)
+    (project / "conf" / "demo" / "globals.yml").write_text("data_root: data/demo\n")
+    demo_model = project / "data" / "demo" / "06_models" / "resnet34.pt"
     demo_model.parent.mkdir(parents=True)
     demo_model.write_bytes(model_file.read_bytes())
     assert main([str(photo)]) == 3  # the demo's model is never taken silently for a real one...
-    assert f"--model {demo_model.resolve()}" in capsys.readouterr().err  # ...but it is pointed out
+    assert f"--model {demo_model.resolve()} (--env demo)" in capsys.readouterr().err  # ...but it is pointed out
 
     (project / DEFAULT_MODEL_RELATIVE).parent.mkdir(parents=True)
     (project / DEFAULT_MODEL_RELATIVE).write_bytes(model_file.read_bytes())

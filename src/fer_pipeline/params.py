@@ -2,8 +2,9 @@
 
 The runner and the ablation run where Kedro is not installed; they read the same files with
 PyYAML (a test checks that OmegaConf, Kedro's loader, reads every parameter file to the same
-values), merge them by top-level key as Kedro does, resolve ``${globals:KEY}`` from the
-folder's ``globals.yml`` as Kedro's ``globals`` resolver does, and take ``KEY=VALUE`` overrides.
+values), merge them by top-level key as Kedro does, resolve ``${globals:KEY}`` from the one
+folder's ``globals.yml`` (no default values, no other resolvers: those are an error), and take
+``KEY=VALUE`` overrides.
 """
 
 from __future__ import annotations
@@ -54,7 +55,10 @@ def resolve_globals(value: Any, globals_: Mapping[str, Any], where: str = "param
     whole = _GLOBAL_REFERENCE.fullmatch(value)
     if whole:  # the value is the reference: keep the global's type
         return lookup(whole.group(1))
-    return _GLOBAL_REFERENCE.sub(lambda match: str(lookup(match.group(1))), value)
+    resolved = _GLOBAL_REFERENCE.sub(lambda match: str(lookup(match.group(1))), value)
+    if "${" in resolved:  # a default (${globals:k,d}) or another resolver: Kedro would resolve it, we cannot
+        raise ValueError(f"{where}: {value!r}: only ${{globals:KEY}} interpolation is supported here")
+    return resolved
 
 
 def load_parameters(conf_dir: str | os.PathLike) -> dict[str, Any]:

@@ -11,10 +11,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fer_pipeline.project import find_project_root
+from fer_pipeline.project import environment_data_roots, find_project_root
 
-#: Where ``kedro run`` (and ``kedro run --env demo``) saves the trained classifier.
+#: Where ``kedro run`` saves the trained classifier (the base environment's ``data_root``, ``data``;
+#: ``--env demo`` and ``--env cpu`` write under their own, conf/<env>/globals.yml).
 DEFAULT_MODEL_RELATIVE = Path("data") / "06_models" / "resnet34.pt"
+#: The model's path below any environment's ``data_root`` (the catalog's ``resnet_model``).
+MODEL_BELOW_DATA_ROOT = Path("06_models") / "resnet34.pt"
 
 EXIT_OK = 0
 EXIT_NO_READABLE_IMAGE = 1
@@ -103,10 +106,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
     model_path = args.model if args.model is not None else default_model_path()
-    hint = "train one first with `kedro run` (or `kedro run --env demo` for the quick demo), or pass --model FILE"
-    demo_model = find_project_root() / "data" / "demo" / DEFAULT_MODEL_RELATIVE.relative_to("data")
-    if args.model is None and demo_model.is_file():
-        hint += f"; the demo's model is at {demo_model} (--model {demo_model})"
+    hint = ("train one first with `kedro run`, or pass --model FILE (the demo, `kedro run --env demo`, "
+            "writes its model under data/demo/)")
+    if args.model is None:
+        others = [(env, data_root / MODEL_BELOW_DATA_ROOT)
+                  for env, data_root in environment_data_roots(find_project_root()).items() if env != "base"]
+        found = [f"--model {path} (--env {env})" for env, path in others if path.is_file()]
+        if found:
+            hint += "; models of other environments: " + ", ".join(found)
     if not model_path.is_file():
         _error(f"model file not found: {model_path}\n  {hint}")
         return EXIT_BAD_MODEL

@@ -29,3 +29,16 @@ def project_root() -> Path:
         return found
     checkout = Path(__file__).resolve().parents[2]
     return checkout if is_project(checkout) else found
+
+
+def environment_data_roots(root: Path) -> dict[str, Path]:
+    """Each Kedro environment's ``data_root`` (``conf/<env>/globals.yml``) under project ``root``,
+    as absolute paths; the base environment's under ``"base"``."""
+    from fer_pipeline.params import read_yaml_file
+
+    roots = {}
+    for path in sorted((root / "conf").glob("*/globals.yml")):
+        data_root = (read_yaml_file(path) or {}).get("data_root")
+        if data_root:
+            roots[path.parent.name] = root / data_root
+    return roots

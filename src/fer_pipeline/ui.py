@@ -18,7 +18,8 @@ viewing"):
   and installs a guard that refuses any name lookup or connection to a host other than the
   loopback (so a future release's new call fails at once instead of reaching out).
 
-Exit codes: 0 after the server stops, 2 on a usage error (port in use, no mlflow.db yet).
+Exit codes: 2 on a usage error (port in use, no mlflow.db yet); otherwise the server's own
+(``fer-ui mlflow`` becomes ``mlflow ui``; ``fer-ui viz`` returns 0 when kedro-viz stops).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ HOST = "127.0.0.1"
 OFFLINE_ENVIRONMENT = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "KEDRO_DISABLE_TELEMETRY": "true"}
 
 #: Audit events whose first address argument names a host this process would reach.
-_LOOKUP_EVENTS = ("socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyname_ex")
-_CONNECT_EVENTS = ("socket.connect", "socket.sendto")
+_LOOKUP_EVENTS = ("socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyname_ex", "socket.gethostbyaddr")
+_CONNECT_EVENTS = ("socket.connect", "socket.sendto", "socket.sendmsg", "socket.getnameinfo")
 
 
 class UsageError(Exception):
@@ -54,19 +55,22 @@ def offline_environment(base: Mapping[str, str] | None = None) -> dict[str, str]
 
 
 def is_loopback(host: object) -> bool:
-    """True for 127.0.0.0/8, ::1, ``localhost``, and ``None`` (a lookup of no host resolves to the
-    loopback); bytes hosts are decoded."""
+    """True for 127.0.0.0/8, ::1 (also IPv4-mapped), ``localhost``, and ``None`` (a lookup of no
+    host resolves to the loopback); bytes hosts are decoded. ``*.localhost`` is not: without
+    nss-myhostname glibc asks DNS for it."""
     if host is None:
         return True
     if isinstance(host, bytes):
         host = host.decode("ascii", "replace")
     host = str(host).strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+        address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 def install_loopback_guard() -> None:
@@ -79,7 +83,7 @@ def install_loopback_guard() -> None:
             if not is_loopback(args[0]):
                 raise socket.gaierror(socket.EAI_NONAME, f"fer-ui is offline: no lookup of {args[0]!r}")
         elif event in _CONNECT_EVENTS:
-            address = args[-1]
+            address = args[0] if event == "socket.getnameinfo" else args[-1]
             if isinstance(address, tuple) and address and not is_loopback(address[0]):
                 raise ConnectionRefusedError(f"fer-ui is offline: no connection to {address[0]!r}")
 
@@ -110,6 +114,7 @@ def answer_viz_version_check_locally() -> str:
 
 def _check_port_free(port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is free
         try:
             probe.bind((HOST, port))
         except OSError as error:
@@ -137,17 +142,19 @@ def serve_mlflow(root: Path, port: int, backend_store_uri: str | None, workers: 
     os.execve(command[0], command, offline_environment())
 
 
-#: A ``<link>`` or ``<script>`` tag that makes the browser fetch from another host (kedro-viz's
-#: page loads the Inter font from fonts.googleapis.com and preconnects to fonts.gstatic.com).
+#: A ``<link>`` or ``<script>`` tag whose ``href``/``src`` is an absolute or protocol-relative URL
+#: of another host (kedro-viz 12.5's page loads the Inter font from fonts.googleapis.com and
+#: preconnects to fonts.gstatic.com). Other tags (img, iframe, inline @import) are not looked at:
+#: the page has none, and the browser test would show a new one.
 _EXTERNAL_TAG = re.compile(
-    r"<(?:link|script)\b[^>]*\b(?:href|src)=[\"']https?://(?!127\.0\.0\.1[:/\"']|localhost[:/\"'])[^>]*>"
-    r"(?:\s*</script>)?",
+    r"<(?:link|script)\b[^>]*\b(?:href|src)\s*=\s*[\"']?(?:https?:)?//"
+    r"(?!127\.0\.0\.1[:/\"'\s>]|localhost[:/\"'\s>])[^>]*>(?:\s*</script>)?",
     re.IGNORECASE)
 
 
 def without_external_resources(html: str) -> str:
-    """``html`` without the tags that load anything from another host (the page falls back to
-    its local fonts)."""
+    """``html`` without the ``<link>``/``<script>`` tags that load from another host (the page
+    falls back to its local fonts)."""
     return _EXTERNAL_TAG.sub("", html)
 
 

@@ -69,7 +69,10 @@ def test_record_and_check(dataset, caplog):
                        "model_dataset_id": dataset_id(demo)}
     assert "scoring it anyway" in caplog.text
 
+    # an older model file records nothing: refused too (the old demo model in a real run's place)
+    with pytest.raises(DatasetMismatchError, match="records no training dataset.*allow_dataset_mismatch=true"):
+        check_trained_on({"arch": "resnet34"}, dataset)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="fer_pipeline.core.dataset_identity"):
-        assert check_trained_on({"arch": "resnet34"}, dataset)["status"] == "unrecorded"  # an older model file
+        assert check_trained_on({"arch": "resnet34"}, dataset, allow_mismatch=True)["status"] == "unrecorded_allowed"
     assert "records no training dataset" in caplog.text

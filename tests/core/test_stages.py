@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,6 +87,8 @@ def test_build_dataset_reads_a_fer_folder_and_applies_the_duplicate_policy(tmp_p
     flagged = dataset["source_ids"][dataset["leaked"]]
     assert flagged.tolist() == ["test/happy/PrivateTest_99.jpg"] and dataset["leaked"].dtype == bool
 
+    with pytest.raises(ValueError, match=r"'required_split' \(did you mean 'required_splits'\?\)"):
+        stages.build_dataset(root, {**params, "required_split": ["train"]})
     dropped, report = stages.build_dataset(root, {**params, "duplicates": "drop_leaked"})
     assert report["kept"] == 35 and len(dropped["labels"]) == 35
     assert not any(s.endswith("PrivateTest_99.jpg") for s in dropped["source_ids"])
@@ -236,13 +239,13 @@ def test_evaluate_split_scores_with_and_without_the_leaked_flag(dataset):
     from fer_pipeline.core.models import build_resnet34, model_config
 
     torch.manual_seed(0)
-    model, config = build_resnet34(arch="resnet18", stem="imagenet").eval(), model_config(arch="resnet18",
-                                                                                          stem="imagenet")
+    model = build_resnet34(arch="resnet18", stem="imagenet").eval()
+    config = {**model_config(arch="resnet18", stem="imagenet"), "training_data": training_data_record(dataset)}
     params = {"batch_size": 4, "device": "cpu"}
     test = dataset["splits"] == "test"
     # the flag, not the pixels, decides what is left out: flag two test faces that have no copy
     flagged = {**dataset, "leaked": test & (np.cumsum(test) <= 2)}
-    scored = stages.evaluate_split(model, config, flagged, "test", "flip", params)
+    scored = stages.evaluate_split(model, config, flagged, "test", "flip", params)  # the flag is not in the id
     assert np.array_equal(scored.mask, test) and scored.logits.shape == (test.sum(), 7)
     expected = predict_logits(model, dataset["images"][test], config, tta="flip", device="cpu")
     np.testing.assert_allclose(scored.logits, expected, atol=1e-5)
@@ -257,6 +260,8 @@ def test_evaluate_split_scores_with_and_without_the_leaked_flag(dataset):
     # no flag stored (a dataset ingested before it was): found from the pixels, here none leaked
     assert stages.evaluate_split(model, config, dataset, "test", "none", params).report[
         "without_leaked_duplicates"] is None
+    with pytest.raises(ValueError, match=r"'allow_dataset_mismatchh' \(did you mean 'allow_dataset_mismatch'\?\)"):
+        stages.evaluate_split(model, config, dataset, "test", "none", {**params, "allow_dataset_mismatchh": True})
     with pytest.raises(ValueError, match="split 'nope' is empty"):
         stages.evaluate_split(model, config, dataset, "nope", "none", params)
 
@@ -277,4 +282,12 @@ def test_evaluate_split_refuses_a_model_trained_on_another_dataset_unless_allowe
                                                "model_dataset_id": dataset_id(other)}
     same = {**config, "training_data": training_data_record(dataset)}
     assert stages.evaluate_split(model, same, dataset, "test", "none", params).report["dataset_check"]["status"] == "match"
+
+
+def test_the_stage_key_lists_are_conf_base():
+    from fer_pipeline.params import load_parameters
+
+    conf = load_parameters(Path(__file__).resolve().parents[2] / "conf" / "base")
+    assert set(stages.INGESTION_KEYS) == set(conf["ingestion"])
+    assert set(stages.EVALUATE_KEYS) == set(conf["evaluate"])
 

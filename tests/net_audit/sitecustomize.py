@@ -12,8 +12,10 @@ import os
 import sys
 
 _LOG = os.environ.get("NET_AUDIT_LOG")
+#: audit event -> the index of its argument that names the host (or address)
 _EVENTS = {"socket.getaddrinfo": 0, "socket.gethostbyname": 0, "socket.gethostbyname_ex": 0,
-           "socket.connect": 1, "socket.sendto": 1}
+           "socket.gethostbyaddr": 0, "socket.getnameinfo": 0,
+           "socket.connect": 1, "socket.sendto": 1, "socket.sendmsg": 1}
 
 
 def _write(record):
@@ -27,6 +29,8 @@ def _write(record):
 def _hook(event, args):
     if event in _EVENTS:
         target = args[_EVENTS[event]]
+        if target is None:  # sendmsg on a connected socket: its connect was recorded
+            return
         host = target[0] if isinstance(target, tuple) and target else target
         _write({"event": event, "host": host if isinstance(host, (str, type(None))) else repr(host),
                 "unix": isinstance(target, (str, bytes)) and event == "socket.connect"})

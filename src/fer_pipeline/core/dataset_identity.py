@@ -62,28 +62,34 @@ def _describe(dataset_key: str, sizes: Mapping[str, int]) -> str:
 def check_trained_on(model_config: Mapping[str, Any], dataset: Mapping[str, np.ndarray],
                      allow_mismatch: bool = False, model_name: str = "the model") -> dict[str, Any]:
     """Compare the model's ``training_data`` with ``dataset``; return the outcome for the report
-    (``status``: ``match`` / ``mismatch_allowed`` / ``unrecorded``, both ids). A mismatch raises
-    ``DatasetMismatchError`` unless ``allow_mismatch``; a model that records nothing (written
-    before models recorded it) is scored with a warning."""
+    (``status``: ``match`` / ``mismatch_allowed`` / ``unrecorded_allowed``, both ids). A mismatch
+    raises ``DatasetMismatchError`` unless ``allow_mismatch``; so does a model that records no
+    dataset (written before models recorded it): nothing shows it was trained on this one, and
+    the old demo model in a real run's place is exactly such a file."""
     recorded = model_config.get("training_data") or {}
     current = training_data_record(dataset)
     outcome = {"dataset_id": current["dataset_id"], "model_dataset_id": recorded.get("dataset_id")}
+    to_score = _describe(current["dataset_id"], current["split_sizes"])
     if not recorded.get("dataset_id"):
-        log.warning("%s records no training dataset (written by an older version): cannot check that it was "
-                    "trained on this dataset (%s)", model_name, _describe(current["dataset_id"],
-                                                                           current["split_sizes"]))
-        return {**outcome, "status": "unrecorded"}
-    if recorded["dataset_id"] == current["dataset_id"]:
+        status = "unrecorded_allowed"
+        message = (
+            f"{model_name} records no training dataset (written before model files recorded it), so nothing "
+            f"shows that it was trained on the dataset to score, {to_score}. Train it again on this dataset, "
+            "or, if you know it was trained on it (or want a cross-dataset score), "
+            f"pass `--params {OVERRIDE_PARAMETER}=true`."
+        )
+    elif recorded["dataset_id"] == current["dataset_id"]:
         return {**outcome, "status": "match"}
-    message = (
-        f"{model_name} was trained on {_describe(recorded['dataset_id'], recorded.get('split_sizes', {}))}, "
-        f"but the dataset to score is {_describe(current['dataset_id'], current['split_sizes'])}. "
-        "Its scores would not be the model's on the data it was built for (a demo model scored on FER2013, "
-        "or faces it was trained on counted as test faces). Train a model on this dataset, re-ingest the data "
-        "the model was trained on, or, to score it on this dataset anyway (a cross-dataset check), "
-        f"pass `--params {OVERRIDE_PARAMETER}=true`."
-    )
+    else:
+        status = "mismatch_allowed"
+        message = (
+            f"{model_name} was trained on {_describe(recorded['dataset_id'], recorded.get('split_sizes', {}))}, "
+            f"but the dataset to score is {to_score}. Its scores would not be the model's on the data it was "
+            "built for (a demo model scored on FER2013, or faces it was trained on counted as test faces). "
+            "Train a model on this dataset, re-ingest the data the model was trained on, or, to score it on "
+            f"this dataset anyway (a cross-dataset check), pass `--params {OVERRIDE_PARAMETER}=true`."
+        )
     if not allow_mismatch:
         raise DatasetMismatchError(message)
     log.warning("%s (%s=true: scoring it anyway)", message, OVERRIDE_PARAMETER)
-    return {**outcome, "status": "mismatch_allowed"}
+    return {**outcome, "status": status}

@@ -27,6 +27,7 @@ from . import autoencoder as ae
 from . import class_balance as cb
 from .augment import sampling_weights
 from .classes import SPLIT_TO_FER_NAME, SPLITS
+from .config import reject_unknown_keys
 from .dataset_identity import check_trained_on, training_data_record
 from .device import device_info, resolve_device, synchronize
 from .inference import predict_logits
@@ -48,6 +49,11 @@ Dataset = Mapping[str, np.ndarray]
 
 #: Autoencoder-stage parameters that are not ``AutoencoderConfig`` fields.
 AUTOENCODER_STAGE_KEYS = ("compare_unweighted", "oversampling")
+#: The ingestion and evaluate stages' parameters (conf/base/parameters_<stage>.yml): any other
+#: key is a typo, rejected with a hint.
+INGESTION_KEYS = ("source_path", "source_kind", "on_error", "colour", "size", "duplicates", "val_fraction",
+                  "test_fraction", "seed", "required_splits", "workers", "demo")
+EVALUATE_KEYS = ("split", "tta", "batch_size", "device", "model_run_id", "allow_dataset_mismatch")
 
 
 def class_names(dataset: Dataset) -> list[str]:
@@ -82,6 +88,7 @@ def build_dataset(
     face it keeps. ``kind`` defaults to ``params["source_kind"]``; the caller adds its own
     report keys (``source_path``, ...). Raises ``IngestionError`` (reasons counted) when no face
     of a split in ``params["required_splits"]`` (default: all three) was kept."""
+    reject_unknown_keys(params, INGESTION_KEYS, "ingestion")
     result = ingest(
         source,
         kind=params["source_kind"] if kind is None else kind,
@@ -344,6 +351,7 @@ def evaluate_split(
     ``allow_dataset_mismatch``). A model whose recorded training dataset is not ``dataset``
     raises ``DatasetMismatchError`` (naming ``model_name``) before anything is computed, unless
     that flag is set."""
+    reject_unknown_keys(params, EVALUATE_KEYS, "evaluate")
     mask = dataset["splits"] == split
     if not mask.any():
         raise ValueError(f"split {split!r} is empty in this dataset (have: {sorted(set(dataset['splits']))})")

@@ -85,3 +85,5 @@ def test_a_report_without_a_required_split_stops_with_the_reasons_counted(tmp_pa
         check_required_splits(report)
     with pytest.raises(ValueError, match="unknown split"):
         check_required_splits(report, ["train", "validation"])
+    with pytest.raises(ValueError, match="must be a list of split names"):
+        check_required_splits(report, "train")  # `required_splits: train` in YAML

@@ -125,6 +125,8 @@ def check_required_splits(report: dict[str, Any], required: tuple[str, ...] | li
     and the first quarantined items, so the cause shows without opening the report. Called
     before anything is written: an ingestion that finds nothing usable must not replace a good
     dataset with an empty one."""
+    if isinstance(required, str) or not all(isinstance(split, str) for split in required):
+        raise ValueError(f"required_splits must be a list of split names such as [train, val, test], got {required!r}")
     unknown = sorted(set(required) - set(SPLITS))
     if unknown:
         raise ValueError(f"required_splits: unknown split(s) {unknown}; known: {list(SPLITS)}")
@@ -144,7 +146,11 @@ def check_required_splits(report: dict[str, Any], required: tuple[str, ...] | li
         lines.append("  warnings: " + ", ".join(f"{name} {count}" for name, count in sorted(warnings.items())))
     for q in report["quarantine"][:examples]:
         lines.append(f"  e.g. {q['item']}: {q['reason']}")
-    lines.append("  Expected FER2013's folder layout ({train,test}/<class>/*.jpg with Training_/PublicTest_/"
-                 "PrivateTest_ prefixes), fer2013.csv, or an ImageFolder tree ([<split>/]<class>/*) whose "
-                 "class folders are named " + ", ".join(CLASSES) + ".")
+    if report.get("source_kind") == "csv":
+        lines.append("  Expected the contest file fer2013.csv: columns emotion (0-6), pixels (2,304 values), "
+                     "Usage (Training / PublicTest / PrivateTest).")
+    else:
+        lines.append("  Expected FER2013's folder layout ({train,test}/<class>/*.jpg with Training_/PublicTest_/"
+                     "PrivateTest_ prefixes), fer2013.csv, or an ImageFolder tree ([<split>/]<class>/*) whose "
+                     "class folders are named " + ", ".join(CLASSES) + ".")
     raise IngestionError("\n".join(lines))
