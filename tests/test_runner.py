@@ -101,6 +101,22 @@ def test_gpu_pipeline_end_to_end(fer_demo_folder, tmp_path, capsys, runner_log_h
     assert "sha256 checked" in assembled.stdout
     model, config = load_model(dest)
     assert config["classes"] == list(CLASSES) and config["input_size"] == 44
+    # `kedro run --pipeline ingestion` here (OpenCV) on the same files makes the dataset the GPU
+    # box (Pillow) trained on: the evaluation's dataset check accepts the returned model
+    import shutil
+
+    from fer_pipeline.core import stages
+    from fer_pipeline.core.dataset_identity import dataset_id
+    from fer_pipeline.core.ingestion import decoder_name
+    from fer_pipeline.params import load_parameters
+
+    here = tmp_path / "fer2013_here"
+    shutil.copytree(fer_demo_folder, here)
+    shutil.copy(next((here / "train" / "happy").glob("*.jpg")), here / "test" / "happy" / "PrivateTest_99999.jpg")
+    ingestion = load_parameters(GPU_PIPELINE.parents[1] / "conf" / "base")["ingestion"]
+    dataset_here, _ = stages.build_dataset(here, ingestion)
+    assert decoder_name().startswith("opencv")
+    assert config["training_data"]["dataset_id"] == dataset_id(dataset_here)
     reference, _ = load_model(work / "resnet34.pt")
     x = torch.randn(4, 1, 44, 44)
     with torch.no_grad():
