@@ -31,7 +31,7 @@ def test_npz_round_trip_keeps_dtypes_and_refuses_pickles(tmp_path):
 
 
 def test_npz_missing_file_says_what_to_do(tmp_path):
-    with pytest.raises(DatasetError, match="run the stage that writes it"):
+    with pytest.raises(DatasetError, match="run the stage that writes it first, in the same environment.*--env demo"):
         NpzDataset(filepath=(tmp_path / "none.npz").as_posix()).load()
 
 

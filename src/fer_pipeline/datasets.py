@@ -36,7 +36,10 @@ class NpzDataset(AbstractDataset[dict, dict]):
     def load(self) -> dict[str, np.ndarray]:
         path = Path(self._filepath)
         if not path.exists():
-            raise DatasetError(f"{path} does not exist: run the stage that writes it first")
+            raise DatasetError(
+                f"{path} does not exist: run the stage that writes it first, in the same environment "
+                "(each writes under its own data root, conf/<env>/globals.yml: the demo's files are in "
+                "data/demo/, read with `--env demo`)")
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
 
