@@ -13,11 +13,11 @@ from pathlib import Path
 
 from fer_pipeline.project import environment_data_roots, find_project_root
 
-#: Where ``kedro run`` saves the trained classifier (the base environment's ``data_root``, ``data``;
-#: ``--env demo`` and ``--env cpu`` write under their own, conf/<env>/globals.yml).
-DEFAULT_MODEL_RELATIVE = Path("data") / "06_models" / "resnet34.pt"
 #: The model's path below any environment's ``data_root`` (the catalog's ``resnet_model``).
 MODEL_BELOW_DATA_ROOT = Path("06_models") / "resnet34.pt"
+#: Where ``kedro run`` saves the trained classifier (the base environment's ``data_root``, ``data``;
+#: ``--env demo`` and ``--env cpu`` write under their own, conf/<env>/globals.yml).
+DEFAULT_MODEL_RELATIVE = Path("data") / MODEL_BELOW_DATA_ROOT
 
 EXIT_OK = 0
 EXIT_NO_READABLE_IMAGE = 1
@@ -108,13 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_path = args.model if args.model is not None else default_model_path()
     hint = ("train one first with `kedro run`, or pass --model FILE (the demo, `kedro run --env demo`, "
             "writes its model under data/demo/)")
-    if args.model is None:
-        others = [(env, data_root / MODEL_BELOW_DATA_ROOT)
-                  for env, data_root in environment_data_roots(find_project_root()).items() if env != "base"]
-        found = [f"--model {path} (--env {env})" for env, path in others if path.is_file()]
-        if found:
-            hint += "; models of other environments: " + ", ".join(found)
     if not model_path.is_file():
+        if args.model is None:  # the default is missing: name the models the other environments wrote
+            found = [f"--model {data_root / MODEL_BELOW_DATA_ROOT} (--env {env})"
+                     for env, data_root in environment_data_roots(find_project_root()).items()
+                     if env != "base" and (data_root / MODEL_BELOW_DATA_ROOT).is_file()]
+            if found:
+                hint += "; models of other environments: " + ", ".join(found)
         _error(f"model file not found: {model_path}\n  {hint}")
         return EXIT_BAD_MODEL
 

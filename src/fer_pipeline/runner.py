@@ -44,7 +44,8 @@ from fer_pipeline import model_transport, throughput
 from fer_pipeline.dataset_loading import load_dataset, resolve_data, subset_dataset
 from fer_pipeline.core import stages
 from fer_pipeline.core.autoencoder import save_autoencoder
-from fer_pipeline.core.classes import CLASSES, SPLIT_TO_FER_NAME, SPLITS
+from fer_pipeline.core.classes import CLASSES, SPLIT_TO_FER_NAME
+from fer_pipeline.core.dataset_identity import split_sizes
 from fer_pipeline.core.device import resolve_device, synchronize
 from fer_pipeline.core.metrics import HEADLINE_KEYS
 from fer_pipeline.core.models import save_model
@@ -166,7 +167,7 @@ def run_ingestion(run: PipelineRun, subset: int | None) -> dict[str, np.ndarray]
         stage["images_kept"] = int(len(dataset["labels"]))
     decode_seconds = stage["seconds"] - report.get("extract_seconds", 0.0)
     stage["images_per_s"] = stage["images_read"] / decode_seconds if decode_seconds > 0 else None
-    report["split_sizes"] = {s: int((dataset["splits"] == s).sum()) for s in SPLITS}
+    report["split_sizes"] = split_sizes(dataset)
     run.metrics["ingestion"] = report
     log.info("dataset: %s (decoder: %s)", report["split_sizes"], report.get("decoder"))
     run.save()

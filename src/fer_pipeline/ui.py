@@ -30,7 +30,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from fer_pipeline.project import project_root
@@ -49,9 +49,9 @@ class UsageError(Exception):
     """What the user must change before a server can start."""
 
 
-def offline_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``base`` (default: this process's environment) with telemetry switched off."""
-    return {**(os.environ if base is None else base), **OFFLINE_ENVIRONMENT}
+def offline_environment() -> dict[str, str]:
+    """This process's environment with telemetry switched off."""
+    return {**os.environ, **OFFLINE_ENVIRONMENT}
 
 
 def is_loopback(host: object) -> bool:
