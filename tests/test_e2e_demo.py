@@ -109,6 +109,8 @@ def test_evaluate_pipeline_alone_with_flip_tta(demo_project):
     report = _json(demo_project, "data/demo/08_reporting/evaluation_metrics.json")
     assert report["tta"] == "flip"
     assert report["dataset_check"]["status"] == "match"  # the model records the dataset it was trained on
+    client, run = _latest_run(demo_project)
+    assert _logged_models(client, run) == []  # evaluating trains nothing, so serves nothing new
 
 
 def test_the_demo_writes_only_under_data_demo(demo_project):
@@ -224,6 +226,13 @@ def test_each_stage_runs_alone_and_is_tracked(demo_project, pipeline, params, hi
     if pipeline == "augmentation":
         shares = [run.data.metrics[f"augmentation.sampled_share.{c}"] for c in CLASSES]
         assert shares == pytest.approx([1 / len(CLASSES)] * len(CLASSES))  # class-balanced sampler
+    # a run that trains logs the model to serve (tests/test_serving.py); the others log none
+    assert _logged_models(client, run) == (["emotion_model"] if pipeline == "training" else [])
+
+
+def _logged_models(client, run) -> list[str]:
+    found = client.search_logged_models([run.info.experiment_id])
+    return [model.name for model in found if model.source_run_id == run.info.run_id]
 
 
 def test_evaluate_a_model_logged_by_run_id(demo_project):

@@ -10,9 +10,7 @@ telemetry off itself. The controls show that the recorder, in that environment, 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -22,40 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from .servers import alive, free_port, start, stop, wait_http
+from .net_recording import outside, recorded_env, recorded_server, records
 
 BIN = Path(sys.executable).parent
-RECORDER = Path(__file__).resolve().parent / "net_audit"
-TELEMETRY_SWITCHES = ("DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY", "KEDRO_DISABLE_TELEMETRY")
-#: mlflow 3's telemetry stays silent when one of these is set (mlflow.telemetry.utils
-#: ``_is_ci_env_or_testing``); pytest sets the first, CI systems the others.
-TEST_OR_CI_MARKERS = ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "CIRCLECI", "GITLAB_CI", "JENKINS_URL",
-                      "TRAVIS", "TF_BUILD", "BITBUCKET_BUILD_NUMBER", "CODEBUILD_BUILD_ARN", "BUILDKITE",
-                      "TEAMCITY_VERSION", "CLOUD_RUN_EXECUTION", "RUNBOT_HOST_URL", "RUNBOT_BUILD_NAME",
-                      "RUNBOT_WORKER_ID")
-
-
-def _recorded_env(log: Path) -> dict[str, str]:
-    """A user's environment (no telemetry switch, no test or CI marker) with the recorder on."""
-    env = {k: v for k, v in os.environ.items() if k not in TELEMETRY_SWITCHES + TEST_OR_CI_MARKERS}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(RECORDER), env.get("PYTHONPATH")) if p)
-    env["NET_AUDIT_LOG"] = str(log)
-    return env
-
-
-def _records(log: Path) -> list[dict]:
-    return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
-
-
-def _is_local(record: dict) -> bool:
-    """Written apart from fer_pipeline.ui.is_loopback on purpose: the check must not share the
-    code it checks."""
-    host = record.get("host")
-    return bool(record.get("unix")) or host is None or host in ("localhost", "::1") or str(host).startswith("127.")
-
-
-def _outside(records: list[dict]) -> list[dict]:
-    return [r for r in records if r["event"] != "start" and not _is_local(r)]
 
 
 def _get(url: str) -> bytes:
@@ -69,41 +36,26 @@ def test_the_recorder_sees_a_lookup_of_the_internet(tmp_path):
     log = tmp_path / "net.jsonl"
     # a numeric address of TEST-NET-1: recorded, and no DNS query leaves the machine
     code = "import socket\nsocket.getaddrinfo('192.0.2.1', 443)\n"
-    subprocess.run([sys.executable, "-c", code], env=_recorded_env(log), check=True, timeout=60)
-    records = _records(log)
-    assert records[0]["event"] == "start"
-    assert [r["host"] for r in _outside(records)] == ["192.0.2.1"]
-
-
-@contextlib.contextmanager
-def _recorded_server(command: list[str], project: Path, log: Path, ready: str):
-    """``command --port P`` under the recorder; yields (base URL, process); stops it and its
-    children by PID afterwards and checks none is left."""
-    port = free_port()
-    server = start([*command, "--port", str(port)], project, env=_recorded_env(log))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(base + ready, server, timeout=180)
-        yield base, server
-    finally:
-        pids = stop(server)
-    assert not any(alive(p) for p in pids), f"{' '.join(command[1:3])} left processes behind"
+    subprocess.run([sys.executable, "-c", code], env=recorded_env(log), check=True, timeout=60)
+    seen = records(log)
+    assert seen[0]["event"] == "start"
+    assert [r["host"] for r in outside(seen)] == ["192.0.2.1"]
 
 
 @pytest.mark.e2e
 def test_fer_ui_mlflow_serves_the_demo_run_offline(demo_project, tmp_path):
     log = tmp_path / "net.jsonl"
     command = [str(BIN / "fer-ui"), "mlflow", "--workers", "1"]
-    with _recorded_server(command, demo_project, log, "/health") as (base, server):
+    with recorded_server(command, demo_project, log, "/health") as (base, server):
         assert b"<html" in _get(base + "/").lower()
         found = json.loads(_get(base + "/ajax-api/2.0/mlflow/experiments/search?max_results=50"))
         assert "fer_pipeline_demo" in {e["name"] for e in found["experiments"]}
         time.sleep(5)  # telemetry is sent from a background thread after start-up
-    records = _records(log)
-    starts = [r["pid"] for r in records if r["event"] == "start"]
+    seen = records(log)
+    starts = [r["pid"] for r in seen if r["event"] == "start"]
     assert starts.count(server.pid) == 2  # fer-ui, then mlflow ui in its place (exec)
     assert len(set(starts)) >= 2  # and the worker
-    assert _outside(records) == []
+    assert outside(seen) == []
 
 
 @pytest.mark.e2e
@@ -112,7 +64,7 @@ def test_fer_ui_viz_serves_the_demo_pipelines_offline(demo_project, tmp_path):
 
     log = tmp_path / "net.jsonl"
     command = [str(BIN / "fer-ui"), "viz", "--env", "demo"]
-    with _recorded_server(command, demo_project, log, "/api/main") as (base, server):
+    with recorded_server(command, demo_project, log, "/api/main") as (base, server):
         page = _get(base + "/").decode()
         assert "<html" in page.lower() and "./assets/" in page  # kedro-viz's own page...
         assert "https://" not in page.split("</head>")[0]  # ...without its fonts.googleapis.com links
@@ -121,9 +73,9 @@ def test_fer_ui_viz_serves_the_demo_pipelines_offline(demo_project, tmp_path):
         # the page asks this on every load; the answer no longer comes from PyPI (no "None" banner)
         version = json.loads(_get(base + "/api/version"))
         assert version == {"installed": kedro_viz.__version__, "is_outdated": False, "latest": kedro_viz.__version__}
-    records = _records(log)
-    assert server.pid in {r["pid"] for r in records if r["event"] == "start"}
-    assert _outside(records) == []
+    seen = records(log)
+    assert server.pid in {r["pid"] for r in seen if r["event"] == "start"}
+    assert outside(seen) == []
 
 
 @pytest.mark.e2e
@@ -133,9 +85,9 @@ def test_control_plain_mlflow_ui_looks_up_its_telemetry_host(demo_project, tmp_p
     log = tmp_path / "net.jsonl"
     command = [str(BIN / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{tmp_path / 'empty.db'}",
                "--host", "127.0.0.1", "--workers", "1"]
-    with _recorded_server(command, demo_project, log, "/health"):
+    with recorded_server(command, demo_project, log, "/health"):
         time.sleep(5)
-    assert any("mlflow-telemetry" in str(r["host"]) for r in _outside(_records(log)))
+    assert any("mlflow-telemetry" in str(r["host"]) for r in outside(records(log)))
 
 
 @pytest.mark.e2e
@@ -143,9 +95,9 @@ def test_control_plain_kedro_viz_run_looks_up_pypi(demo_project, tmp_path):
     """Why fer-ui viz exists (see the mlflow control)."""
     log = tmp_path / "net.jsonl"
     command = [str(BIN / "kedro"), "viz", "run", "--host", "127.0.0.1", "--no-browser", "--env", "demo"]
-    with _recorded_server(command, demo_project, log, "/api/main") as (base, _):
+    with recorded_server(command, demo_project, log, "/api/main") as (base, _):
         assert json.loads(_get(base + "/api/version"))["latest"] == "None"  # the banner's cause
-    assert any("pypi" in str(r["host"]) for r in _outside(_records(log)))
+    assert any("pypi" in str(r["host"]) for r in outside(records(log)))
 
 
 def test_the_guard_refuses_every_host_but_the_loopback():

@@ -112,7 +112,7 @@ def answer_viz_version_check_locally() -> str:
     return str(installed)
 
 
-def _check_port_free(port: int) -> None:
+def check_port_free(port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is free
         try:
@@ -127,15 +127,20 @@ def mlflow_command(port: int, backend_store_uri: str, workers: int) -> list[str]
             "--host", HOST, "--port", str(port), "--workers", str(workers)]
 
 
+def project_store_uri(root: Path, option: str) -> str:
+    """``sqlite:///<root>/mlflow.db``, the store ``kedro run`` logs to; a ``UsageError`` that
+    names ``option`` (the command's way to give another store) when there is none yet."""
+    store = root / "mlflow.db"
+    if not store.is_file():
+        raise UsageError(f"no MLflow store at {store} yet: run the pipeline first (`bash scripts/demo.sh` or "
+                         f"`kedro run`), or pass {option} URI")
+    return f"sqlite:///{store.as_posix()}"
+
+
 def serve_mlflow(root: Path, port: int, backend_store_uri: str | None, workers: int) -> None:
     """Replace this process with ``mlflow ui`` on the project's store (does not return)."""
-    if backend_store_uri is None:
-        store = root / "mlflow.db"
-        if not store.is_file():
-            raise UsageError(f"no MLflow store at {store} yet: run the pipeline first (`bash scripts/demo.sh` or "
-                             "`kedro run`), or pass --backend-store-uri URI")
-        backend_store_uri = f"sqlite:///{store.as_posix()}"
-    _check_port_free(port)
+    backend_store_uri = backend_store_uri or project_store_uri(root, "--backend-store-uri")
+    check_port_free(port)
     command = mlflow_command(port, backend_store_uri, workers)
     print(f"MLflow UI (offline) on http://{HOST}:{port}/ for {backend_store_uri}", flush=True)
     os.chdir(root)  # runs logged with relative artifact paths resolve from the project
@@ -176,7 +181,7 @@ def _serve_local_pages_only(app) -> None:  # noqa: ANN001 - a FastAPI app
 def serve_viz(root: Path, port: int, env: str | None, pipeline: str | None) -> None:
     """kedro-viz's server for the project at ``root``, in this process, until it is stopped:
     what ``kedro viz run`` starts (``kedro_viz.server.run_server``'s steps), offline."""
-    _check_port_free(port)
+    check_port_free(port)
     os.environ.update(OFFLINE_ENVIRONMENT)
     install_loopback_guard()
     version = answer_viz_version_check_locally()

@@ -253,3 +253,17 @@ def test_result_table_matches_the_csv(photo_folder: Path, model_and_config, tmp_
     assert table.loc[table["status"] == "unreadable", "reason"].str.len().gt(0).all()
     empty = result_table(predict_photos([], model, config, progress=False))
     assert empty.empty and list(empty.columns) == csv_columns(CLASSES)
+
+
+def test_decode_image_refuses_more_pixels_than_allowed_from_the_header(tmp_path: Path, monkeypatch) -> None:
+    from fer_pipeline.core.predict import ImageTooLargeError, decode_image, image_size
+
+    raw = cv2.imencode(".png", np.zeros((30, 40), np.uint8))[1].tobytes()
+    assert image_size(raw) == (40, 30) and image_size(b"not an image") is None
+    assert decode_image(raw, max_pixels=1200).shape == (30, 40, 3)  # at the limit: decoded
+    np.testing.assert_array_equal(decode_image(raw), load_image(write_image(tmp_path / "a.png", np.zeros((30, 40),
+                                                                                                       np.uint8))))
+    monkeypatch.setattr(cv2, "imdecode", lambda *a, **k: pytest.fail("decoded an image over the limit"))
+    with pytest.raises(ImageTooLargeError, match=r"40x30 = 1,200 pixels is over the limit of 1,199"):
+        decode_image(raw, max_pixels=1199)
+    assert issubclass(ImageTooLargeError, UnreadableImageError)  # who catches unreadable images catches it too

@@ -7,6 +7,7 @@ downloaded. cv2 is imported lazily so ``core`` stays importable where OpenCV is 
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -51,20 +52,21 @@ class UnreadableImageError(ValueError):
     """The file is empty, truncated, corrupt, or not an image OpenCV can decode."""
 
 
+class ImageTooLargeError(UnreadableImageError):
+    """The image has more pixels than the caller allows (``decode_image(max_pixels=...)``)."""
+
+
 # --------------------------------------------------------------------------------------------
 # Images and faces
 # --------------------------------------------------------------------------------------------
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Any JPEG/PNG/BMP/WebP/TIFF (grey, colour, RGBA, 16-bit) -> RGB uint8 (H, W, 3).
+    """An image file -> RGB uint8 (H, W, 3): ``decode_image`` on the file's bytes.
 
-    Uses ``cv2.imdecode(np.fromfile(...))`` so non-ASCII paths work on every OS; EXIF
-    orientation is applied; transparent pixels are composited onto white.
-    Raises ``UnreadableImageError`` for empty, truncated, corrupt or non-image files.
+    Reads with ``np.fromfile`` so non-ASCII paths work on every OS. Raises
+    ``UnreadableImageError`` for empty, truncated, corrupt or non-image files.
     """
-    import cv2
-
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -72,11 +74,53 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise UnreadableImageError(f"cannot read file: {error.strerror or error}") from error
     if data.size == 0:
         raise UnreadableImageError("empty file (0 bytes)")
-    raw = data.tobytes()
+    return decode_image(data.tobytes())
+
+
+def image_size(raw: bytes) -> tuple[int, int] | None:
+    """(width, height) from the image's header, without decoding its pixels; None when Pillow
+    cannot read the header. An image past Pillow's decompression-bomb ceiling (twice
+    ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 million pixels) is ``ImageTooLargeError``."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(raw)) as image:
+                return image.size
+        except Image.DecompressionBombError as error:
+            raise ImageTooLargeError(f"over Pillow's decompression-bomb ceiling: {error}") from error
+        except Exception:  # noqa: BLE001 - a header Pillow cannot parse: the decoder decides
+            return None
+
+
+def _check_pixel_count(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{width}x{height} = {width * height:,} pixels is over the limit of {max_pixels:,}"
+        )
+
+
+def decode_image(raw: bytes, max_pixels: int | None = None) -> np.ndarray:
+    """Encoded image bytes (JPEG/PNG/BMP/WebP/TIFF; grey, colour, RGBA, 16-bit) -> RGB uint8 (H, W, 3).
+
+    EXIF orientation is applied; transparent pixels are composited onto white. ``max_pixels``:
+    refuse a larger image (``ImageTooLargeError``) from its header, before decoding allocates it.
+    Raises ``UnreadableImageError`` for empty, truncated, corrupt or non-image bytes.
+    """
+    import cv2
+
+    if not raw:
+        raise UnreadableImageError("empty (0 bytes)")
     fmt = sniff_format(raw)
     if truncation(raw, fmt) is not None:
         end = "end-of-image marker" if fmt == "jpeg" else "IEND chunk"
         raise UnreadableImageError(f"truncated {fmt.upper()} (no {end})")
+    if max_pixels is not None and (size := image_size(raw)) is not None:
+        _check_pixel_count(*size, max_pixels)
+    data = np.frombuffer(raw, dtype=np.uint8)
     try:
         # IMREAD_COLOR: grey -> 3 channels, 16-bit -> 8-bit, EXIF orientation applied.
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
@@ -84,6 +128,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise UnreadableImageError(f"OpenCV could not decode it: {error}") from error
     if bgr is None or bgr.size == 0:
         raise UnreadableImageError("not an image, or a corrupt/truncated one (OpenCV could not decode it)")
+    if max_pixels is not None:  # a header Pillow could not read
+        _check_pixel_count(bgr.shape[1], bgr.shape[0], max_pixels)
 
     if fmt in ("png", "webp", "tiff"):  # the formats that may carry alpha
         unchanged = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
@@ -204,6 +250,81 @@ def crop_faces(
             )
         crops[index] = cv2.resize(window, (size, size), interpolation=cv2.INTER_AREA)
     return crops
+
+
+# --------------------------------------------------------------------------------------------
+# One image -> its faces -> emotions (shared by fer-predict, the predict stage and serving)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FoundFaces:
+    """The faces of one image: boxes (x, y, w, h) in its pixels, how they were found
+    (``BOX_SOURCES``), and the crops the classifier takes, (F, 48, 48) uint8."""
+
+    boxes: list[tuple[int, int, int, int]]
+    box_source: str
+    crops: np.ndarray
+
+    def rows(self, **identity: Any) -> list[dict[str, Any]]:
+        """One dict per face: ``identity`` (the file, the request row) + face_index, box, box_source."""
+        return [
+            {**identity, "face_index": i, "x": x, "y": y, "w": w, "h": h, "box_source": self.box_source}
+            for i, (x, y, w, h) in enumerate(self.boxes)
+        ]
+
+
+#: detector: found by the Haar cascade; whole_image: a small image with no detection, taken to be
+#: a face crop already; crop: given as a ready 48x48 face (serving's ``pixels``).
+BOX_SOURCES: tuple[str, ...] = ("detector", "whole_image", "crop")
+
+
+def find_faces(
+    image: np.ndarray,
+    detector: FaceDetector,
+    margin: float = 0.2,
+    whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE,
+) -> FoundFaces:
+    """Detect the faces of an RGB or grey image and crop them (``crop_faces``). An image with no
+    detected face whose longer side is at most ``whole_image_max_side`` px is taken to be a face
+    crop already (FER2013's 48x48 images, where the cascade misses most faces for lack of
+    surrounding context) and cropped whole, without margin; 0 disables this."""
+    gray = to_gray(image)
+    boxes = detector.detect(gray)
+    if boxes:
+        return FoundFaces(boxes, "detector", crop_faces(gray, boxes, margin=margin))
+    if max(gray.shape) <= whole_image_max_side:
+        whole = [(0, 0, gray.shape[1], gray.shape[0])]
+        return FoundFaces(whole, "whole_image", crop_faces(gray, whole, margin=0.0))
+    return FoundFaces([], "detector", np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8))
+
+
+def classify_crops(
+    model: nn.Module,
+    crops: np.ndarray,
+    config: dict,
+    tta: str = "none",
+    device: str | torch.device | None = "auto",
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Class probabilities (F, K) float32 of uint8 face crops (F, 48, 48): ``predict_logits``
+    (the model's own normalisation and input size, TTA), then softmax."""
+    logits = predict_logits(model, crops, config, tta=tta, batch_size=batch_size, device=device, progress=False)
+    return softmax(logits)
+
+
+def label_faces(
+    rows: Sequence[dict[str, Any]], probabilities: np.ndarray, classes: Sequence[str]
+) -> Sequence[dict[str, Any]]:
+    """Add ``emotion`` (the most probable class), ``confidence`` (its probability) and
+    ``prob_<class>`` to each face row, in place, row i from ``probabilities[i]``; returns ``rows``."""
+    for row, probs in zip(rows, probabilities, strict=True):
+        best = int(probs.argmax())
+        row["emotion"] = classes[best]
+        row["confidence"] = float(probs[best])
+        for class_name, p in zip(classes, probs, strict=True):
+            row[f"prob_{class_name}"] = float(p)
+    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,12 +483,10 @@ def predict_photos(
 ) -> PredictionResult:
     """Detect faces in photos (files or folders) and classify each face's emotion.
 
-    Unreadable files are recorded (not raised); all faces go through one batched
-    ``predict_logits`` call. Raises FileNotFoundError for a missing input path.
-    An image with no detected face whose longer side is at most ``whole_image_max_side`` px
-    is taken to be a face crop already (e.g. FER2013's 48x48 images, where the cascade
-    misses most faces for lack of surrounding context) and classified whole, with
-    ``box_source="whole_image"``; 0 disables this.
+    Each readable image goes through ``find_faces`` (so a small image with no detection is
+    classified whole, ``box_source="whole_image"``, up to ``whole_image_max_side`` px; 0
+    disables this); unreadable files are recorded, not raised; all faces go through one
+    batched ``classify_crops`` call. Raises FileNotFoundError for a missing input path.
     """
     classes = tuple(config.get("classes", CLASSES))
     detector = detector or FaceDetector()
@@ -393,17 +512,10 @@ def predict_photos(
         except UnreadableImageError as error:
             result.unreadable.append({"file": name, "reason": str(error)})
             continue
-        gray = to_gray(image)
-        boxes = detector.detect(gray)
-        box_source, crop_margin = "detector", margin
-        if not boxes and max(gray.shape) <= whole_image_max_side:
-            boxes, box_source, crop_margin = [(0, 0, gray.shape[1], gray.shape[0])], "whole_image", 0.0
-        faces = [
-            {"file": name, "face_index": i, "x": x, "y": y, "w": w, "h": h, "box_source": box_source}
-            for i, (x, y, w, h) in enumerate(boxes)
-        ]
-        if boxes:
-            crops.append(crop_faces(gray, boxes, margin=crop_margin))
+        found = find_faces(image, detector, margin=margin, whole_image_max_side=whole_image_max_side)
+        faces = found.rows(file=name)
+        if faces:
+            crops.append(found.crops)
         else:
             result.no_face.append(name)
         # Keep only a preview-sized copy: full-resolution photos would pile up in memory.
@@ -411,17 +523,10 @@ def predict_photos(
         pending.append((name, preview, scale, faces))
 
     if crops:
-        logits = predict_logits(model, np.concatenate(crops), config, tta=tta, batch_size=batch_size,
-                                device=device, progress=False)
-        probabilities = softmax(logits)
-        face_rows = [face for *_, faces in pending for face in faces]
-        for face, probs in zip(face_rows, probabilities, strict=True):
-            best = int(probs.argmax())
-            face["emotion"] = classes[best]
-            face["confidence"] = float(probs[best])
-            for class_name, p in zip(classes, probs):
-                face[f"prob_{class_name}"] = float(p)
-            result.rows.append(face)
+        probabilities = classify_crops(model, np.concatenate(crops), config, tta=tta, device=device,
+                                       batch_size=batch_size)
+        # In place: the annotation below reads each face's emotion from the same dicts.
+        result.rows.extend(label_faces([face for *_, faces in pending for face in faces], probabilities, classes))
 
     for name, preview, scale, faces in pending:
         key = _unique_name(Path(name).stem, result.annotated)

@@ -1,0 +1,105 @@
+"""The served model: the serving pipeline bound to training as a kedro-mlflow ``PipelineML``.
+
+Every run of a pipeline that trains the classifier (``kedro run``, ``kedro run --pipeline
+training``) then logs one MLflow model, ``emotion_model``: the serving pipeline with the model
+file it trained and ``params:serving`` as artifacts, so the preprocessing the model was trained
+with travels with it. ``mlflow models serve -m runs:/<run id>/emotion_model`` serves it, and
+``mlflow.pyfunc.load_model`` loads it; both need this package installed (``--env-manager local``
+in the project's environment).
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from kedro.pipeline import Pipeline
+from kedro_mlflow.pipeline.pipeline_ml import PipelineML
+from mlflow.models import ModelSignature
+from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
+
+from fer_pipeline.core.classes import CLASSES
+
+#: The model's name in the run (``runs:/<run id>/emotion_model``).
+MODEL_NAME = "emotion_model"
+#: The serving pipeline's input: the request table.
+INPUT_NAME = "serving_requests"
+
+#: The distributions the model runs with; their installed versions are logged as its requirements.
+REQUIREMENTS = ("fer_pipeline", "torch", "torchvision", "numpy", "pandas", "pillow", "opencv-python-headless",
+                "scikit-learn", "kedro", "kedro-datasets", "kedro-mlflow", "mlflow", "cloudpickle")
+
+
+def signature(classes: tuple[str, ...] = CLASSES) -> ModelSignature:
+    """What the model takes (``image`` or ``pixels`` per row, see ``core.serving``) and returns.
+
+    ``pixels`` is declared ``Any`` on purpose: with an array type, MLflow's schema enforcement
+    refuses a ``dataframe_records`` request that mixes image rows and pixel rows (it cannot skip
+    the missing cell), and answers a wrongly shaped array with a type error instead of the shape;
+    ``core.serving.crop_from_pixels`` checks it and names the problem.
+    """
+    inputs = Schema([ColSpec(DataType.string, "image", required=False), ColSpec(AnyType(), "pixels", required=False)])
+    outputs = Schema([
+        ColSpec(DataType.long, "input_index"),
+        ColSpec(DataType.string, "status"),
+        *[ColSpec(DataType.long, name, required=False) for name in ("face_index", "x", "y", "w", "h")],
+        ColSpec(DataType.string, "box_source", required=False),
+        ColSpec(DataType.string, "emotion", required=False),
+        ColSpec(DataType.double, "confidence", required=False),
+        *[ColSpec(DataType.double, f"prob_{name}", required=False) for name in classes],
+    ])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def input_example():  # -> pandas.DataFrame
+    """One grey 48x48 crop as ``pixels``: saved with the model (``serving_input_example.json``,
+    shown by the MLflow UI), small where a photo would be megabytes of base64."""
+    import numpy as np
+    import pandas as pd
+
+    from fer_pipeline.core.classes import IMAGE_SIZE
+
+    return pd.DataFrame([{"pixels": np.full((IMAGE_SIZE, IMAGE_SIZE), 128, dtype=np.int64).tolist()}])
+
+
+def pip_requirements() -> list[str]:
+    """``name==version`` of each of ``REQUIREMENTS`` that is installed. ``fer_pipeline`` is not on
+    PyPI: an environment that serves the model must have this project installed."""
+    pins = []
+    for name in REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pins
+
+
+class TrainingPipelineML(PipelineML):
+    """kedro-mlflow's ``PipelineML`` (what ``pipeline_ml_factory`` builds) whose filtered copies
+    (``kedro run --nodes/--from-nodes/--to-nodes/--tags``) stay one only while they still write
+    what the inference pipeline needs from training. A run that does not train logs no model:
+    as a ``PipelineML``, ``kedro run --to-nodes ingest_faces`` would stop with "free input
+    resnet_model" before running anything."""
+
+    def _turn_pipeline_to_ml(self, pipeline: Pipeline) -> Pipeline:
+        needs = {name for name in self.inference.inputs() - {self.input_name} if not name.startswith("params:")}
+        if not needs <= pipeline.all_outputs():
+            return Pipeline(pipeline.nodes)
+        return TrainingPipelineML(pipeline.nodes, inference=self.inference, input_name=self.input_name,
+                                  kpm_kwargs=self.kpm_kwargs, log_model_kwargs=self.log_model_kwargs)
+
+
+def logs_served_model(training: Pipeline, inference: Pipeline) -> Pipeline:
+    """``training`` as a ``TrainingPipelineML``: a run of it logs ``inference`` (the serving
+    pipeline) with what training wrote, as the MLflow model ``MODEL_NAME``."""
+    return TrainingPipelineML(
+        training.nodes,
+        inference=inference,
+        input_name=INPUT_NAME,
+        log_model_kwargs={
+            "name": MODEL_NAME,
+            "signature": signature(),
+            # Given, so MLflow does not load the model in a subprocess to guess them.
+            "pip_requirements": pip_requirements(),
+            "input_example": input_example(),
+        },
+    )
