@@ -11,7 +11,8 @@ from kedro.framework.startup import bootstrap_project
 from tests.conftest import make_project
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = ["ingestion", "class_balance", "autoencoder", "augmentation", "training", "evaluate", "predict"]
+STAGES = ["ingestion", "class_balance", "autoencoder", "augmentation", "training", "evaluate", "predict",
+          "package_model"]
 # Hand-offs that stay inside one stage and are deliberately not persisted.
 IN_MEMORY = {"raw_source", "photo_inputs"}
 

@@ -49,11 +49,13 @@ def registered():
     return dict(pipelines)
 
 
-def test_the_runs_that_train_log_the_serving_pipeline_and_only_they(registered):
-    for name in ("__default__", "training"):
+def test_the_runs_that_train_or_package_log_the_serving_pipeline_and_only_they(registered):
+    for name in ("__default__", "training", "package_model"):
         assert isinstance(registered[name], PipelineML), name
         assert registered[name].inference.outputs() == {"emotion_predictions"}
         assert registered[name].input_name == INPUT_NAME
+        assert "describe_served_model" in {n.name for n in registered[name].nodes}, name  # params checked
+    assert type(registered["package_model"]) is PipelineML  # kedro-mlflow's own: it reads the model file
     for name in ("ingestion", "evaluate", "predict", "serving"):
         assert not isinstance(registered[name], PipelineML), name
     serving_nodes = {n.name for n in registered["serving"].nodes}

@@ -3,21 +3,27 @@
 Every run of a pipeline that trains the classifier (``kedro run``, ``kedro run --pipeline
 training``) then logs one MLflow model, ``emotion_model``: the serving pipeline with the model
 file it trained and ``params:serving`` as artifacts, so the preprocessing the model was trained
-with travels with it. ``mlflow models serve -m runs:/<run id>/emotion_model`` serves it, and
+with travels with it; ``kedro run --pipeline package_model`` logs the model file on disk the same
+way without training. ``mlflow models serve -m runs:/<run id>/emotion_model`` serves it, and
 ``mlflow.pyfunc.load_model`` loads it; both need this package installed (``--env-manager local``
 in the project's environment).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from importlib import metadata
+from pathlib import Path
+from typing import Any
 
 from kedro.pipeline import Pipeline
+from kedro_mlflow.pipeline import pipeline_ml_factory
 from kedro_mlflow.pipeline.pipeline_ml import PipelineML
 from mlflow.models import ModelSignature
 from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 
 from fer_pipeline.core.classes import CLASSES
+from fer_pipeline.core.serving import ServingConfig
 
 #: The model's name in the run (``runs:/<run id>/emotion_model``).
 MODEL_NAME = "emotion_model"
@@ -88,18 +94,46 @@ class TrainingPipelineML(PipelineML):
                                   kpm_kwargs=self.kpm_kwargs, log_model_kwargs=self.log_model_kwargs)
 
 
+def log_model_kwargs() -> dict:
+    """What kedro-mlflow passes to ``mlflow.pyfunc.log_model`` for ``MODEL_NAME``."""
+    return {
+        "name": MODEL_NAME,
+        "signature": signature(),
+        # Given, so MLflow does not load the model in a subprocess to guess them.
+        "pip_requirements": pip_requirements(),
+        "input_example": input_example(),
+    }
+
+
 def logs_served_model(training: Pipeline, inference: Pipeline) -> Pipeline:
     """``training`` as a ``TrainingPipelineML``: a run of it logs ``inference`` (the serving
     pipeline) with what training wrote, as the MLflow model ``MODEL_NAME``."""
-    return TrainingPipelineML(
-        training.nodes,
-        inference=inference,
-        input_name=INPUT_NAME,
-        log_model_kwargs={
-            "name": MODEL_NAME,
-            "signature": signature(),
-            # Given, so MLflow does not load the model in a subprocess to guess them.
-            "pip_requirements": pip_requirements(),
-            "input_example": input_example(),
-        },
-    )
+    return TrainingPipelineML(training.nodes, inference=inference, input_name=INPUT_NAME,
+                              log_model_kwargs=log_model_kwargs())
+
+
+def packages_served_model(package: Pipeline, inference: Pipeline) -> Pipeline:
+    """``package`` (which reads the model file, not writes it) as kedro-mlflow's ``PipelineML``:
+    a run of it logs ``inference`` with the model file on disk as ``MODEL_NAME``."""
+    return pipeline_ml_factory(training=package, inference=inference, input_name=INPUT_NAME,
+                               log_model_kwargs=log_model_kwargs())
+
+
+def served_model_card(model_path: Path, serving_params: dict[str, Any]) -> dict[str, Any]:
+    """What the logged model holds: the weights file (path, bytes, sha256), the architecture and
+    classes, the dataset and MLflow run it was trained in, and the serving parameters, checked
+    (``ServingConfig``) so that a typo stops the run instead of every request."""
+    from fer_pipeline.core.models import load_model
+    from fer_pipeline.files import file_info
+
+    serving = ServingConfig.from_params(serving_params)
+    _, config = load_model(model_path, map_location="cpu")
+    architecture = ("arch", "stem", "in_channels", "num_classes", "input_size", "classes", "mean", "std")
+    return {
+        "model": MODEL_NAME,
+        "weights": file_info(model_path),
+        "architecture": {key: config.get(key) for key in architecture},
+        "training_data": config.get("training_data"),
+        "trained_in_mlflow_run": config.get("mlflow_run_id"),
+        "serving": dataclasses.asdict(serving),
+    }
