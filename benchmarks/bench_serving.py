@@ -2,12 +2,14 @@
 
 Starts ``fer-serve`` on a free 127.0.0.1 port (or uses ``--url``), sends ``--requests`` requests
 from ``--clients`` threads (keep-alive connections), stops the server and its children by PID,
-and prints throughput and p50/p95/p99 latency per kind of request. The requests cycle through
-demo photos (480x360, one or two drawn faces; one without a face), ready 48x48 crops sent as
-``pixels``, and, every ``--bad-every``-th request, a bad one (not an image, a truncated JPEG, an
-empty body, a wrong-shaped array, an image over the pixel limit) that must be refused with a
-4xx. Exit status 1 when any good request was not answered 200 with one row per face, or any bad
-one was not refused with a 4xx: zero lost or failed good requests is the pass mark.
+and prints throughput and p50/p95/p99 latency per kind of request. The good requests cycle
+through the demo photos (``--photos`` of 480x360 with one or two drawn faces, and one without a
+face), then ``--crops`` ready 48x48 crops sent as ``pixels``, one input per request; every
+``--bad-every``-th request is a bad one instead (not an image, a truncated JPEG, an empty body, a
+wrong-shaped array, an image over the pixel limit, in turn), which must be refused with a 4xx.
+Exit status 1 when a good request was not answered 200 (a photo with at least its own row, a
+crop with exactly one face), or a bad one was not refused with a 4xx: zero lost or failed good
+requests is the pass mark.
 
     python benchmarks/bench_serving.py --env demo                  # the demo's newest model
     python benchmarks/bench_serving.py --url http://127.0.0.1:5001 # a server already running
@@ -32,7 +34,7 @@ import cv2
 import numpy as np
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.serving import request_json
+from fer_pipeline.core.serving import ServingConfig, request_json
 from fer_pipeline.demo import draw_face, write_demo_photos
 from fer_pipeline.processes import free_port, start, stop, wait_http
 from fer_pipeline.project import project_root
@@ -73,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=int, default=6, help="demo photos in the rotation (plus one without a face)")
     parser.add_argument("--crops", type=int, default=6, help="48x48 crops in the rotation")
     parser.add_argument("--bad-every", type=int, default=10, help="every Nth request is a bad one (0: none)")
-    parser.add_argument("--max-pixels", type=int, default=50_000_000, help="the model's serving.max_pixels")
+    parser.add_argument("--max-pixels", type=int, default=ServingConfig().max_pixels,
+                        help="the model's serving.max_pixels (default: conf/base's)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     args = parser.parse_args(argv)
 
@@ -83,21 +86,17 @@ def main(argv: list[str] | None = None) -> int:
         bad = bad_requests(args.max_pixels)
         server, log = None, Path(tmp) / "server.log"
         url = args.url
-        if url is None:
-            port = free_port()
-            command = [str(Path(sys.executable).with_name("fer-serve")), "--port", str(port),
-                       "--workers", str(args.workers)]
-            command += ["--env", args.env] if args.env else []
-            server = start(command, project_root(), log=log)
-            url = f"http://127.0.0.1:{port}"
-            try:
-                wait_http(url + "/ping", server, timeout=300, log=log)
-            except (RuntimeError, TimeoutError):
-                stop(server)
-                raise
         try:
+            if url is None:
+                port = free_port()
+                command = [str(Path(sys.executable).with_name("fer-serve")), "--port", str(port),
+                           "--workers", str(args.workers)]
+                command += ["--env", args.env] if args.env else []
+                server = start(command, project_root(), log=log)
+                url = f"http://127.0.0.1:{port}"
+                wait_http(url + "/ping", server, timeout=300, log=log)
             rows, wall = run_load(url, good, bad, args)
-        finally:
+        finally:  # whatever stopped the load (Ctrl-C included), the server goes with it
             if server is not None:
                 pids = stop(server)
                 print(f"server stopped: PIDs {', '.join(map(str, pids))}")
@@ -166,6 +165,8 @@ def run_load(url: str, good: list, bad: list, args: argparse.Namespace) -> tuple
 
 
 def _percentiles(seconds: list[float]) -> str:
+    if not seconds:
+        return f"{'-':>8}{'-':>8}{'-':>8}"
     p50, p95, p99 = np.percentile(np.array(seconds) * 1000, [50, 95, 99])
     return f"{p50:8.0f}{p95:8.0f}{p99:8.0f}"
 

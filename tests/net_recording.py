@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from .servers import alive, free_port, start, stop, wait_http
+from fer_pipeline.processes import alive, free_port, start, stop, wait_http
 
 RECORDER = Path(__file__).resolve().parent / "net_audit"
 TELEMETRY_SWITCHES = ("DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY", "KEDRO_DISABLE_TELEMETRY")

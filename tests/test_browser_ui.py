@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .servers import alive, free_port, start, stop, wait_http
+from fer_pipeline.processes import alive, free_port, start, stop, wait_http
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 

@@ -90,7 +90,11 @@ def test_kedro_takes_the_logging_config_and_logs_only_warnings():
     assert done.stdout.split()[-1] == "30"  # WARNING; Kedro's own default is INFO (20)
 
 
-def test_usage_errors_exit_2_before_any_server_starts(project, capsys):
+def test_usage_errors_exit_2_before_any_server_starts(project, capsys, monkeypatch):
+    from fer_pipeline.ui import OFFLINE_ENVIRONMENT
+
+    for key in OFFLINE_ENVIRONMENT:  # main() switches telemetry off in os.environ: undone after the test
+        monkeypatch.setenv(key, "true")
     assert main([]) == 2
     assert f"no MLflow store at {project.resolve() / 'mlflow.db'} yet" in capsys.readouterr().err
     (project / "mlflow.db").write_bytes(b"")
@@ -103,5 +107,13 @@ def test_usage_errors_exit_2_before_any_server_starts(project, capsys):
         assert main(["--port", str(port), "--run-id", "abc"]) == 2
         assert f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
     assert main(["--port", "0"]) == 2 and main(["--workers", "0"]) == 2
+    (project / "mlflow.db").unlink()
+    with socket.socket() as taken:  # a model folder needs no store: the next check is the port's
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--model-uri", str(project), "--port", str(port)]) == 2
+        assert "is in use" in capsys.readouterr().err
+    assert main(["--run-id", "abc"]) == 2 and "no MLflow store" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--run-id", "a", "--model-uri", "b"])  # one or the other

@@ -27,12 +27,12 @@ import pytest
 import yaml
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.serving import request_json
+from fer_pipeline.core.serving import ServingConfig, request_json
 from fer_pipeline.demo import draw_face
+from fer_pipeline.processes import alive, free_port, start, stop, wait_http
 
 from .conftest import run_kedro
 from .net_recording import outside, recorded_env, recorded_server, records
-from .servers import alive, free_port, start, stop, wait_http
 
 pytestmark = pytest.mark.e2e
 
@@ -41,14 +41,18 @@ REPO = Path(__file__).resolve().parents[1]
 PROBABILITIES = [f"prob_{c}" for c in CLASSES]
 
 
-def _newest_model(project: Path):
-    """(LoggedModel, its local artifact folder) of the newest emotion_model the demo logged."""
+def _newest_model(project: Path, trained: bool = False):
+    """(LoggedModel, its local artifact folder) of the newest emotion_model the demo logged; with
+    ``trained``, the newest logged by a run that trained it (not `--pipeline package_model`)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("fer_pipeline_demo")
     models = client.search_logged_models([experiment.experiment_id], filter_string="name = 'emotion_model'",
                                          order_by=[{"field_name": "creation_time", "ascending": False}])
+    if trained:
+        models = [m for m in models
+                  if "package_model" not in client.get_run(m.source_run_id).data.tags["kedro_command"]]
     assert models, "no emotion_model logged"
     return models[0], Path(urlparse(models[0].artifact_location).path)
 
@@ -79,7 +83,7 @@ def _assert_same_face(one: dict, other: dict) -> None:
 
 
 def test_a_training_run_logs_the_serving_pipeline_with_its_model(demo_project):
-    model, folder = _newest_model(demo_project)
+    model, folder = _newest_model(demo_project, trained=True)
     assert model.name == "emotion_model"
     mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
     assert [c["name"] for c in json.loads(mlmodel["signature"]["inputs"])] == ["image", "pixels"]
@@ -139,14 +143,15 @@ def test_fer_serve_answers_photos_and_crops_as_fer_predict_and_refuses_bad_input
     local = _fer_predict(demo_project, folder / "artifacts" / "resnet34.pt", photos, tmp_path / "fer_predict")
     crop = draw_face(4, np.random.default_rng(0))
     photo_jpeg = photos[1].read_bytes()
-    side = int(50_000_000 ** 0.5) + 1  # serving.max_pixels + a little: a flat PNG of it is small
+    limit = ServingConfig().max_pixels
+    side = int(limit ** 0.5) + 1  # serving.max_pixels + a little: a flat PNG of it is small
     bad = [
         (b"", "Ensure that input is a valid JSON"),
         (request_json([b"this is not an image"]), "row 0: not an image"),
         (request_json([photo_jpeg[: len(photo_jpeg) // 2]]), "row 0: truncated JPEG (no end-of-image marker)"),
         (request_json([np.zeros((47, 48), np.uint8)]), "row 0: pixels must be a 48x48 grey face, got shape (47, 48)"),
         (request_json([cv2.imencode(".png", np.zeros((side, side), np.uint8))[1].tobytes()]),
-         f"row 0: {side}x{side} = {side * side:,} pixels is over the limit of 50,000,000 (serving.max_pixels)"),
+         f"row 0: {side}x{side} = {side * side:,} pixels is over the limit of {limit:,} (serving.max_pixels)"),
         (json.dumps({"dataframe_records": [{"image": "%%%"}]}).encode(), "row 0: image is not valid base64"),
         (json.dumps({"dataframe_records": [{"photo": "x"}]}).encode(), "no image and no pixels column"),
         (json.dumps({"dataframe_records": [{"pixels": [[0] * 48] * 48}] * 257}).encode(),

@@ -9,9 +9,10 @@ own server, as the README's plain command does:
 
     mlflow models serve -m runs:/<run id>/emotion_model --env-manager local --host 127.0.0.1
 
-with telemetry switched off (``mlflow models serve`` never imports this package, so the
-package's ``DO_NOT_TRACK`` would not reach it), the tracking URI of the project's store, and
-this environment's ``bin/`` on PATH (MLflow starts ``uvicorn`` by name). Its PID is the
+with telemetry switched off (the ``mlflow models serve`` command does not import this package:
+only its worker does, when it loads the model, too late for the package's ``DO_NOT_TRACK``),
+the tracking URI of the project's store, this environment's ``bin/`` on PATH (MLflow starts
+``uvicorn`` by name), and Kedro's logging at warnings (``serving_logging.yml``). Its PID is the
 server's; MLflow's uvicorn runs as its child. Requests: README, "Serving".
 
 Exit codes: 2 on a usage error (no store, no logged model, port in use); otherwise the server's.
@@ -26,7 +27,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fer_pipeline.project import project_root
-from fer_pipeline.ui import HOST, UsageError, check_port_free, offline_environment, project_store_uri
+from fer_pipeline.ui import (
+    HOST,
+    OFFLINE_ENVIRONMENT,
+    UsageError,
+    check_port_free,
+    offline_environment,
+    project_store_uri,
+)
 
 DEFAULT_PORT = 5001
 
@@ -34,16 +42,17 @@ DEFAULT_PORT = 5001
 def experiment_name(root: Path, env: str | None) -> str:
     """``tracking.experiment.name`` of ``conf/<env>/mlflow.yml`` over ``conf/base/mlflow.yml``:
     the experiment the runs of that environment log to."""
-    from fer_pipeline.params import read_yaml_file
+    from fer_pipeline.params import deep_merge, read_yaml_file
 
     if env is not None and not (root / "conf" / env).is_dir():
         known = sorted(p.name for p in (root / "conf").iterdir() if p.is_dir() and p.name != "local")
         raise UsageError(f"no environment {env!r} in {root / 'conf'} (there are: {', '.join(known)})")
-    name = None
+    merged: dict = {}
     for folder in ("base", env) if env else ("base",):
         path = root / "conf" / folder / "mlflow.yml"
         if path.is_file():
-            name = ((read_yaml_file(path) or {}).get("tracking") or {}).get("experiment", {}).get("name", name)
+            merged = deep_merge(merged, read_yaml_file(path))
+    name = merged.get("tracking", {}).get("experiment", {}).get("name")
     if not name:
         raise UsageError(f"no tracking.experiment.name in {root / 'conf'}/<env>/mlflow.yml")
     return name
@@ -77,11 +86,13 @@ def serve_command(model_uri: str, port: int, workers: int) -> list[str]:
 LOGGING_CONFIG = Path(__file__).with_name("serving_logging.yml")
 
 
-def serve_environment(tracking_uri: str) -> dict[str, str]:
-    """``offline_environment`` + the tracking URI + this Python's ``bin/`` first on PATH +
-    ``LOGGING_CONFIG`` as Kedro's logging (unless the user set ``KEDRO_LOGGING_CONFIG``)."""
+def serve_environment(tracking_uri: str | None) -> dict[str, str]:
+    """``offline_environment`` + the tracking URI (when there is one) + this Python's ``bin/``
+    first on PATH + ``LOGGING_CONFIG`` as Kedro's logging (unless the user set
+    ``KEDRO_LOGGING_CONFIG``)."""
     env = offline_environment()
-    env["MLFLOW_TRACKING_URI"] = tracking_uri
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.setdefault("KEDRO_LOGGING_CONFIG", str(LOGGING_CONFIG))
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
@@ -112,9 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fer-serve: error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return 2
     root = project_root()
-    os.environ.update(offline_environment())  # before mlflow is imported to look the model up
+    os.environ.update(OFFLINE_ENVIRONMENT)  # before mlflow is imported to look the model up
     try:
-        tracking_uri = args.tracking_uri or project_store_uri(root, "--tracking-uri")
+        # A model folder needs no store; a run's or registry's model, and the newest, do.
+        from_store = args.model_uri is None or args.model_uri.startswith(("runs:", "models:"))
+        tracking_uri = args.tracking_uri or (project_store_uri(root, "--tracking-uri") if from_store else None)
         check_port_free(args.port)
         if args.model_uri:
             model_uri = args.model_uri

@@ -97,6 +97,14 @@ def test_a_small_image_with_no_detection_is_classified_whole_as_fer_predict_does
     assert off.rows == [] and off.no_face == [0]
 
 
+def test_cells_left_empty_in_any_form_are_skipped(photo):
+    crop = np.zeros((48, 48), np.uint8).tolist()
+    for empty in (None, float("nan"), np.float32("nan"), pd.NA):
+        rows = [{"image": b64(photo), "pixels": empty}, {"image": empty, "pixels": crop}]
+        found = find_request_faces(rows, CONFIG)
+        assert [r["box_source"] for r in found.rows] == ["detector", "detector", "crop"], empty
+
+
 def test_request_json_is_what_the_server_parses(photo):
     body = json.loads(request_json([photo, np.zeros((48, 48), np.uint8)]))
     assert body == {"dataframe_records": [{"image": b64(photo)}, {"pixels": [[0] * 48] * 48}]}
@@ -158,9 +166,11 @@ def test_every_bad_row_is_named_and_good_rows_are_not_classified(photo):
 
 
 def test_request_shape_refusals():
-    with pytest.raises(ServingInputError, match="no image and no pixels column"):
-        find_request_faces(pd.DataFrame({"photo": ["x"]}), CONFIG)
-    with pytest.raises(ServingInputError, match="has no inputs"):
+    # MLflow hands over an empty table for {"photo": ...} and for {"dataframe_records": []} alike
+    for nothing in (pd.DataFrame({"photo": ["x"]}), pd.DataFrame(), []):
+        with pytest.raises(ServingInputError, match=r"no image and no pixels column \(or no inputs at all\)"):
+            find_request_faces(nothing, CONFIG)
+    with pytest.raises(ServingInputError, match="the request has no inputs"):
         find_request_faces(pd.DataFrame({"image": []}), CONFIG)
     with pytest.raises(ServingInputError, match=r"3 inputs, over the limit of 2 \(serving.max_inputs\)"):
         find_request_faces([{"pixels": np.zeros((48, 48)).tolist()}] * 3, ServingConfig(device="cpu", max_inputs=2))
@@ -208,12 +218,13 @@ def test_the_answer_has_a_row_per_face_and_per_input_without_one_in_request_orde
     json.dumps(answer.to_dict(orient="records"), allow_nan=False)  # strict JSON
 
 
-def test_a_request_without_faces_never_loads_the_model(tmp_path):
+def test_a_request_without_faces_is_answered_with_the_model_s_classes(model_file, tmp_path):
     blank = jpeg(np.full((240, 320, 3), 128, np.uint8))
     found = find_request_faces([{"image": b64(blank)}], CONFIG)
-    missing = tmp_path / "absent.pt"
-    with pytest.raises(FileNotFoundError):  # the model is needed only for faces, but is still checked
-        classify_request_faces(found, missing, CONFIG)
+    answer = classify_request_faces(found, model_file, CONFIG)  # the columns come from the model's classes
+    assert list(answer.columns) == output_columns(CLASSES) and list(answer["status"]) == ["no_face"]
+    with pytest.raises(FileNotFoundError):  # so a missing model fails every request alike
+        classify_request_faces(found, tmp_path / "absent.pt", CONFIG)
 
 
 # ---------------------------------------------------------------------------- the model
@@ -229,16 +240,18 @@ def test_the_model_is_loaded_once_per_file_version(model_file, tmp_path):
     assert cached_model(copy, "cpu") is not first
 
 
-def test_concurrent_requests_share_one_model_safely(model_file, tmp_path):
-    """Threads find and classify faces at once, as the scoring server's thread pool does, in a
-    child process so that a crash fails one test. Seen before the fixes: SIGSEGV in torch's
+def test_concurrent_requests_share_one_model_safely(model_file, photo, tmp_path):
+    """Threads decode, detect and classify at once, as the scoring server's thread pool does, in
+    a child process so that a crash fails one test. Seen before the fixes: SIGSEGV in torch's
     Module._apply (threads converting one module), and threads importing cv2 together finding
     it half-initialised (no ``cv2.data``), which killed a thread."""
+    (tmp_path / "photo.jpg").write_bytes(photo)
     code = textwrap.dedent(f"""
-        import threading, numpy as np
+        import base64, threading, numpy as np
         from fer_pipeline.core.serving import ServingConfig, classify_request_faces, find_request_faces
         config = ServingConfig(device="cpu")
-        rows = [{{"pixels": np.full((48, 48), k * 20).tolist()}} for k in range(4)]
+        photo = base64.b64encode(open({str(tmp_path / "photo.jpg")!r}, "rb").read()).decode()
+        rows = [{{"pixels": np.full((48, 48), k * 20).tolist()}} for k in range(3)] + [{{"image": photo}}]
         answers = []
         def work():
             for _ in range(15):
@@ -269,6 +282,11 @@ def test_serving_config_rejects_typos_and_bad_values():
         ServingConfig(tta="five_crop")
     with pytest.raises(ValueError, match="serving.max_inputs must be >= 1"):
         ServingConfig(max_inputs=0)
+    with pytest.raises(ValueError, match="serving.device must be auto, cpu, cuda, cuda:1, ..., got 'gpu'"):
+        ServingConfig(device="gpu")
+    with pytest.raises(ValueError, match="serving.whole_image_max_side must be >= 0"):
+        ServingConfig(whole_image_max_side=-1)
+    assert ServingConfig(device="cuda:1").device == "cuda:1"  # checked for form, not for presence
 
 
 def test_the_detector_is_one_per_thread():

@@ -118,7 +118,8 @@ def decode_image(raw: bytes, max_pixels: int | None = None) -> np.ndarray:
     if truncation(raw, fmt) is not None:
         end = "end-of-image marker" if fmt == "jpeg" else "IEND chunk"
         raise UnreadableImageError(f"truncated {fmt.upper()} (no {end})")
-    if max_pixels is not None and (size := image_size(raw)) is not None:
+    size = image_size(raw) if max_pixels is not None else None
+    if size is not None:
         _check_pixel_count(*size, max_pixels)
     data = np.frombuffer(raw, dtype=np.uint8)
     try:
@@ -128,7 +129,7 @@ def decode_image(raw: bytes, max_pixels: int | None = None) -> np.ndarray:
         raise UnreadableImageError(f"OpenCV could not decode it: {error}") from error
     if bgr is None or bgr.size == 0:
         raise UnreadableImageError("not an image, or a corrupt/truncated one (OpenCV could not decode it)")
-    if max_pixels is not None:  # a header Pillow could not read
+    if max_pixels is not None and size is None:  # a header Pillow could not read
         _check_pixel_count(bgr.shape[1], bgr.shape[0], max_pixels)
 
     if fmt in ("png", "webp", "tiff"):  # the formats that may carry alpha
@@ -260,7 +261,9 @@ def crop_faces(
 @dataclass(frozen=True)
 class FoundFaces:
     """The faces of one image: boxes (x, y, w, h) in its pixels, how they were found
-    (``BOX_SOURCES``), and the crops the classifier takes, (F, 48, 48) uint8."""
+    (``box_source``: ``detector``, the Haar cascade; ``whole_image``, a small image with no
+    detection taken to be a face crop already; ``crop``, given as a ready 48x48 face, serving's
+    ``pixels``), and the crops the classifier takes, (F, 48, 48) uint8."""
 
     boxes: list[tuple[int, int, int, int]]
     box_source: str
@@ -272,11 +275,6 @@ class FoundFaces:
             {**identity, "face_index": i, "x": x, "y": y, "w": w, "h": h, "box_source": self.box_source}
             for i, (x, y, w, h) in enumerate(self.boxes)
         ]
-
-
-#: detector: found by the Haar cascade; whole_image: a small image with no detection, taken to be
-#: a face crop already; crop: given as a ready 48x48 face (serving's ``pixels``).
-BOX_SOURCES: tuple[str, ...] = ("detector", "whole_image", "crop")
 
 
 def find_faces(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -47,8 +46,6 @@ from .predict import (
 
 #: The request's columns; each row fills exactly one.
 INPUT_COLUMNS: tuple[str, ...] = ("image", "pixels")
-#: ``status`` of an answer row.
-STATUSES: tuple[str, ...] = ("face", "no_face")
 #: At most this many bad rows are spelt out in a refusal (the count says how many there were).
 MAX_REPORTED_ERRORS = 10
 
@@ -71,13 +68,22 @@ class ServingConfig:
     batch_size: int = 256
 
     def __post_init__(self) -> None:
+        import torch
+
         if self.tta not in TTA_MODES:
             raise ValueError(f"serving.tta must be one of {TTA_MODES}, got {self.tta!r}")
         if self.margin < 0:
             raise ValueError(f"serving.margin must be >= 0, got {self.margin}")
+        if self.whole_image_max_side < 0:
+            raise ValueError(f"serving.whole_image_max_side must be >= 0, got {self.whole_image_max_side}")
         for name in ("max_pixels", "max_inputs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"serving.{name} must be >= 1, got {getattr(self, name)}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError as error:
+                raise ValueError(f"serving.device must be auto, cpu, cuda, cuda:1, ..., got {self.device!r}") from error
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ServingConfig:
@@ -101,8 +107,12 @@ class RequestFaces:
 
 
 def _missing(value: Any) -> bool:
-    """A cell the request left empty: absent, None or NaN (a row of a mixed ``dataframe_records``)."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    """A cell the request left empty: None, NaN or pandas' NA (a row of a mixed request)."""
+    import pandas as pd
+
+    if isinstance(value, (list, tuple, np.ndarray, str, bytes, bytearray, memoryview)):
+        return False  # a value, however malformed: the checks below name what is wrong with it
+    return bool(pd.isna(value))
 
 
 def _image_bytes(value: Any) -> bytes:
@@ -138,7 +148,7 @@ def crop_from_pixels(value: Any) -> np.ndarray:
     low, high = float(array.min()), float(array.max())
     if low < 0 or high > 255:
         raise ServingInputError(f"pixels must be 0-255, got values from {low:g} to {high:g}")
-    if not np.array_equal(array, np.round(array)):
+    if np.issubdtype(array.dtype, np.floating) and not np.array_equal(array, np.round(array)):
         hint = ": multiply them by 255" if high <= 1.0 else ""
         raise ServingInputError(f"pixels must be whole numbers 0-255, got fractions from {low:g} to {high:g}{hint}")
     return array.astype(np.uint8)
@@ -175,8 +185,10 @@ def request_rows(requests: Any) -> list[dict[str, Any]]:
     columns = [c for c in INPUT_COLUMNS if c in requests.columns]
     example = '{"dataframe_records": [{"image": "<base64 of a JPEG or PNG>"}, {"pixels": [[0, ...], ...]}]}'
     if not columns:
-        # (MLflow has already dropped the columns its signature does not name, so they are not listed)
-        raise ServingInputError(f"the request has no image and no pixels column; send for example {example}")
+        # MLflow has already dropped the columns its signature does not name, which leaves an
+        # empty table for {"photo": ...} as for {"dataframe_records": []}: one message for both.
+        raise ServingInputError("the request has no image and no pixels column (or no inputs at all); "
+                                f"send for example {example}")
     if len(requests) == 0:
         raise ServingInputError(f"the request has no inputs; send for example {example}")
     values = {c: requests[c].tolist() for c in columns}
@@ -257,14 +269,10 @@ def answer_table(found: RequestFaces, probabilities: np.ndarray, classes: Sequen
     import pandas as pd
 
     columns = output_columns(classes)
-    faces = label_faces([dict(row) for row in found.rows], probabilities, classes)
-    by_input: dict[int, list[dict[str, Any]]] = {}
-    for face in faces:
-        by_input.setdefault(face["input_index"], []).append({**face, "status": "face"})
-    for index in found.no_face:
-        by_input[index] = [{"input_index": index, "status": "no_face"}]
-    records = [{column: row.get(column) for column in columns}
-               for index in range(found.num_inputs) for row in by_input.get(index, [])]
+    faces = label_faces([{**row, "status": "face"} for row in found.rows], probabilities, classes)
+    no_face = [{"input_index": index, "status": "no_face"} for index in found.no_face]
+    rows = sorted([*faces, *no_face], key=lambda row: row["input_index"])  # stable: faces keep their order
+    records = [[row.get(column) for column in columns] for row in rows]
     return pd.DataFrame(records, columns=columns, dtype=object)  # dtype=object keeps None and ints as they are
 
 
@@ -321,8 +329,8 @@ def cached_model(path: str | os.PathLike, device: str = "auto") -> ServedModel:
     key = (str(path), stat.st_size, stat.st_mtime_ns, str(device))
     with _models_lock:
         if key not in _models:
-            model, model_config = load_model(path, map_location=device)
+            model, model_config = load_model(path, map_location=device)  # in eval mode
             model.to(memory_format=torch.channels_last)
             _models.clear()
-            _models[key] = ServedModel(model.eval(), model_config)
+            _models[key] = ServedModel(model, model_config)
         return _models[key]

@@ -15,4 +15,4 @@ from fer_pipeline.pipelines.serving.model import served_model_card
 
 
 def describe_served_model(resnet_model: ModelFile, params: dict[str, Any]) -> dict[str, Any]:
-    return served_model_card(resnet_model.require(), params)
+    return served_model_card(resnet_model.require(), resnet_model.load()["config"], params)

@@ -119,21 +119,20 @@ def packages_served_model(package: Pipeline, inference: Pipeline) -> Pipeline:
                                log_model_kwargs=log_model_kwargs())
 
 
-def served_model_card(model_path: Path, serving_params: dict[str, Any]) -> dict[str, Any]:
+def served_model_card(model_path: Path, model_config: dict[str, Any], serving_params: dict[str, Any]) -> dict[str, Any]:
     """What the logged model holds: the weights file (path, bytes, sha256), the architecture and
-    classes, the dataset and MLflow run it was trained in, and the serving parameters, checked
-    (``ServingConfig``) so that a typo stops the run instead of every request."""
-    from fer_pipeline.core.models import load_model
+    classes, the dataset and MLflow run it was trained in (from the file's ``config``), and the
+    serving parameters, checked (``ServingConfig``) so that a typo stops the run instead of every
+    request."""
     from fer_pipeline.files import file_info
 
     serving = ServingConfig.from_params(serving_params)
-    _, config = load_model(model_path, map_location="cpu")
     architecture = ("arch", "stem", "in_channels", "num_classes", "input_size", "classes", "mean", "std")
     return {
         "model": MODEL_NAME,
         "weights": file_info(model_path),
-        "architecture": {key: config.get(key) for key in architecture},
-        "training_data": config.get("training_data"),
-        "trained_in_mlflow_run": config.get("mlflow_run_id"),
+        "architecture": {key: model_config.get(key) for key in architecture},
+        "training_data": model_config.get("training_data"),
+        "trained_in_mlflow_run": model_config.get("mlflow_run_id"),
         "serving": dataclasses.asdict(serving),
     }
