@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from fer_pipeline import runner
-from fer_pipeline.params import apply_sets, load_parameters, read_yaml_file, resolve_globals
+from fer_pipeline.params import (apply_sets, load_environment_parameters, load_parameters, read_yaml_file,
+                                 resolve_globals)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,6 +31,22 @@ def test_base_parameters_equal_what_kedro_loads():
     ours = load_parameters(REPO / "conf" / "base")
     assert ours == loader["parameters"]
     assert ours["training"]["config"]["checkpoint_dir"] == "data/06_models/checkpoints"
+
+
+@pytest.mark.parametrize("env", ["demo", "cpu"])
+def test_environment_parameters_equal_what_kedro_loads(env):
+    """base + conf/<env>, merged key by key (settings.py's soft merge), globals of both."""
+    from kedro.config import OmegaConfigLoader
+
+    from fer_pipeline.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(conf_source=str(REPO / "conf"), base_env="base", default_run_env=env,
+                               merge_strategy=CONFIG_LOADER_ARGS["merge_strategy"])
+    ours = load_environment_parameters(REPO / "conf", env)
+    assert ours == loader["parameters"]
+    assert ours["training"]["distributed"]["nproc_per_node"] == 1  # a base key the env does not set
+    with pytest.raises(FileNotFoundError, match="no environment 'nope'"):
+        load_environment_parameters(REPO / "conf", "nope")
 
 
 def test_resolve_globals_substitutes_keeps_types_and_rejects_unknown_keys():

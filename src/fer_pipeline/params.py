@@ -65,6 +65,53 @@ def load_parameters(conf_dir: str | os.PathLike) -> dict[str, Any]:
     """Every ``parameters*.yml`` of ``conf_dir`` merged by top-level key, as Kedro does (a key
     defined in two files is an error there too), with ``${globals:KEY}`` resolved from
     ``conf_dir/globals.yml``."""
+    params = _read_parameter_files(conf_dir)
+    if not params:
+        raise FileNotFoundError(f"no parameters*.yml in {conf_dir}")
+    return resolve_globals(params, _read_globals(conf_dir), where=str(conf_dir))
+
+
+def load_environment_parameters(conf_root: str | os.PathLike, env: str | None) -> dict[str, Any]:
+    """``conf_root/base`` with ``conf_root/<env>`` merged over it key by key, globals too: what
+    ``kedro run --env <env>`` gets with this project's soft merge (settings.py). None: base."""
+    base = Path(conf_root) / "base"
+    params = _read_parameter_files(base)
+    folder = _environment_folder(conf_root, env)
+    if folder is not None:
+        params = deep_merge(params, _read_parameter_files(folder))
+    if not params:
+        raise FileNotFoundError(f"no parameters*.yml in {base}")
+    return resolve_globals(params, load_environment_globals(conf_root, env), where=str(conf_root))
+
+
+def load_environment_globals(conf_root: str | os.PathLike, env: str | None) -> dict[str, Any]:
+    """``globals.yml`` of conf/base with the environment's merged over it (``data_root``...)."""
+    globals_ = _read_globals(Path(conf_root) / "base")
+    folder = _environment_folder(conf_root, env)
+    if folder is not None:
+        globals_ = deep_merge(globals_, _read_globals(folder))
+    return globals_
+
+
+def _environment_folder(conf_root: str | os.PathLike, env: str | None) -> Path | None:
+    """The environment's folder; None for base, and for a missing ``local`` (Kedro's default run
+    environment, which Kedro also treats as empty when it is absent)."""
+    if not env or env == "base":
+        return None
+    folder = Path(conf_root) / env
+    if not folder.is_dir():
+        if env == "local":
+            return None
+        raise FileNotFoundError(f"no environment {env!r}: {folder} is not a folder")
+    return folder
+
+
+def _read_globals(conf_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(conf_dir) / "globals.yml"
+    return (read_yaml_file(path) or {}) if path.exists() else {}
+
+
+def _read_parameter_files(conf_dir: str | os.PathLike) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for path in sorted(Path(conf_dir).glob("parameters*.yml")):
         content = read_yaml_file(path) or {}
@@ -72,11 +119,7 @@ def load_parameters(conf_dir: str | os.PathLike) -> dict[str, Any]:
             if key in params:
                 raise ValueError(f"parameter key {key!r} defined twice (again in {path.name})")
             params[key] = value
-    if not params:
-        raise FileNotFoundError(f"no parameters*.yml in {conf_dir}")
-    globals_path = Path(conf_dir) / "globals.yml"
-    globals_ = (read_yaml_file(globals_path) or {}) if globals_path.exists() else {}
-    return resolve_globals(params, globals_, where=str(conf_dir))
+    return params
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -20,6 +20,8 @@ RESULT_NEUTRAL = {
     "ingestion": ("source_path", "workers", "demo"),
     "autoencoder": ("device",),
     "training.config": ("device", "checkpoint_dir", "resume", "eval_batch_size", "compile"),
+    # how many processes does change the result (float sums, per-rank augmentation), the rest not
+    "training.distributed": ("backend", "timeout_s", "monitor_interval_s"),
     "evaluate": ("device", "batch_size", "model_run_id", "split"),
 }
 

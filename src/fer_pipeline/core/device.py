@@ -31,7 +31,7 @@ def autocast_dtype_for(amp: bool | str, device: torch.device) -> torch.dtype | N
 def device_info(device: torch.device) -> dict[str, Any]:
     """What a run's numbers were measured on: device, torch version, GPU name / CUDA / cuDNN or
     the CPU and its torch threads (logged as MLflow tags and in the runner's metrics)."""
-    info: dict[str, Any] = {"device": str(device), "torch": torch.__version__}
+    info: dict[str, Any] = {"device": str(device), "torch": str(torch.__version__)}
     if device.type == "cuda":
         info["name"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda

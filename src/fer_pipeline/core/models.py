@@ -234,11 +234,12 @@ def _strip_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain module inside torch.compile / AveragedModel / DataParallel wrappers."""
+    """The plain module inside torch.compile / AveragedModel / (Distributed)DataParallel wrappers."""
     while True:
         if hasattr(model, "_orig_mod"):
             model = model._orig_mod
-        elif isinstance(model, (torch.optim.swa_utils.AveragedModel, nn.DataParallel)):
+        elif isinstance(model, (torch.optim.swa_utils.AveragedModel, nn.DataParallel,
+                                nn.parallel.DistributedDataParallel)):
             model = model.module
         else:
             return model

@@ -29,6 +29,7 @@ from .augment import sampling_weights
 from .classes import SPLIT_TO_FER_NAME, SPLITS
 from .config import reject_unknown_keys
 from .dataset_identity import check_trained_on, training_data_record
+from .distributed import DistributedConfig, in_worker
 from .device import device_info, resolve_device, synchronize
 from .inference import predict_logits
 from .ingestion import (
@@ -42,6 +43,7 @@ from .ingestion import (
 )
 from .metrics import compute_metrics, without_leaked
 from .train import TrainResult, train_classifier
+from .training_job import train_in_workers
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ Dataset = Mapping[str, np.ndarray]
 
 #: Autoencoder-stage parameters that are not ``AutoencoderConfig`` fields.
 AUTOENCODER_STAGE_KEYS = ("compare_unweighted", "oversampling")
+#: The groups of params:training (each group is then checked by its own config class).
+TRAINING_KEYS = ("model", "config", "distributed")
 #: The ingestion and evaluate stages' parameters (conf/base/parameters_<stage>.yml): any other
 #: key is a typo, rejected with a hint.
 INGESTION_KEYS = ("source_path", "source_kind", "on_error", "colour", "size", "duplicates", "val_fraction",
@@ -301,7 +305,12 @@ def train_resnet(
     """Train on ``training_set``, keep the best epoch by the val split's metric. The result's
     ``config`` is the model file's (with the dataset's class names); ``train_config`` the
     training parameters as run; ``config["training_data"]`` identifies ``dataset``
-    (``core.dataset_identity``). The test split is never passed to the trainer."""
+    (``core.dataset_identity``). The test split is never passed to the trainer.
+
+    ``training_params["distributed"]["nproc_per_node"]`` > 1 trains in that many worker processes
+    (``core.training_job``, data-parallel with the same global batch); inside a torchrun worker
+    (``fer-train``) this process is one rank of the job."""
+    reject_unknown_keys(training_params, TRAINING_KEYS, "training")
     classes = class_names(dataset)
     val = dataset["splits"] == "val"
     if not val.any():
@@ -309,10 +318,13 @@ def train_resnet(
     train_cfg = {**training_params["config"], "sampler": augmentation_params["sampler"]}
     model_cfg = {**training_params["model"], "num_classes": len(classes), "classes": classes}
     counts = np.bincount(training_set["labels"], minlength=len(classes))
-    result = train_classifier(
-        training_set["images"], training_set["labels"], dataset["images"][val], dataset["labels"][val],
-        counts, model_cfg, train_cfg, augmentation_params["policy"], on_epoch=on_epoch, progress=progress,
-    )
+    inputs = (training_set["images"], training_set["labels"], dataset["images"][val], dataset["labels"][val],
+              counts, model_cfg, train_cfg, augmentation_params["policy"])
+    distributed = DistributedConfig.from_dict(training_params.get("distributed"))
+    if distributed.nproc_per_node > 1 and not in_worker():
+        result = train_in_workers(*inputs, distributed, on_epoch=on_epoch)
+    else:  # one process, or one rank of a torchrun job (fer-train)
+        result = train_classifier(*inputs, on_epoch=on_epoch, progress=progress)
     # Evaluation checks it: a model is scored on the dataset it was trained on unless told otherwise.
     result.config["training_data"] = training_data_record(dataset)
     return result

@@ -48,6 +48,8 @@ from .classes import CLASSES
 from .config import from_params
 from .data import MEAN, STD
 from .device import autocast_dtype_for, device_info, resolve_device
+from .distributed import (World, all_gather_rows, all_reduce_mean, broadcast_from_main, check_global_batch,
+                          current_world, rank_batch, rank_rows, sync_batch_norm, worker_device)
 from .inference import predict_logits
 from .losses import LOSS_NAMES, FERLoss, build_loss
 from .metrics import classification_metrics
@@ -179,6 +181,7 @@ def train_one_epoch(
     ema: nn.Module | None = None,
     aux_weight: float = 0.0,
     progress: tqdm | None = None,
+    world: World = World(),
 ) -> dict[str, float]:
     """One epoch of optimiser steps over ``batches`` (model inputs and targets on the device).
 
@@ -186,7 +189,8 @@ def train_one_epoch(
     float32 (plus ``aux_weight`` times the MSE of the model's reconstruction head), backward,
     step, the per-step LR schedule, the EMA update. Returns the epoch's mean ``loss``, the ``lr``
     of its last step and, with the reconstruction head, ``recon_loss``; the loss sums stay on
-    the device until the end (one host sync per epoch).
+    the device until the end (one host sync per epoch). In a process group (``world``) the
+    losses are averaged over the ranks, so every rank reports the global batch's.
     """
     model.train()
     device = next(model.parameters()).device
@@ -216,9 +220,10 @@ def train_one_epoch(
             progress.update()
     if steps == 0:
         raise ValueError("train_one_epoch got no batches")
-    metrics = {"loss": float(loss_sum.item()) / steps, "lr": float(lr)}
+    sums = all_reduce_mean(torch.stack([loss_sum, recon_sum]), world).tolist()
+    metrics = {"loss": sums[0] / steps, "lr": float(lr)}
     if aux_weight > 0:
-        metrics["recon_loss"] = float(recon_sum.item()) / steps
+        metrics["recon_loss"] = sums[1] / steps
     return metrics
 
 
@@ -232,13 +237,17 @@ def evaluate(
     batch_size: int = 512,
     channels_last: bool = False,
     autocast_dtype: torch.dtype | None = None,
+    world: World = World(),
 ) -> dict[str, float]:
     """Centre-crop validation of uint8 faces (N,H,W) on the model's device: ``loss`` (plain CE),
     accuracy, macro_f1, balanced_accuracy. Inference and metrics are the evaluation stage's own
-    (``core.inference.predict_logits``, ``core.metrics.classification_metrics``)."""
+    (``core.inference.predict_logits``, ``core.metrics.classification_metrics``). In a process
+    group each rank scores its share of the faces and every rank gets the metrics of all."""
     config = {"input_size": input_size, "in_channels": in_channels, "mean": MEAN, "std": STD}
-    logits = predict_logits(model, images, config, tta="none", batch_size=batch_size, device=images.device,
+    share = rank_rows(len(images), world)
+    logits = predict_logits(model, images[share], config, tta="none", batch_size=batch_size, device=images.device,
                             progress=False, channels_last=channels_last, bf16=autocast_dtype is not None)
+    logits = all_gather_rows(logits, world)
     target = labels.detach().cpu()
     loss = F.cross_entropy(torch.from_numpy(logits).double(), target)
     return {"loss": float(loss), **classification_metrics(target.numpy(), logits.argmax(1), logits.shape[1])}
@@ -275,6 +284,7 @@ class TrainingSetup:
     batch_size: int
     channels_last: bool
     autocast_dtype: torch.dtype | None
+    world: World = World()  # this process among the training processes (core.distributed)
     fingerprint: str | None = None  # of configuration and data, when checkpoints are written
 
 
@@ -319,8 +329,15 @@ def _deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
 def _build(
     cfg: TrainConfig, device: torch.device, data: tuple[np.ndarray, ...], class_counts: np.ndarray,
     model_kwargs: dict[str, Any], classes: list[str], augment_policy: Mapping[str, Any] | None,
+    world: World = World(),
 ) -> TrainingSetup:
-    """Seed every RNG, then build the data path, the model, its loss, optimiser and schedule."""
+    """Seed every RNG, then build the data path, the model, its loss, optimiser and schedule.
+
+    In a process group every rank seeds alike, so all draw the same global batches and start from
+    the same weights; the model's BatchNorms use the global batch's statistics
+    (``core.distributed.sync_batch_norm``) and DistributedDataParallel averages the gradients.
+    Torch's global RNG stays alike on every rank too, so MixUp/CutMix draw one mixing weight per
+    step as in one process (and dropout, when on, the same masks at the same batch positions)."""
     train_images, train_labels, val_images, val_labels = data
     checkpoint.seed_everything(cfg.seed)
     generator = torch.Generator(device=device)
@@ -341,6 +358,8 @@ def _build(
             sample_weights = torch.as_tensor(np.asarray(weights), dtype=torch.float64, device=device)
 
     model = build_resnet34(**model_kwargs).to(device)
+    if world.distributed:
+        model = sync_batch_norm(model, device)
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -360,6 +379,7 @@ def _build(
         drw_epoch=cfg.drw_epoch if cfg.drw_epoch is not None else int(0.8 * cfg.epochs), tau=cfg.tau,
     ).to(device)
     batch_size = min(cfg.batch_size, len(train_images))
+    check_global_batch(batch_size, world.size)
     steps_per_epoch = cfg.steps_per_epoch or max(1, len(train_images) // batch_size)
     optimizer = build_optimizer(model, cfg)
     ema = None
@@ -371,21 +391,35 @@ def _build(
     def on_device(array: np.ndarray, dtype: np.dtype | None = None) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype)).to(device)
 
+    train_model: nn.Module = model
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # A reconstruction head that no loss uses gets no gradient: DDP must be told, or it waits for one.
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                              find_unused_parameters=bool(model.has_aux and cfg.aux_weight <= 0))
     return TrainingSetup(
-        device=device, model=model, train_model=torch.compile(model) if cfg.compile else model,
+        device=device, model=model, train_model=torch.compile(train_model) if cfg.compile else train_model,
         eval_model=ema.module if ema is not None else model, ema=ema, criterion=criterion, optimizer=optimizer,
         scheduler=build_scheduler(optimizer, cfg, steps_per_epoch), config=config, model_kwargs=model_kwargs,
         augment=augment, mix=mix, sample_weights=sample_weights, generator=generator,
         x_train=on_device(train_images), y_train=on_device(train_labels, np.int64),
         x_val=on_device(val_images), y_val=on_device(val_labels, np.int64), steps_per_epoch=steps_per_epoch,
         batch_size=batch_size, channels_last=channels_last, autocast_dtype=autocast_dtype_for(cfg.amp, device),
+        world=world,
     )
 
 
 def _resume(setup: TrainingSetup, cfg: TrainConfig, checkpoint_dir: Path) -> TrainingProgress:
     """The progress stored in ``checkpoint_dir/last.pt`` when it matches this run, loaded into
-    the model, optimiser, schedule, EMA and RNGs; else a fresh start."""
-    state = checkpoint.load_matching(checkpoint_dir / "last.pt", setup.fingerprint) if cfg.resume else None
+    the model, optimiser, schedule, EMA and RNGs; else a fresh start. In a process group rank 0
+    (the one that writes it) reads it and every rank gets its content, so all resume alike even
+    where the others cannot see rank 0's disk. (On CUDA the saved CUDA RNG states are rank 0's, so
+    a resumed multi-GPU run matches an uninterrupted one to float noise, not bit for bit.)"""
+    state = None
+    if cfg.resume and setup.world.is_main:
+        state = checkpoint.load_matching(checkpoint_dir / "last.pt", setup.fingerprint)
+    state = broadcast_from_main(state, setup.world)
     if state is None:
         return TrainingProgress()
     setup.model.load_state_dict(state["model"])
@@ -433,20 +467,29 @@ def _run_epoch(setup: TrainingSetup, cfg: TrainConfig, epoch: int, show_progress
     setup.criterion.set_epoch(epoch)
     indices = epoch_batch_indices(len(setup.x_train), setup.steps_per_epoch, setup.batch_size, setup.generator,
                                   setup.device, setup.sample_weights)
+    # Every rank drew the same global batches; each trains on its own slice of every one.
+    indices = rank_batch(indices, setup.world)
+    augment_generator = setup.generator
+    if setup.world.distributed and setup.augment is not None:
+        # Ranks must not repeat each other's random crops: their own stream, re-seeded per epoch
+        # (so a resume under any number of processes needs no saved state for it).
+        augment_generator = torch.Generator(device=setup.device)
+        seed = np.random.SeedSequence([cfg.seed, setup.world.rank, epoch]).generate_state(1)[0]
+        augment_generator.manual_seed(int(seed))
     in_channels = setup.config["in_channels"]
     batches = (prepare_train_batch(setup.x_train, setup.y_train, step, setup.augment, setup.mix, in_channels,
-                                   setup.channels_last, setup.generator) for step in indices)
+                                   setup.channels_last, augment_generator) for step in indices)
     bar = tqdm(total=setup.steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs - 1}", leave=False,
-               disable=not show_progress) if tqdm is not None else None
+               disable=not (show_progress and setup.world.is_main)) if tqdm is not None else None
     try:
         train = train_one_epoch(setup.train_model, setup.criterion, setup.optimizer, setup.scheduler, batches,
-                                setup.autocast_dtype, setup.ema, cfg.aux_weight, bar)
+                                setup.autocast_dtype, setup.ema, cfg.aux_weight, bar, setup.world)
     finally:
         if bar is not None:
             bar.close()
     train_seconds = time.perf_counter() - start
     val = evaluate(setup.eval_model, setup.x_val, setup.y_val, setup.config["input_size"], in_channels,
-                   cfg.eval_batch_size, setup.channels_last, setup.autocast_dtype)
+                   cfg.eval_batch_size, setup.channels_last, setup.autocast_dtype, setup.world)
     row = {"epoch": epoch, "train_loss": train["loss"], **{f"val_{key}": value for key, value in val.items()},
            "lr": train["lr"], "epoch_seconds": time.perf_counter() - start,
            "images_per_s": setup.steps_per_epoch * setup.batch_size / train_seconds}
@@ -474,6 +517,11 @@ def train_classifier(
     ``augment_policy``: a ``core.augment`` policy (its ``crop_size`` is the model input size);
     None: no augmentation, input = the whole face. ``on_epoch`` is called with (epoch, history
     row) after each epoch's checkpoint is written.
+
+    Inside a torchrun worker (a process group initialised by ``core.distributed.init_from_env``)
+    this is one rank of data-parallel training: the same call on every rank, ``batch_size`` the
+    global batch; only rank 0 writes checkpoints and calls ``on_epoch``, and every rank returns
+    the same result.
     """
     cfg = train_cfg if isinstance(train_cfg, TrainConfig) else TrainConfig.from_dict(train_cfg)
     augment_policy = dict(augment_policy) if augment_policy else None  # what is built is what is fingerprinted
@@ -486,16 +534,20 @@ def train_classifier(
     data = (train_images, train_labels, val_images, val_labels)
     _check_faces("train", train_images, train_labels)
     _check_faces("val", val_images, val_labels)
-    device = resolve_device(cfg.device)
+    world = current_world()
+    if len(val_images) < world.size:
+        raise ValueError(f"val: {len(val_images)} images for {world.size} training processes (need one each)")
+    device = worker_device(cfg.device, world.local_rank) if world.distributed else resolve_device(cfg.device)
     with _deterministic_mode(cfg.deterministic, device):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         class_counts = np.asarray(class_counts)
-        setup = _build(cfg, device, data, class_counts, model_kwargs, classes, augment_policy)
+        setup = _build(cfg, device, data, class_counts, model_kwargs, classes, augment_policy, world)
         checkpoint_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
         state = TrainingProgress()
         if checkpoint_dir is not None:
-            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            if world.is_main:
+                checkpoint_dir.mkdir(parents=True, exist_ok=True)
             resume_cfg = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_NEUTRAL_FIELDS}
             setup.fingerprint = checkpoint.fingerprint(
                 resume_cfg, model_kwargs, setup.config, augment_policy, class_counts.tolist(),
@@ -507,10 +559,12 @@ def train_classifier(
                 break
             row = _run_epoch(setup, cfg, epoch, progress)
             state.history.append(row)
-            _keep_if_best(setup, state, cfg, epoch, row, checkpoint_dir)
-            if checkpoint_dir is not None:
-                _save_checkpoint(setup, state, epoch, checkpoint_dir)
-            if on_epoch is not None:
+            # Only rank 0 writes; the others keep the same state in memory (same metrics, same choices).
+            write_dir = checkpoint_dir if world.is_main else None
+            _keep_if_best(setup, state, cfg, epoch, row, write_dir)
+            if write_dir is not None:
+                _save_checkpoint(setup, state, epoch, write_dir)
+            if on_epoch is not None and world.is_main:
                 on_epoch(epoch, dict(row))
             if state.stopped_early:
                 log.info("early stopping: no %s improvement for %d epochs", cfg.select_metric,
@@ -545,7 +599,7 @@ def _result(setup: TrainingSetup, state: TrainingProgress, cfg: TrainConfig) -> 
     best_model = best_model.to(setup.device).eval()
     info = device_info(setup.device)
     info.update(autocast=str(setup.autocast_dtype).replace("torch.", "") if setup.autocast_dtype else "off",
-                channels_last=setup.channels_last, compile=cfg.compile)
+                channels_last=setup.channels_last, compile=cfg.compile, processes=setup.world.size)
     if setup.device.type == "cuda":
         info["peak_memory_mb"] = torch.cuda.max_memory_allocated(setup.device) / 2**20
     return TrainResult(
