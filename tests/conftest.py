@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,20 @@ def make_project(root: Path) -> Path:
     if (REPO / "notebooks").exists():
         shutil.copytree(REPO / "notebooks", root / "notebooks")
     return root
+
+
+@contextlib.contextmanager
+def project_as_cwd(root: Path) -> Iterator[Path]:
+    """``make_project(root)`` as the working directory while inside: loading a Kedro context runs
+    kedro-mlflow's hooks, which create the ``mlflow.db`` of the project around the working
+    directory (``${project_root:}``), and that must never be the checkout's own."""
+    copy = make_project(root)
+    cwd = os.getcwd()
+    os.chdir(copy)
+    try:
+        yield copy
+    finally:
+        os.chdir(cwd)
 
 
 def run_kedro(project: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -30,7 +30,7 @@ from kedro.framework.startup import bootstrap_project
 from kedro.io import MemoryDataset
 from kedro_mlflow.pipeline.pipeline_ml import PipelineML
 
-from .conftest import SMALL_DEMO_PARAMS, make_project, run_kedro
+from .conftest import SMALL_DEMO_PARAMS, make_project, project_as_cwd, run_kedro
 
 #: What the README tells the user to run, for two pipelines in one call.
 EXPORTED = {"__default__": "fer_pipeline_dag.py", "training": "fer_pipeline_training_dag.py"}
@@ -39,13 +39,9 @@ CREATE = ("airflow", "create", "--pipelines", ",".join(EXPORTED), "--group-by", 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A project copy as the working directory (loading a context runs kedro-mlflow's hooks,
-    which create ``mlflow.db`` in the project around it: never the checkout's own)."""
-    copy = make_project(tmp_path_factory.mktemp("airflow") / "project")
-    cwd = os.getcwd()
-    os.chdir(copy)
-    yield copy
-    os.chdir(cwd)
+    """A project copy as the working directory (``project_as_cwd``)."""
+    with project_as_cwd(tmp_path_factory.mktemp("airflow") / "project") as copy:
+        yield copy
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ paths start. Kedro and MLflow are not needed.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -29,8 +28,6 @@ from typing import Any
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from fer_pipeline.project import project_root
-
-log = logging.getLogger("fer_pipeline.train_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,12 +40,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--conf", default=str(root / "conf"), help="the conf folder (default the project's)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override a parameter, e.g. training.config.epochs=30 (repeatable)")
-    parser.add_argument("--training-set", help="assemble_training_set's output "
-                        "(default <data_root>/05_model_input/training_set.npz)")
-    parser.add_argument("--dataset", help="ingestion's output (default <data_root>/03_primary/fer_dataset.npz)")
-    parser.add_argument("--out", help="the model file rank 0 writes (default <data_root>/06_models/resnet34.pt, "
-                        "the file `kedro run --pipeline package_model` and `--pipeline evaluate` read)")
+    parser.add_argument("--training-set", help="assemble_training_set's output (default: the catalog's "
+                        "training_set, <data_root>/05_model_input/training_set.npz)")
+    parser.add_argument("--dataset", help="ingestion's output (default: the catalog's fer_dataset)")
+    parser.add_argument("--out", help="the model file rank 0 writes (default: the catalog's resnet_model, "
+                        "<data_root>/06_models/resnet34.pt, which `kedro run --pipeline package_model` and "
+                        "`--pipeline evaluate` read)")
     return parser
+
+
+def _catalog_filepath(conf: Path, env: str | None, name: str) -> str:
+    """Where the environment's catalog (conf/base/catalog.yml, the env's merged over it) keeps
+    ``name``: its ``filepath``, or its wrapped dataset's (an MLflow artifact), globals resolved."""
+    from fer_pipeline.params import deep_merge, load_environment_globals, read_yaml_file, resolve_globals
+
+    catalog: dict[str, Any] = {}
+    for folder in ("base", env):
+        path = conf / folder / "catalog.yml" if folder else None
+        if path is not None and path.is_file():
+            catalog = deep_merge(catalog, read_yaml_file(path) or {})
+    entry = catalog[name]
+    filepath = entry.get("filepath") or entry["dataset"]["filepath"]
+    return resolve_globals(filepath, load_environment_globals(conf, env), where=f"catalog {name}")
 
 
 def train(argv: list[str] | None = None) -> dict[str, Any]:
@@ -57,22 +70,21 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
     from fer_pipeline.core.distributed import (DistributedConfig, init_from_env, launched_by_torchrun,
                                                shutdown)
     from fer_pipeline.core.models import save_model
+    from fer_pipeline.core.training_job import configure_worker_logging
     from fer_pipeline.dataset_loading import read_npz
     from fer_pipeline.files import write_csv, write_json
-    from fer_pipeline.core.training_job import configure_worker_logging
-    from fer_pipeline.params import apply_sets, load_environment_globals, load_environment_parameters
+    from fer_pipeline.params import apply_sets, load_environment_parameters
 
     args = build_parser().parse_args(argv)
     conf = Path(args.conf)
     try:
         params = apply_sets(load_environment_parameters(conf, args.env), args.set)
+        # the catalog's files, relative to the working folder as the parameters' own paths are
+        training_set_path = Path(args.training_set or _catalog_filepath(conf, args.env, "training_set"))
+        dataset_path = Path(args.dataset or _catalog_filepath(conf, args.env, "fer_dataset"))
+        out = Path(args.out or _catalog_filepath(conf, args.env, "resnet_model"))
     except (OSError, ValueError, KeyError) as exc:
         raise SystemExit(f"fer-train: {exc}") from None
-    # relative to the working folder, as the parameters' own paths (checkpoint_dir) are
-    data_root = Path(str(load_environment_globals(conf, args.env).get("data_root", "data")))
-    training_set_path = Path(args.training_set or data_root / "05_model_input" / "training_set.npz")
-    dataset_path = Path(args.dataset or data_root / "03_primary" / "fer_dataset.npz")
-    out = Path(args.out or data_root / "06_models" / "resnet34.pt")
     for what, path in (("--training-set", training_set_path), ("--dataset", dataset_path)):
         if not path.is_file():
             raise SystemExit(f"fer-train: {what} {path} does not exist: run `kedro run --to-nodes "

@@ -11,6 +11,7 @@ import torch
 from fer_pipeline.core import train as train_module
 from fer_pipeline.core.models import load_model
 from fer_pipeline.core.train import PIPELINE_CHOSEN_FIELDS, TrainConfig, evaluate, train_classifier
+from tests.core.tiny_faces import tiny_faces
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,15 +25,7 @@ TINY_MODEL = {"arch": "resnet18", "stem": "imagenet"}
 
 @pytest.fixture(scope="module")
 def faces():
-    rng = np.random.default_rng(0)
-    train_labels = np.arange(16) % 7
-    val_labels = np.arange(8) % 7
-    # a learnable signal: brightness grows with the class index, plus noise
-    def make(labels):
-        base = (labels[:, None, None] * 30 + 20).astype(np.int16)
-        return np.clip(base + rng.integers(-15, 16, (len(labels), 16, 16)), 0, 255).astype(np.uint8)
-
-    return make(train_labels), train_labels, make(val_labels), val_labels, np.bincount(train_labels, minlength=7)
+    return tiny_faces(16, 8)
 
 
 def run(faces, **overrides):

@@ -15,6 +15,7 @@ from fer_pipeline.core import stages
 from fer_pipeline.core.distributed import DistributedConfig, init_from_env, shutdown
 from fer_pipeline.core.train import TrainConfig, train_classifier
 from fer_pipeline.core.training_job import DistributedTrainingError, launch, train_in_workers
+from tests.core.tiny_faces import tiny_faces
 
 TINY_MODEL = {"arch": "resnet18", "stem": "imagenet"}
 TWO = DistributedConfig(nproc_per_node=2, timeout_s=120)
@@ -25,15 +26,7 @@ WEIGHT_TOLERANCE = 1e-4
 
 @pytest.fixture(scope="module")
 def faces():
-    rng = np.random.default_rng(0)
-    train_labels = np.arange(32) % 7
-    val_labels = np.arange(9) % 7
-
-    def make(labels):
-        base = (labels[:, None, None] * 30 + 20).astype(np.int16)
-        return np.clip(base + rng.integers(-15, 16, (len(labels), 16, 16)), 0, 255).astype(np.uint8)
-
-    return make(train_labels), train_labels, make(val_labels), val_labels, np.bincount(train_labels, minlength=7)
+    return tiny_faces(32, 9)
 
 
 def config(**overrides) -> TrainConfig:

@@ -1,6 +1,5 @@
 """Every stage is registered, and the stages talk to each other only through the catalog."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -8,7 +7,7 @@ from kedro.framework.project import configure_project, pipelines
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-from tests.conftest import make_project
+from tests.conftest import project_as_cwd
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ["ingestion", "class_balance", "autoencoder", "augmentation", "training", "evaluate", "predict",
@@ -19,14 +18,9 @@ IN_MEMORY = {"raw_source", "photo_inputs"}
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A copy of the project, as the working directory: loading a context runs kedro-mlflow's
-    hooks, which create the mlflow.db of the project around the working directory
-    (``${project_root:}``), and that must not be the checkout's own."""
-    copy = make_project(tmp_path_factory.mktemp("registry") / "project")
-    cwd = os.getcwd()
-    os.chdir(copy)
-    yield copy
-    os.chdir(cwd)
+    """A copy of the project, as the working directory (``project_as_cwd``)."""
+    with project_as_cwd(tmp_path_factory.mktemp("registry") / "project") as copy:
+        yield copy
 
 
 @pytest.fixture(scope="module")

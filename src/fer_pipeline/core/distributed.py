@@ -16,7 +16,6 @@ answering fails the others instead of hanging them.
 from __future__ import annotations
 
 import datetime
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ import torch
 import torch.distributed as dist
 
 from .config import from_params
-
-log = logging.getLogger(__name__)
 
 #: the environment variables torchrun sets in every worker
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -247,6 +244,9 @@ class GlooSyncBatchNorm2d(torch.nn.BatchNorm2d):
                 momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum)
                 self.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
                 self.running_var.mul_(1 - momentum).add_(var.detach() * n / (n - 1).clamp_min(1), alpha=momentum)
+        # x - mean again, not `centred`: with `centred` reused (the same values), two gloo workers
+        # ended 0.014 from one process in the 4-step equivalence test instead of 2e-5. Not
+        # understood yet (the one-layer test passes either way), so kept as measured.
         y = (x - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]

@@ -22,8 +22,7 @@ import os
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
