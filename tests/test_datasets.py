@@ -5,7 +5,7 @@ import pytest
 import torch
 from kedro.io import DatasetError
 
-from fer_pipeline.datasets import ModelFile, NpzDataset, TorchModelDataset
+from fer_pipeline.datasets import FigureFolderDataset, ModelFile, NpzDataset, TorchModelDataset
 
 
 def test_npz_round_trip_keeps_dtypes_and_refuses_pickles(tmp_path):
@@ -62,3 +62,22 @@ def test_model_file_rejects_arbitrary_pickles(tmp_path):
     torch.save({"config": NotAllowed(), "state_dict": {}}, path)
     with pytest.raises(pickle.UnpicklingError, match="weights_only"):
         ModelFile(path).load()
+
+
+def test_figure_folder_replaces_its_figures_and_stays_for_none(tmp_path):
+    from matplotlib.figure import Figure
+
+    folder = tmp_path / "external_confusion"
+    ds = FigureFolderDataset(path=folder.as_posix(), save_args={"dpi": 20})
+    assert not ds.exists() and ds.load() == {}
+    ds.save({"ckplus48": Figure(), "jaffe": Figure()})
+    assert sorted(ds.load()) == ["ckplus48", "jaffe"] and (folder / "jaffe.png").stat().st_size > 0
+    ds.save({"jaffe": Figure()})
+    assert sorted(p.name for p in folder.iterdir()) == ["jaffe.png"]  # the dropped set's figure is gone
+    ds.save({})
+    assert ds.exists() and not any(folder.iterdir())
+    with pytest.raises(DatasetError, match="not a plain file name"):
+        ds.save({"../escape": Figure()})
+    with pytest.raises(DatasetError, match="saves a dict of figures"):
+        ds.save([Figure()])
+

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from fer_pipeline.core.classes import CLASSES
+from fer_pipeline.core.ingestion import DATASET_META_KEYS
 
 from .conftest import make_project, run_kedro
 
@@ -136,7 +137,7 @@ def test_evaluate_refuses_a_model_trained_on_another_dataset(demo_project, tmp_p
     (project / "data/06_models").mkdir(parents=True)
     shutil.copy(demo_project / "data/demo/06_models/resnet34.pt", project / "data/06_models/resnet34.pt")
     demo = NpzDataset(filepath=(demo_project / "data/demo/03_primary/fer_dataset.npz").as_posix()).load()
-    other = {key: value if key == "classes" else value[1:] for key, value in demo.items()}  # one face fewer
+    other = {key: value if key in DATASET_META_KEYS else value[1:] for key, value in demo.items()}  # one face fewer
     NpzDataset(filepath=(project / "data/03_primary/fer_dataset.npz").as_posix()).save(other)
 
     result = run_kedro(project, "run", "--pipeline", "evaluate", timeout=300)

@@ -25,7 +25,7 @@ from fer_pipeline.plots import (
     reconstruction_grid,
     samples_grid,
 )
-from tests.core.metrics_examples import CLASSES5, LABELS, example_logits
+from tests.core.metrics_examples import CLASSES5, LABELS, PREDS, example_logits
 
 
 def tiny_model(seed: int = 0) -> ConvAutoencoder:
@@ -59,6 +59,21 @@ def test_plots_render() -> None:
     for fig in figures:
         assert isinstance(fig, Figure)
         assert _png_bytes(fig) > 1000
+
+
+def test_confusion_matrix_with_a_no_face_column() -> None:
+    from fer_pipeline.core.metrics import NO_PREDICTION, prediction_metrics
+
+    report = prediction_metrics(LABELS, np.where(np.arange(len(PREDS)) == 2, NO_PREDICTION, PREDS), CLASSES5)
+    fig = plot_confusion_matrix(report["confusion"], CLASSES5, title="set: accuracy")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [*CLASSES5, "no_face"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(CLASSES5)
+    assert ax.get_title() == "set: accuracy"
+    assert ax.texts[len(CLASSES5)].get_text() == "1"  # row a, column no_face: sample 2 (an a) has no prediction
+    assert _png_bytes(fig) > 1000
+    with pytest.raises(ValueError, match=r"a 5 x 5 confusion matrix expected, got \(5, 7\)"):
+        plot_confusion_matrix(np.zeros((5, 7)), CLASSES5)
 
 
 def test_confident_mistakes_picks_wrong_predictions_by_confidence() -> None:

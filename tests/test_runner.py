@@ -25,8 +25,13 @@ def test_gpu_pipeline_end_to_end(fer_demo_folder, tmp_path, capsys, runner_log_h
         tar.add(next((fer_demo_folder / "train" / "happy").glob("*.jpg")),
                 arcname="fer2013/test/happy/PrivateTest_99999.jpg")
     out = tmp_path / "out"
+    # an external set of crops, scored after FER2013 (decoded with Pillow here: no cv2)
+    from tests.core.external_sets import CROP_FOLDERS, write_crops
+
+    crops = write_crops(tmp_path / "ck")
+    external = f"evaluate.external_sets={{ck: {{path: '{crops}', kind: crops, class_map: {{anger: angry, sadness: sad, contempt: null}}}}}}"
     result = run_like_gpu_machine(GPU_PIPELINE, "--data", str(archive), "--out", str(out), "--work", str(tmp_path / "work"),
-                        *TINY, "--naive-baseline-steps", "1", "--naive-workers", "0", cwd=tmp_path)
+                        *TINY, "--naive-baseline-steps", "1", "--naive-workers", "0", "--set", external, cwd=tmp_path)
     files = sorted(p.name for p in out.iterdir())
     # eight files, none over --part-mib (15 MiB): the float16 model comes in parts
     assert files == ["confusion.csv", "history.csv", "metrics.json", "per_class.csv", "pipeline.log",
@@ -51,6 +56,9 @@ def test_gpu_pipeline_end_to_end(fer_demo_folder, tmp_path, capsys, runner_log_h
         assert (clean["n"], clean["excluded"]) == (35, 1) and 0.0 <= clean["accuracy"] <= 1.0
         assert metrics["headline"][f"test_{tta}_without_leaked_accuracy"] == clean["accuracy"]
     assert metrics["evaluation"]["test"]["none"]["fer_split"] == "PrivateTest"
+    ck = metrics["external"]["ck"]
+    assert ck["scored"] == sum(CROP_FOLDERS.values()) - CROP_FOLDERS["contempt"]
+    assert metrics["external_headline"]["eval.external.ck.accuracy"] == ck["metrics"]["accuracy"]
     # the model (best epoch) and the TTA mode are chosen on PublicTest (val), never on test
     assert metrics["selection"]["split"] == "val" and metrics["selection"]["fer_split"] == "PublicTest"
     assert metrics["selection"]["tta_selected_on_val"] in ("none", "ten_crop")

@@ -18,7 +18,7 @@ import numpy as np
 
 from fer_pipeline.core import stages
 from fer_pipeline.core.classes import SPLITS
-from fer_pipeline.core.ingestion import ingest, leaked_mask
+from fer_pipeline.core.ingestion import DATASET_META_KEYS, ingest, leaked_mask
 from fer_pipeline.core.ingestion.decode import decoder_name
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,8 @@ def load_dataset(
     root = resolve_data(path, work)
     extract_seconds = time.perf_counter() - start
     dataset, full = stages.build_dataset(root, params)
-    report = {key: full[key] for key in ("source_kind", "read", "kept", "quarantined", "consistent", "counts",
-                                         "totals", "reasons")}
+    report = {key: full[key] for key in ("source_kind", "label_mode", "classes", "read", "kept", "quarantined",
+                                         "consistent", "counts", "totals", "reasons")}
     report["duplicates"] = {k: v for k, v in full["duplicates"].items() if k != "examples"}
     report["quarantine_examples"] = full["quarantine"][:20]
     report["warnings"] = full["warnings"][:20]
@@ -111,7 +111,7 @@ def subset_dataset(dataset: Mapping[str, np.ndarray], per_split: int, seed: int 
             of_class = members[labels == label]
             take = max(1, int(round(per_split * len(of_class) / len(members))))
             keep[rng.permutation(of_class)[:take]] = True
-    subset = {k: (v[keep] if k != "classes" else v) for k, v in dataset.items()}
+    subset = {k: (v[keep] if k not in DATASET_META_KEYS else v) for k, v in dataset.items()}
     # a test face whose training copy was left out is no longer a leaked copy in the subset
     subset["leaked"] = leaked_mask(subset["images"], subset["labels"], subset["splits"])
     return subset

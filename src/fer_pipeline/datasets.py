@@ -1,7 +1,7 @@
-"""Custom Kedro datasets: NumPy array bundles and PyTorch model files.
+"""Custom Kedro datasets: NumPy array bundles, PyTorch model files and folders of figures.
 
-Both write atomically (temp file + rename) so a killed run never leaves a half-written file
-that a later run would load.
+The first two write atomically (temp file + rename) so a killed run never leaves a
+half-written file that a later run would load.
 """
 
 from __future__ import annotations
@@ -125,3 +125,45 @@ class TorchModelDataset(AbstractDataset[dict, ModelFile]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
+
+
+class FigureFolderDataset(AbstractDataset[dict, dict]):
+    """A dict of Matplotlib figures ``{name: Figure}`` as ``<path>/<name>.png``: one figure per
+    item of a collection whose size the parameters decide (the evaluate stage's external sets).
+
+    Saving removes the folder's old PNGs first (an item taken out of the parameters leaves no
+    stale figure) and always leaves the folder in place, empty for ``{}``, so a wrapping
+    ``MlflowArtifactDataset`` can log it (as ``<artifact_path>/<folder name>/``) whatever the
+    count. Names must be plain file names. ``load`` returns ``{name: Path}`` of the PNGs.
+    """
+
+    def __init__(self, path: str, save_args: dict[str, Any] | None = None, metadata: dict | None = None):
+        self._filepath = PurePosixPath(path)
+        self._save_args = dict(save_args or {})
+        self.metadata = metadata
+
+    def load(self) -> dict[str, Path]:
+        folder = Path(self._filepath)
+        return {png.stem: png for png in sorted(folder.glob("*.png"))} if folder.is_dir() else {}
+
+    def save(self, data: dict[str, Any]) -> None:
+        if not isinstance(data, dict):
+            raise DatasetError(f"FigureFolderDataset saves a dict of figures, got {type(data).__name__}")
+        for name in data:
+            if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+                raise DatasetError(f"figure name {name!r} is not a plain file name")
+        import matplotlib.pyplot as plt
+
+        folder = Path(self._filepath)
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.png"):
+            old.unlink()
+        for name, figure in data.items():
+            figure.savefig(folder / f"{name}.png", **self._save_args)
+            plt.close(figure)
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._filepath), "save_args": self._save_args}

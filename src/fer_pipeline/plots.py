@@ -35,23 +35,39 @@ def _new_figure(width: float, height: float, layout: str | None = "constrained")
 
 
 def plot_confusion_matrix(
-    confusion: Sequence[Sequence[float]] | np.ndarray, classes: Sequence[str] = CLASSES, normalized: bool = False
+    confusion: Sequence[Sequence[float]] | np.ndarray,
+    classes: Sequence[str] = CLASSES,
+    normalized: bool = False,
+    columns: Sequence[str] | None = None,
+    title: str | None = None,
 ) -> Figure:
-    """Heat map of a K x K confusion matrix (rows = true class), values written in each cell."""
+    """Heat map of a confusion matrix (rows = true class, one per ``classes``), values written
+    in each cell. Square (K x K) by default; a K x (K+1) matrix has one more predicted column,
+    labelled ``no_face`` (rows without a prediction, ``core.metrics.prediction_metrics``) unless
+    ``columns`` names them all."""
     matrix = np.asarray(confusion, dtype=np.float64)
     num_classes = len(classes)
-    fig = _new_figure(1.0 + 0.85 * num_classes, 0.6 + 0.8 * num_classes)
+    if columns is None:
+        columns = list(classes) + (["no_face"] if matrix.ndim == 2 and matrix.shape[1] == num_classes + 1 else [])
+    if matrix.shape != (num_classes, len(columns)):
+        raise ValueError(f"a {num_classes} x {len(columns)} confusion matrix expected, got {matrix.shape}")
+    num_columns = len(columns)
+    fig = _new_figure(1.0 + 0.85 * num_columns, 0.6 + 0.8 * num_classes)
     ax = fig.add_subplot()
     vmax = 1.0 if normalized else max(float(matrix.max()), 1.0)
     image = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=vmax)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    ax.set_xticks(range(num_classes), labels=list(classes), rotation=45, ha="right")
+    ax.set_xticks(range(num_columns), labels=list(columns), rotation=45, ha="right")
     ax.set_yticks(range(num_classes), labels=list(classes))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title("Confusion matrix (row-normalised)" if normalized else "Confusion matrix (counts)")
+    if num_columns > num_classes:  # set the extra columns (no_face) apart from the classes
+        ax.axvline(num_classes - 0.5, color="black", linewidth=1.0)
+    if title is None:
+        title = "Confusion matrix (row-normalised)" if normalized else "Confusion matrix (counts)"
+    ax.set_title(title)
     for i in range(num_classes):
-        for j in range(num_classes):
+        for j in range(num_columns):
             value = matrix[i, j]
             text = f"{value:.2f}" if normalized else f"{int(round(value))}"
             color = "white" if value > 0.6 * vmax else "black"

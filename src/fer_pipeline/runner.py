@@ -42,9 +42,9 @@ import torch
 
 from fer_pipeline import model_transport, throughput
 from fer_pipeline.dataset_loading import load_dataset, resolve_data, subset_dataset
-from fer_pipeline.core import stages
+from fer_pipeline.core import external_eval, stages
 from fer_pipeline.core.autoencoder import save_autoencoder
-from fer_pipeline.core.classes import CLASSES, SPLIT_TO_FER_NAME
+from fer_pipeline.core.classes import SPLIT_TO_FER_NAME
 from fer_pipeline.core.dataset_identity import split_sizes
 from fer_pipeline.core.device import resolve_device, synchronize
 from fer_pipeline.core.metrics import HEADLINE_KEYS
@@ -284,10 +284,27 @@ def _write_tables(out: Path, evaluation: Mapping[str, Mapping[str, Any]], modes:
         for split in ("val", "test") for tta in modes for row in evaluation[split][tta]["per_class"]
     ])
     write_csv(out / "confusion.csv", [
-        {"split": split, "fer_split": SPLIT_TO_FER_NAME[split], "tta": tta, "true_class": CLASSES[i],
-         **{f"pred_{name}": count for name, count in zip(CLASSES, row)}}
-        for split in ("val", "test") for tta in modes for i, row in enumerate(evaluation[split][tta]["confusion"])
+        {"split": split, "fer_split": SPLIT_TO_FER_NAME[split], "tta": tta, "true_class": report["classes"][i],
+         **{f"pred_{name}": count for name, count in zip(report["classes"], row)}}
+        for split in ("val", "test") for tta in modes
+        for report in [evaluation[split][tta]] for i, row in enumerate(report["confusion"])
     ])
+
+
+def run_external_evaluation(run: PipelineRun, result) -> None:
+    """``evaluate.external_sets`` (``core.external_eval``), when any: ``metrics.json``'s
+    ``external`` reports and their flat ``eval.external.<name>.*`` values (``external_headline``)."""
+    evaluate = run.params["evaluate"]
+    if not evaluate.get("external_sets"):
+        return
+    with run.timer("external_evaluation"):
+        reports = external_eval.evaluate_external_sets(
+            result.model, result.config, evaluate["external_sets"], tta=evaluate["tta"],
+            batch_size=evaluate["batch_size"], device=evaluate.get("device", "auto"),
+            margin=run.params["predict"]["margin"])
+    run.metrics["external"] = reports
+    run.metrics["external_headline"] = external_eval.flat_metrics(reports)
+    run.save()
 
 
 def run_export(run: PipelineRun, result, dataset: Mapping[str, np.ndarray], logits: Mapping[str, np.ndarray],
@@ -326,17 +343,24 @@ def run_pipeline(args: argparse.Namespace, params: dict[str, Any], argv: list[st
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     params["training"]["config"]["checkpoint_dir"] = checkpoint_dir.as_posix()
     data = Path(args.data) if args.data else default_paths()["root"] / params["ingestion"]["source_path"]
+    votes = params["ingestion"].get("ferplus_votes_path")
+    if votes:  # relative to the project, as source_path
+        params["ingestion"]["ferplus_votes_path"] = (default_paths()["root"] / votes).as_posix()
     run = PipelineRun(params, data, out, work, resolve_device(params["training"]["config"]["device"]), argv)
     run.metrics["subset_per_split"] = args.subset
     log.info("device: %s", run.metrics["device"])
     # A command stopped at its time limit gets SIGTERM: leave a metrics.json that says where.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    external_eval.parse_external_sets(params["evaluate"].get("external_sets"))  # typos: before anything runs
     try:
         dataset = run_ingestion(run, args.subset)
+        # the rest of what can go wrong with them, before hours of training (the model's classes are the dataset's)
+        external_eval.check_external_sets(params["evaluate"].get("external_sets"), stages.class_names(dataset))
         synthetic = run_autoencoder(run, dataset)
         result = run_training(run, dataset, synthetic)
         logits = run_evaluation(run, result, dataset)
         run_export(run, result, dataset, logits, int(args.part_mib * 2**20))
+        run_external_evaluation(run, result)
         if args.naive_baseline_steps > 0:
             run_naive_baseline(run, args.naive_baseline_steps, args.naive_workers)
     except BaseException as exc:

@@ -5,11 +5,15 @@ from pathlib import Path
 from kedro.config import OmegaConfigLoader
 from kedro.utils import find_kedro_project
 
+from fer_pipeline.hooks import ParameterChecks
+
 
 def _project_root() -> str:
     """The Kedro project being run (found from the working directory, like the kedro CLI does)."""
     return (find_kedro_project(Path.cwd()) or Path.cwd()).resolve().as_posix()
 
+
+HOOKS = (ParameterChecks(),)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -17,6 +17,7 @@ from fer_pipeline.core.augment import (
     batch_crop,
     batch_hflip,
     batch_resized_crop,
+    SoftTargetMix,
     build_mixup_cutmix,
     build_per_image_transform,
     center_crop,
@@ -199,6 +200,26 @@ def test_mixup_cutmix_return_soft_labels_summing_to_one():
         allowed = torch.nn.functional.one_hot(labels, 7) + torch.nn.functional.one_hot(labels.roll(1), 7)
         assert ((soft > 1e-6) <= (allowed > 0)).all()
     assert type(build_mixup_cutmix({"mixup_alpha": 0.2, "cutmix_alpha": 1.0}, 7)).__name__ == "RandomChoice"
+
+
+def test_soft_target_mix_mixes_targets_exactly_as_the_hard_label_mix():
+    """On one-hot targets it equals torchvision's own label mixing, same images (same RNG draws);
+    on real distributions each row is lam * own + (1 - lam) * partner's."""
+    x, labels = textured(8), torch.arange(8) % 7
+    for alphas in ({"mixup_alpha": 0.4}, {"cutmix_alpha": 1.0}, {"mixup_alpha": 0.4, "cutmix_alpha": 1.0}):
+        policy = {**DEFAULT_POLICY, **alphas}
+        torch.manual_seed(5)
+        hard_x, hard_y = build_mixup_cutmix(policy, 7)(x, labels)
+        torch.manual_seed(5)
+        soft_x, soft_y = SoftTargetMix(policy)(x, torch.nn.functional.one_hot(labels, 7).float())
+        assert torch.equal(hard_x, soft_x)
+        assert torch.allclose(hard_y, soft_y, atol=1e-6)
+    targets = torch.softmax(torch.randn(8, 7), 1)
+    torch.manual_seed(1)
+    _, mixed = SoftTargetMix({**DEFAULT_POLICY, "mixup_alpha": 0.4})(x, targets)
+    lam = (mixed[0] - targets[7]) / (targets[0] - targets[7])  # row 0's partner is row 7
+    assert torch.allclose(mixed, lam[0] * targets + (1 - lam[0]) * targets.roll(1, 0), atol=1e-5)
+    assert torch.allclose(mixed.sum(1), torch.ones(8), atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------- sampling

@@ -11,9 +11,11 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.metrics import (
+    NO_PREDICTION,
     classification_metrics,
     compute_metrics,
     expected_calibration_error,
+    prediction_metrics,
     reliability_bins,
     scalar_metrics,
     without_leaked,
@@ -64,6 +66,60 @@ def test_classification_metrics_match_sklearn():
     with pytest.warns(UserWarning):  # sklearn warns about the predicted-only class; same value
         expected = sklearn_metrics.balanced_accuracy_score(y_true, y_pred)
     assert ours["balanced_accuracy"] == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------------------- rows without a prediction
+
+# Two rows got no prediction (a photo without a face): one of class a, one of class b.
+NP_TRUE = np.array([0, 0, 0, 1, 1, 2])
+NP_PRED = np.array([0, 1, NO_PREDICTION, 1, NO_PREDICTION, 2])
+
+
+def test_rows_without_a_prediction_are_wrong_and_lower_their_class_recall():
+    report = prediction_metrics(NP_TRUE, NP_PRED, ("a", "b", "c", "d"), no_prediction="no_face")
+    assert (report["n"], report["predicted"], report["no_prediction"]) == (6, 4, 2)
+    assert report["confusion"] == [[1, 1, 0, 0, 1], [0, 1, 0, 0, 1], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]]
+    assert report["confusion_columns"] == ["a", "b", "c", "d", "no_face"]
+    assert report["accuracy"] == pytest.approx(3 / 6)
+    assert report["accuracy_predicted"] == pytest.approx(3 / 4)
+    assert report["balanced_accuracy"] == pytest.approx(np.mean([1 / 3, 1 / 2, 1]))  # d: no label, left out
+    # F1 over the labels' classes a, b, c: a P=1 R=1/3, b P=1/2 R=1/2, c P=R=1
+    assert report["macro_f1"] == pytest.approx(np.mean([0.5, 0.5, 1.0]))
+    assert report["classes_present"] == ["a", "b", "c"]
+    by_class = {row["class"]: row for row in report["per_class"]}
+    assert by_class["a"]["support"] == 3 and by_class["a"]["recall"] == pytest.approx(1 / 3)
+    assert by_class["b"]["precision"] == pytest.approx(1 / 2)
+    np.testing.assert_allclose(report["confusion_normalized"][1], [0, 0.5, 0, 0, 0.5])
+    json.dumps(report)
+    # the same counting as classification_metrics, with its f1 convention for the labels only
+    assert classification_metrics(NP_TRUE, NP_PRED, 4, f1_average="labels") == pytest.approx(
+        {key: report[key] for key in ("accuracy", "macro_f1", "balanced_accuracy")})
+
+
+def test_macro_f1_over_the_labels_or_also_the_predictions():
+    y_true, y_pred = np.array([0, 0, 1, 1]), np.array([0, 3, 1, 1])  # class 3 predicted, never true
+    assert classification_metrics(y_true, y_pred, 4)["macro_f1"] == pytest.approx(np.mean([2 / 3, 1, 0]))
+    assert classification_metrics(y_true, y_pred, 4, f1_average="labels")["macro_f1"] == pytest.approx(
+        np.mean([2 / 3, 1]))
+    with pytest.raises(ValueError, match="f1_average"):
+        classification_metrics(y_true, y_pred, 4, f1_average="micro")
+
+
+def test_with_every_row_predicted_the_extra_column_is_empty_and_the_counts_are_compute_metrics():
+    report = prediction_metrics(LABELS, PREDS, CLASSES5, f1_average="labels_or_predictions")
+    reference = compute_metrics(LABELS, example_logits(), CLASSES5)
+    assert [row[:-1] for row in report["confusion"]] == reference["confusion"]
+    assert all(row[-1] == 0 for row in report["confusion"]) and report["no_prediction"] == 0
+    for key in ("accuracy", "macro_f1", "balanced_accuracy"):
+        assert report[key] == pytest.approx(reference[key])
+    assert report["per_class"] == reference["per_class"]
+
+
+def test_predictions_out_of_range_are_refused():
+    with pytest.raises(ValueError, match="NO_PREDICTION"):
+        prediction_metrics(np.array([0, 1]), np.array([0, 7]), ("a", "b"))
+    with pytest.raises(ValueError, match="2 labels but 1 predictions"):
+        classification_metrics(np.array([0, 1]), np.array([0]), 2)
 
 
 # ---------------------------------------------------------------------------- logits

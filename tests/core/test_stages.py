@@ -75,7 +75,8 @@ def test_build_dataset_reads_a_fer_folder_and_applies_the_duplicate_policy(tmp_p
               "duplicates": "keep", "val_fraction": 0.1, "test_fraction": 0.1, "seed": 0, "workers": 1}
 
     dataset, report = stages.build_dataset(root, params)
-    assert set(dataset) == {"images", "labels", "splits", "source_ids", "classes", "leaked"}
+    assert set(dataset) == {"images", "labels", "splits", "source_ids", "classes", "label_mode", "leaked"}
+    assert str(dataset["label_mode"]) == "fer2013"
     assert dataset["images"].shape == (36, 48, 48) and dataset["images"].dtype == np.uint8
     assert dataset["labels"].dtype == np.int64 and list(dataset["classes"]) == list(CLASSES)
     assert {s: int((dataset["splits"] == s).sum()) for s in ("train", "val", "test")} == {
@@ -291,3 +292,90 @@ def test_the_stage_key_lists_are_conf_base():
     assert set(stages.INGESTION_KEYS) == set(conf["ingestion"])
     assert set(stages.EVALUATE_KEYS) == set(conf["evaluate"])
 
+
+
+# ------------------------------------------------------------------------------ FER+ label sets
+
+
+def _with_votes(dataset: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``dataset`` as a FER+ fer2013-mode ingestion leaves it: votes beside the contest labels.
+    Odd faces' votes agree with the label (8 of 10); even faces' say happy 6, the label 4; every
+    third face has no image name (not a face)."""
+    from tests.core.ingestion.ferplus_files import column_of, vote_row
+
+    votes = []
+    for i, label in enumerate(dataset["labels"].tolist()):
+        if i % 2:
+            votes.append(vote_row(**{column_of(label): 8, "unknown": 2}))
+        elif label == CLASSES.index("happy"):
+            votes.append(vote_row(happiness=10))
+        else:
+            votes.append(vote_row(happiness=6, **{column_of(label): 4}))
+    n = len(dataset["labels"])
+    return {**dataset, "label_mode": np.array("fer2013"), "ferplus_votes": np.array(votes, np.int16),
+            "ferplus_named": np.arange(n) % 3 != 0, "fer2013_labels": dataset["labels"].copy()}
+
+
+def test_evaluate_split_scores_the_same_logits_against_ferplus_majority(dataset):
+    from fer_pipeline.core.metrics import compute_metrics
+    from fer_pipeline.core.models import build_resnet34, model_config
+
+    torch.manual_seed(0)
+    model = build_resnet34(arch="resnet18", stem="imagenet").eval()
+    voted = _with_votes(dataset)
+    config = {**model_config(arch="resnet18", stem="imagenet"), "training_data": training_data_record(voted)}
+    params = {"batch_size": 8, "device": "cpu", "label_sets": "auto"}
+    scored = stages.evaluate_split(model, config, voted, "val", "none", params)
+    assert list(scored.report["label_sets"]) == ["ferplus_majority"]  # auto: not the dataset's own fer2013
+    majority = scored.report["label_sets"]["ferplus_majority"]
+    index = np.flatnonzero(scored.mask)
+    named = voted["ferplus_named"][index]
+    expected = np.where(index % 2 == 1, voted["labels"][index], CLASSES.index("happy"))
+    assert (majority["n"], majority["excluded"]) == (named.sum(), (~named).sum())
+    truth = compute_metrics(expected[named], scored.logits[named])
+    assert majority["accuracy"] == pytest.approx(truth["accuracy"])
+    assert majority["macro_f1"] == pytest.approx(truth["macro_f1"])
+    assert majority["confusion"] == truth["confusion"]
+    agree = (expected[named] == voted["labels"][index][named]).mean()
+    assert majority["agreement_with_dataset_labels"] == pytest.approx(agree) and agree < 1
+    # asked for explicitly, and refused where the dataset has no votes
+    both = stages.evaluate_split(model, config, voted, "val", "none", {**params, "label_sets": ["fer2013",
+                                                                                                 "ferplus_plurality"]})
+    assert list(both.report["label_sets"]) == ["ferplus_plurality"]  # fer2013 is the dataset's own
+    assert stages.evaluate_split(model, config, voted, "val", "none", {**params, "label_sets": []}).report[
+        "label_sets"] == {}
+    plain_config = {**config, "training_data": training_data_record(dataset)}
+    assert stages.evaluate_split(model, plain_config, dataset, "val", "none", params).report["label_sets"] == {}
+    with pytest.raises(ValueError, match="needs the FER\\+ votes"):
+        stages.evaluate_split(model, plain_config, dataset, "val", "none",
+                              {**params, "label_sets": ["ferplus_majority"]})
+    with pytest.raises(ValueError, match="unknown label set"):
+        stages.evaluate_split(model, config, voted, "val", "none", {**params, "label_sets": ["ferplus_majoirty"]})
+
+
+def test_soft_targets_reach_the_training_set_and_the_trainer(dataset, monkeypatch):
+    rng = np.random.default_rng(3)
+    targets = rng.dirichlet(np.ones(7), len(dataset["labels"])).astype(np.float32)
+    soft = {**dataset, "labels": targets.argmax(1), "targets": targets, "label_mode": np.array("ferplus_probability")}
+    synthetic_images, synthetic_labels = _faces([0, 2, 0, 0, 0, 1, 0], rng)
+    synthetic = {"images": synthetic_images, "labels": synthetic_labels, "classes": np.array(CLASSES)}
+    training_set, _ = stages.assemble_training_set(soft, synthetic, {"use_synthetic": True, "sampler": "shuffle"})
+    train = soft["splits"] == "train"
+    np.testing.assert_array_equal(training_set["targets"][:train.sum()], targets[train])
+    np.testing.assert_array_equal(training_set["targets"][train.sum():], np.eye(7)[synthetic_labels])
+    params = {"model": {"arch": "resnet18", "stem": "imagenet"},
+              "config": {"epochs": 1, "batch_size": 16, "steps_per_epoch": 1, "warmup_epochs": 0, "amp": False,
+                         "device": "cpu", "ema": False, "loss": "focal"}}
+    given = {}
+    trainer = stages.train_classifier
+
+    def spy(*args, **kwargs):
+        given["targets"], given["counts"] = args[1], args[4]
+        return trainer(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "train_classifier", spy)
+    result = stages.train_resnet(training_set, soft, params, {"sampler": "shuffle", "policy": None})
+    assert np.isfinite(result.history[0]["train_loss"])
+    assert given["targets"] is training_set["targets"]
+    # the class counts (weights, priors, margins) count each face once, at its most voted class
+    np.testing.assert_array_equal(given["counts"], np.bincount(training_set["targets"].argmax(1), minlength=7))

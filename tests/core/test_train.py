@@ -177,7 +177,37 @@ def test_augmentation_policy_sets_input_size_and_sampler_runs(faces):
         assert result.model(torch.rand(2, 1, 12, 12)).shape == (2, 7)
 
 
-def test_resume_after_kill_equals_uninterrupted_run(faces, tmp_path):
+def soft(faces, confidence=0.7):
+    """The faces with (N, 7) soft targets: ``confidence`` on the label, the rest on the next class."""
+    labels = faces[1]
+    targets = np.eye(7, dtype=np.float32)[labels] * confidence + np.eye(7, dtype=np.float32)[(labels + 1) % 7] * (
+        1 - confidence)
+    return (faces[0], targets, *faces[2:])
+
+
+def test_soft_targets_train_with_mixing_sampler_and_the_soft_losses(faces):
+    for loss in ("ce", "weighted_ce", "focal", "logit_adjusted", "ldam_drw"):
+        result = run(soft(faces), epochs=1, policy=POLICY, sampler="class_balanced", loss=loss)
+        assert np.isfinite(result.history[0]["train_loss"]), loss
+    # one-hot soft targets train exactly as the class indices (same loss, same draws)
+    hard = run(faces, epochs=1, label_smoothing=0.1)
+    one_hot = run(soft(faces, confidence=1.0), epochs=1, label_smoothing=0.1)
+    assert one_hot.history[0]["train_loss"] == pytest.approx(hard.history[0]["train_loss"], rel=1e-5)
+    # a target mass on the wrong class changes what is learned
+    assert run(soft(faces, 0.6), epochs=1).history[0]["train_loss"] != pytest.approx(hard.history[0]["train_loss"])
+
+
+def test_malformed_soft_targets_are_refused(faces):
+    images, targets, *rest = soft(faces)
+    with pytest.raises(ValueError, match="summing to 1"):
+        run((images, targets * 2, *rest), epochs=1)
+    with pytest.raises(ValueError, match="6 columns for 7 classes"):
+        run((images, targets[:, :6] / targets[:, :6].sum(1, keepdims=True), *rest), epochs=1)
+
+
+@pytest.mark.parametrize("targets", ["labels", "soft"])
+def test_resume_after_kill_equals_uninterrupted_run(faces, tmp_path, targets):
+    faces = soft(faces) if targets == "soft" else faces  # FER+ vote distributions resume alike
     settings = {"epochs": 3, "deterministic": True, "ema": True, "ema_decay": 0.5, "warmup_epochs": 1,
                 "sampler": "sqrt", "policy": POLICY, "model_cfg": {**TINY_MODEL, "dropout": 0.3}}
     reference = run(faces, **settings)

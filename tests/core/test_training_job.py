@@ -177,3 +177,16 @@ def test_the_training_stage_switches_to_workers_by_parameter(faces, monkeypatch)
         RuntimeError("trained as a rank")))
     with pytest.raises(RuntimeError, match="trained as a rank"):
         stages.train_resnet(training_set, dataset, params, augmentation)
+
+
+def test_the_job_folder_keeps_soft_targets_and_class_labels_as_they_are(tmp_path):
+    from fer_pipeline.core.training_job import JOB_INPUTS, write_job
+
+    images, labels, val_images, val_labels, counts = tiny_faces(14, 7)
+    targets = np.eye(7, dtype=np.float32)[labels] * 0.75 + 0.25 / 7
+    for train_labels, dtype in ((targets, np.float32), (labels, np.int64)):
+        folder = write_job(tmp_path / dtype.__name__, images, train_labels, val_images, val_labels, counts, {},
+                           {"epochs": 1}, None)
+        with np.load(folder / JOB_INPUTS) as inputs:
+            assert inputs["train_labels"].dtype == dtype
+            np.testing.assert_array_equal(inputs["train_labels"], train_labels)

@@ -423,6 +423,24 @@ def build_mixup_cutmix(policy: Mapping[str, Any] | None, num_classes: int = len(
     return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
 
 
+class SoftTargetMix:
+    """MixUp / CutMix for soft targets (B, K): torchvision's mixers take class indices only, so
+    each batch goes through them with the identity labels ``0..B-1`` over B "classes"; the (B, B)
+    mixing matrix they return applied to the targets mixes those exactly as the images were
+    (the same images, coefficient and RNG draws as ``build_mixup_cutmix``)."""
+
+    def __init__(self, policy: Mapping[str, Any] | None) -> None:
+        self.policy = policy
+        self._by_batch_size: dict[int, Any] = {}
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = images.shape[0]
+        if batch not in self._by_batch_size:
+            self._by_batch_size[batch] = build_mixup_cutmix(self.policy, num_classes=batch)
+        images, mixing = self._by_batch_size[batch](images, torch.arange(batch, device=images.device))
+        return images, mixing.to(targets.dtype) @ targets
+
+
 # ----------------------------------------------------------------------------------- sampling
 def sampling_weights(
     labels: np.ndarray, strategy: str = "shuffle", num_classes: int | None = None

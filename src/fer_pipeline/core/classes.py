@@ -30,5 +30,8 @@ FER2013_TRAIN_COUNTS: tuple[int, ...] = (3995, 436, 4097, 7215, 4965, 4830, 3171
 #: FER2013 test-folder class counts (PublicTest + PrivateTest) in canonical order.
 FER2013_TEST_COUNTS: tuple[int, ...] = (958, 111, 1024, 1774, 1233, 1247, 831)
 
+#: FER+'s eighth emotion: a class only when ingestion makes it one (``ingestion.ferplus_contempt: class``).
+CONTEMPT = "contempt"
+
 IMAGE_SIZE = 48
 NUM_CLASSES = len(CLASSES)

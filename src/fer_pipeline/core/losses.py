@@ -15,6 +15,8 @@ Names for ``build_loss``:
 * ``ldam_drw``         LDAM margins ``m_c ∝ n_c^(-1/4)``, max ``ldam_max_margin``, scale ``s``;
                        deferred re-weighting (effective number) from ``drw_epoch`` on
                        (Cao et al. 2019). Expects cosine logits (``classifier="cosine"``).
+                       With soft targets each logit is lowered by its class's target share of
+                       its margin (the expected margin; what MixUp's two-label rows get too).
 * ``logit_adjusted``   CE on ``logits + tau * log prior`` (Menon et al. 2021)
 * ``balanced_softmax`` the same with tau = 1 (Ren et al. 2020)
 """

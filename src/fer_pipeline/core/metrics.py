@@ -10,6 +10,10 @@ classes that occur in the labels; macro-F1 averages over the classes that occur 
 or the predictions (an absent, never-predicted class has no defined F1 and is left out rather
 than counted as 0). That is what ``sklearn.metrics.f1_score(average="macro")`` does without a
 ``labels`` argument.
+
+Rows without a prediction (``NO_PREDICTION``: an external photo where no face was found) are
+scored by the same counting (``classification_metrics``, ``prediction_metrics``): each is
+wrong, lies in its own extra confusion column, and counts in its class's support and recall.
 """
 
 from __future__ import annotations
@@ -28,6 +32,15 @@ ECE_BINS = 15
 #: The metrics a model is selected and compared by.
 HEADLINE_KEYS: tuple[str, ...] = ("accuracy", "macro_f1", "balanced_accuracy")
 
+#: ``y_pred`` value of a row that got no prediction (a photo where no face was found): it is
+#: always wrong and is counted in an extra confusion column (``prediction_metrics``).
+NO_PREDICTION = -1
+
+#: Which classes macro-F1 averages over: those in the labels or the predictions (FER2013's
+#: convention, ``sklearn.metrics.f1_score(average="macro")``), or those in the labels only (an
+#: external set whose label space is a subset of the model's).
+F1_AVERAGES: tuple[str, ...] = ("labels_or_predictions", "labels")
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Numerically stable softmax over the last axis (float64)."""
@@ -38,9 +51,25 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """K x K counts (rows = true class); with ``NO_PREDICTION`` rows in ``y_pred``, K x (K+1):
+    the last column counts them."""
     from sklearn.metrics import confusion_matrix
 
-    return confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
+    unpredicted = y_pred == NO_PREDICTION
+    if not unpredicted.any():
+        return confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
+    y_pred = np.where(unpredicted, num_classes, y_pred)
+    return confusion_matrix(y_true, y_pred, labels=list(range(num_classes + 1)))[:num_classes]
+
+
+def _check_predictions(y_pred: np.ndarray, y_true: np.ndarray, num_classes: int) -> np.ndarray:
+    y_pred = np.asarray(y_pred).astype(np.int64).reshape(-1)
+    if y_pred.shape != y_true.shape:
+        raise ValueError(f"{y_true.size} labels but {y_pred.size} predictions")
+    valid = ((y_pred >= 0) & (y_pred < num_classes)) | (y_pred == NO_PREDICTION)
+    if not valid.all():
+        raise ValueError(f"predictions must lie in [0, {num_classes}) or be NO_PREDICTION ({NO_PREDICTION})")
+    return y_pred
 
 
 def _check_labels(y_true: np.ndarray, num_classes: int) -> np.ndarray:
@@ -52,18 +81,25 @@ def _check_labels(y_true: np.ndarray, num_classes: int) -> np.ndarray:
     return y_true
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, float]:
-    """accuracy, macro_f1 and balanced_accuracy of predicted class indices."""
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, f1_average: str = "labels_or_predictions"
+) -> dict[str, float]:
+    """accuracy, macro_f1 and balanced_accuracy of predicted class indices.
+
+    ``y_pred`` may hold ``NO_PREDICTION`` for rows that got none: they are wrong, count in
+    their class's support (so they lower its recall) and are no class of their own for
+    macro-F1. ``f1_average``: the classes macro-F1 averages over (``F1_AVERAGES``)."""
     from sklearn.metrics import accuracy_score, f1_score
 
+    if f1_average not in F1_AVERAGES:
+        raise ValueError(f"f1_average must be one of {F1_AVERAGES}, got {f1_average!r}")
     y_true = _check_labels(y_true, num_classes)
-    y_pred = np.asarray(y_pred).astype(np.int64).reshape(-1)
-    if y_pred.shape != y_true.shape:
-        raise ValueError(f"{y_true.size} labels but {y_pred.size} predictions")
+    y_pred = _check_predictions(y_pred, y_true, num_classes)
     confusion = _confusion(y_true, y_pred, num_classes)
     support = confusion.sum(axis=1)
     recall = np.diag(confusion)[support > 0] / support[support > 0]
-    present = np.union1d(np.unique(y_true), np.unique(y_pred))
+    predicted = y_pred[y_pred != NO_PREDICTION]
+    present = np.unique(y_true) if f1_average == "labels" else np.union1d(np.unique(y_true), np.unique(predicted))
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
@@ -165,6 +201,53 @@ def compute_metrics(labels: np.ndarray, logits: np.ndarray, classes: Sequence[st
         "confusion": confusion.astype(int).tolist(),
         "confusion_normalized": confusion_normalized.tolist(),
         "reliability": reliability,
+        "classes": classes,
+    }
+
+
+def prediction_metrics(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    classes: Sequence[str] = CLASSES,
+    f1_average: str = "labels",
+    no_prediction: str = "no_face",
+) -> dict[str, Any]:
+    """Metrics of predicted class indices where some rows may have no prediction
+    (``NO_PREDICTION``), as a JSON-serialisable dict: what scores an external labelled set.
+
+    The counting is ``compute_metrics``'s (``classification_metrics``, ``_per_class``): a row
+    without a prediction is wrong and counts in its class's support. Keys: n, predicted (rows
+    with a prediction), no_prediction (rows without), accuracy, macro_f1, balanced_accuracy,
+    accuracy_predicted (accuracy over the rows with a prediction; None when there are none),
+    classes_present (the classes in the labels, the ones balanced accuracy averages over; and
+    macro-F1 too with the default ``f1_average="labels"``), per_class (all K classes, as in
+    ``compute_metrics``), confusion (K x (K+1) counts, rows = true class, the last column
+    ``no_prediction``), confusion_normalized (rows divided by support), confusion_columns
+    (``classes`` + [``no_prediction``]), classes.
+    """
+    classes = [str(c) for c in classes]
+    num_classes = len(classes)
+    y_true = _check_labels(y_true, num_classes)
+    y_pred = _check_predictions(y_pred, y_true, num_classes)
+    confusion = _confusion(y_true, y_pred, num_classes)
+    if confusion.shape[1] == num_classes:  # every row has a prediction: an empty extra column
+        confusion = np.concatenate([confusion, np.zeros((num_classes, 1), dtype=confusion.dtype)], axis=1)
+    support = confusion.sum(axis=1)
+    confusion_normalized = np.divide(
+        confusion, support[:, None], out=np.zeros(confusion.shape, dtype=np.float64), where=support[:, None] > 0
+    )
+    predicted = y_pred != NO_PREDICTION
+    return {
+        "n": int(y_true.size),
+        "predicted": int(predicted.sum()),
+        "no_prediction": int((~predicted).sum()),
+        **classification_metrics(y_true, y_pred, num_classes, f1_average),
+        "accuracy_predicted": float((y_pred[predicted] == y_true[predicted]).mean()) if predicted.any() else None,
+        "classes_present": [classes[k] for k in np.unique(y_true)],
+        "per_class": _per_class(confusion, y_true, np.where(predicted, y_pred, num_classes), classes),
+        "confusion": confusion.astype(int).tolist(),
+        "confusion_normalized": confusion_normalized.tolist(),
+        "confusion_columns": [*classes, no_prediction],
         "classes": classes,
     }
 

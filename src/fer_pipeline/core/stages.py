@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,15 +33,22 @@ from .distributed import DistributedConfig, in_worker
 from .device import device_info, resolve_device, synchronize
 from .inference import predict_logits
 from .ingestion import (
+    DATASET_META_KEYS,
+    IngestionResult,
     apply_duplicate_policy,
+    check_ferplus_settings,
+    detect_source_kind,
+    extra_label_sets,
     check_required_splits,
     find_duplicates,
     ingest,
+    join_ferplus,
+    label_set,
     leaked_mask,
     leaked_mask_from_groups,
     quality_report,
 )
-from .metrics import compute_metrics, without_leaked
+from .metrics import HEADLINE_KEYS, compute_metrics, without_leaked
 from .train import TrainResult, train_classifier
 from .training_job import train_in_workers
 
@@ -56,8 +63,10 @@ TRAINING_KEYS = ("model", "config", "distributed")
 #: The ingestion and evaluate stages' parameters (conf/base/parameters_<stage>.yml): any other
 #: key is a typo, rejected with a hint.
 INGESTION_KEYS = ("source_path", "source_kind", "on_error", "colour", "size", "duplicates", "val_fraction",
-                  "test_fraction", "seed", "required_splits", "workers", "demo")
-EVALUATE_KEYS = ("split", "tta", "batch_size", "device", "model_run_id", "allow_dataset_mismatch")
+                  "test_fraction", "seed", "required_splits", "workers", "demo", "ferplus_votes_path", "label_mode",
+                  "ferplus_contempt")
+EVALUATE_KEYS = ("split", "tta", "batch_size", "device", "model_run_id", "allow_dataset_mismatch", "label_sets",
+                 "external_sets")
 
 
 def class_names(dataset: Dataset) -> list[str]:
@@ -93,9 +102,11 @@ def build_dataset(
     report keys (``source_path``, ...). Raises ``IngestionError`` (reasons counted) when no face
     of a split in ``params["required_splits"]`` (default: all three) was kept."""
     reject_unknown_keys(params, INGESTION_KEYS, "ingestion")
+    kind = params["source_kind"] if kind is None else kind
+    label_settings = _label_settings(params, source, kind)
     result = ingest(
         source,
-        kind=params["source_kind"] if kind is None else kind,
+        kind=kind,
         on_error=params["on_error"],
         colour=params["colour"],
         size=params["size"],
@@ -105,14 +116,35 @@ def build_dataset(
         workers=params["workers"],
         progress=progress,
     )
+    result = _with_label_mode(result, label_settings)
     duplicates = find_duplicates(result.images, result.labels, result.splits, result.byte_hashes)
     keep, dropped = apply_duplicate_policy(result, duplicates, params["duplicates"])
     report = quality_report(result, duplicates, keep, dropped, policy=params["duplicates"])
     check_required_splits(report, params.get("required_splits", SPLITS))
     arrays = {**result.as_arrays(), "leaked": leaked_mask_from_groups(duplicates["members"], result.labels,
                                                                      result.splits)}
-    dataset = {key: value if key == "classes" else value[keep] for key, value in arrays.items()}
+    dataset = {key: value if key in DATASET_META_KEYS else value[keep] for key, value in arrays.items()}
     return dataset, report
+
+
+def _label_settings(params: Mapping[str, Any], source: str | os.PathLike, kind: str) -> dict[str, Any]:
+    """The label parameters, checked before any image is decoded (``ferplus.check_settings``)."""
+    settings = {"votes_path": params.get("ferplus_votes_path"), "mode": params.get("label_mode", "fer2013"),
+                "contempt": params.get("ferplus_contempt", "exclude")}
+    source_kind = (detect_source_kind(source) if kind == "auto" else kind) if settings["votes_path"] else None
+    check_ferplus_settings(settings["mode"], settings["contempt"], settings["votes_path"], source_kind)
+    return settings
+
+
+def _with_label_mode(result: IngestionResult, settings: Mapping[str, Any]) -> IngestionResult:
+    """The ingested faces under the label mode: FER+ votes joined when a votes file is set
+    (``core.ingestion.ferplus``); the contest labels otherwise."""
+    if not settings["votes_path"]:
+        return result
+    joined = join_ferplus(result, settings["votes_path"], settings["mode"], settings["contempt"])
+    log.info("FER+ votes from %s joined, label mode %s: kept %d of %d faces", settings["votes_path"],
+             settings["mode"], joined.kept, result.kept)
+    return joined
 
 
 # ============================================================================================
@@ -199,7 +231,7 @@ def train_autoencoder(
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    model, history = ae.train_autoencoder(images, labels, cfg, on_epoch=on_epoch, progress=progress)
+    model, history = ae.train_autoencoder(images, labels, cfg, on_epoch=on_epoch, progress=progress, classes=classes)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     errors = [
         {"class": row["class"], "n": row["n"], f"mse_{cfg.weighting}": row["mse"], f"mae_{cfg.weighting}": row["mae"]}
@@ -208,7 +240,7 @@ def train_autoencoder(
     twin_history = None
     if (params.get("compare_unweighted") if twin is None else twin) and cfg.weighting != "none":
         twin_model, twin_history = ae.train_autoencoder(
-            images, labels, autoencoder_config(params, weighting="none"), progress=progress
+            images, labels, autoencoder_config(params, weighting="none"), progress=progress, classes=classes
         )
         twin_errors = ae.per_class_reconstruction_error(twin_model, images, labels, classes, device=cfg.device)
         del twin_model
@@ -256,7 +288,8 @@ def assemble_training_set(
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Real train faces plus, when ``params["use_synthetic"]``, the synthetic ones: (training
     set, info: size, synthetic count, counts and expected sampled share per class under
-    ``params["sampler"]``, the sampler)."""
+    ``params["sampler"]``, the sampler). A dataset with soft targets (FER+
+    ``ferplus_probability``) gives the training set ``targets`` too."""
     classes = class_names(dataset)
     train = dataset["splits"] == "train"
     images, labels = [dataset["images"][train]], [dataset["labels"][train]]
@@ -274,6 +307,12 @@ def assemble_training_set(
         "synthetic": np.concatenate(flags),
         "classes": np.array(classes),
     }
+    if "targets" in dataset:
+        # FER+ vote distributions for the real faces; a synthetic face's target is its own class.
+        one_hot = np.eye(len(classes), dtype=np.float32)
+        synthetic_labels = training_set["labels"][int(train.sum()):]
+        training_set["targets"] = np.concatenate([dataset["targets"][train].astype(np.float32),
+                                                  one_hot[synthetic_labels]])
     # What one epoch looks like to the model under the chosen sampler (expected class shares).
     weights = sampling_weights(training_set["labels"], params["sampler"])
     counts = np.bincount(training_set["labels"], minlength=len(classes)).astype(float)
@@ -318,7 +357,9 @@ def train_resnet(
     train_cfg = {**training_params["config"], "sampler": augmentation_params["sampler"]}
     model_cfg = {**training_params["model"], "num_classes": len(classes), "classes": classes}
     counts = np.bincount(training_set["labels"], minlength=len(classes))
-    inputs = (training_set["images"], training_set["labels"], dataset["images"][val], dataset["labels"][val],
+    # Soft targets (FER+ vote distributions) when the training set has them, else the class labels.
+    targets = training_set["targets"] if "targets" in training_set else training_set["labels"]
+    inputs = (training_set["images"], targets, dataset["images"][val], dataset["labels"][val],
               counts, model_cfg, train_cfg, augmentation_params["policy"])
     distributed = DistributedConfig.from_dict(training_params.get("distributed"))
     if distributed.nproc_per_node > 1 and not in_worker():
@@ -338,13 +379,16 @@ def train_resnet(
 class SplitEvaluation:
     """What ``evaluate_split`` returns: the report, and the logits of the split's faces."""
 
-    #: ``core.metrics.compute_metrics`` + split, fer_split, tta, seconds, images_per_s and
+    #: ``core.metrics.compute_metrics`` + split, fer_split, tta, seconds, images_per_s,
     #: ``without_leaked_duplicates`` (``core.metrics.without_leaked``; None when nothing leaked)
+    #: and ``label_sets`` (``score_label_set`` per other label set, e.g. FER+ majority)
     report: dict[str, Any]
     #: (n, K) float32, in dataset order
     logits: np.ndarray
     #: which faces of the dataset are the split's
     mask: np.ndarray
+    #: the split's faces under each other label set scored (``report["label_sets"]``), -1 = none
+    label_sets: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def evaluate_split(
@@ -381,4 +425,27 @@ def evaluate_split(
     report.update(split=split, fer_split=SPLIT_TO_FER_NAME.get(split, split), tta=tta, seconds=seconds,
                   images_per_s=float(mask.sum()) / seconds if seconds > 0 else None, dataset_check=dataset_check)
     report["without_leaked_duplicates"] = without_leaked(labels, logits, leaked_flags(dataset)[mask], classes)
-    return SplitEvaluation(report, logits, mask)
+    other_labels = {name: label_set(dataset, name, classes)[mask]
+                    for name in extra_label_sets(dataset, params.get("label_sets", "auto"))}
+    report["label_sets"] = {name: score_label_set(other, labels, logits, classes)
+                            for name, other in other_labels.items()}
+    return SplitEvaluation(report, logits, mask, other_labels)
+
+
+def score_label_set(other: np.ndarray, own: np.ndarray, logits: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """The split's ``logits`` scored against ``other`` labels of the same faces (another label set:
+    FER+ majority for a model trained on the contest labels, or the other way round; -1 where it
+    gives none): headline metrics, per-class recall and confusion over the faces it labels, how
+    many it leaves out, and how often it agrees with the dataset's ``own`` labels (the label
+    noise between the two)."""
+    scored = other >= 0
+    if not scored.any():
+        return {"n": 0, "excluded": int(len(other))}
+    report = compute_metrics(other[scored], logits[scored], classes)
+    return {
+        "n": int(scored.sum()), "excluded": int((~scored).sum()),
+        "agreement_with_dataset_labels": float((other[scored] == own[scored]).mean()),
+        **{key: float(report[key]) for key in HEADLINE_KEYS},
+        "recall": {row["class"]: float(row["recall"]) for row in report["per_class"]},
+        "confusion": report["confusion"],
+    }

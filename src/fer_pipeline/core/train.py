@@ -308,6 +308,26 @@ def _check_faces(name: str, images: np.ndarray, labels: np.ndarray) -> None:
         raise ValueError(f"{name}: {len(images)} images, {len(labels)} labels (need a matching non-empty set)")
 
 
+def _check_soft_targets(targets: np.ndarray, num_classes: int) -> None:
+    """(N, K) rows of non-negative weights summing to 1 (class probabilities)."""
+    if targets.shape[1] != num_classes:
+        raise ValueError(f"soft targets have {targets.shape[1]} columns for {num_classes} classes")
+    if (targets < 0).any() or not np.allclose(targets.sum(1), 1.0, atol=1e-3):
+        raise ValueError("soft targets must be non-negative rows summing to 1 (class probabilities)")
+
+
+def as_targets(labels: np.ndarray) -> np.ndarray:
+    """Training targets as stored and fingerprinted: int64 class indices (N,), or float32 soft
+    targets (N, K)."""
+    return np.asarray(labels, dtype=np.float32 if np.ndim(labels) == 2 else np.int64)
+
+
+def hard_labels(targets: np.ndarray) -> np.ndarray:
+    """Class indices of int labels (N,) or soft targets (N, K) (their most probable class)."""
+    targets = np.asarray(targets)
+    return targets.astype(np.int64) if targets.ndim == 1 else targets.argmax(1).astype(np.int64)
+
+
 @contextlib.contextmanager
 def _deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
     """Deterministic kernels (and no cuDNN autotuning) inside, the global flags restored after."""
@@ -350,10 +370,15 @@ def _build(
         augment = BatchAugment(augment_policy).to(device)
         input_size = augment.crop_size
         mix = build_mixup_cutmix(augment_policy, num_classes)
+    soft = np.asarray(train_labels).ndim == 2
+    if mix is not None and soft:
+        from .augment import SoftTargetMix
+
+        mix = SoftTargetMix(augment_policy)
     if cfg.sampler != "shuffle":
         from .augment import sampling_weights
 
-        weights = sampling_weights(np.asarray(train_labels), cfg.sampler, num_classes)
+        weights = sampling_weights(hard_labels(train_labels), cfg.sampler, num_classes)
         if weights is not None:
             sample_weights = torch.as_tensor(np.asarray(weights), dtype=torch.float64, device=device)
 
@@ -403,7 +428,7 @@ def _build(
         eval_model=ema.module if ema is not None else model, ema=ema, criterion=criterion, optimizer=optimizer,
         scheduler=build_scheduler(optimizer, cfg, steps_per_epoch), config=config, model_kwargs=model_kwargs,
         augment=augment, mix=mix, sample_weights=sample_weights, generator=generator,
-        x_train=on_device(train_images), y_train=on_device(train_labels, np.int64),
+        x_train=on_device(train_images), y_train=torch.from_numpy(as_targets(train_labels)).to(device),
         x_val=on_device(val_images), y_val=on_device(val_labels, np.int64), steps_per_epoch=steps_per_epoch,
         batch_size=batch_size, channels_last=channels_last, autocast_dtype=autocast_dtype_for(cfg.amp, device),
         world=world,
@@ -512,7 +537,9 @@ def train_classifier(
 ) -> TrainResult:
     """Train a ``build_resnet34(**model_cfg)`` classifier; select the best epoch on val.
 
-    ``train_images`` / ``val_images``: uint8 (N,H,W); labels int64. ``class_counts`` feed the
+    ``train_images`` / ``val_images``: uint8 (N,H,W); labels int64, or for training (N, K) float
+    soft targets (FER+ vote distributions; every loss takes them, ``core.losses``; the sampler
+    draws by their most probable class). ``class_counts`` feed the
     class-aware losses. ``model_cfg`` may carry ``classes`` (names stored in the model config).
     ``augment_policy``: a ``core.augment`` policy (its ``crop_size`` is the model input size);
     None: no augmentation, input = the whole face. ``on_epoch`` is called with (epoch, history
@@ -534,6 +561,8 @@ def train_classifier(
     data = (train_images, train_labels, val_images, val_labels)
     _check_faces("train", train_images, train_labels)
     _check_faces("val", val_images, val_labels)
+    if np.asarray(train_labels).ndim == 2:
+        _check_soft_targets(np.asarray(train_labels), int(model_kwargs.get("num_classes", len(classes))))
     world = current_world()
     if len(val_images) < world.size:
         raise ValueError(f"val: {len(val_images)} images for {world.size} training processes (need one each)")
@@ -551,7 +580,7 @@ def train_classifier(
             resume_cfg = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_NEUTRAL_FIELDS}
             setup.fingerprint = checkpoint.fingerprint(
                 resume_cfg, model_kwargs, setup.config, augment_policy, class_counts.tolist(),
-                np.asarray(train_images), np.asarray(train_labels, dtype=np.int64),
+                np.asarray(train_images), as_targets(train_labels),
                 np.asarray(val_images), np.asarray(val_labels, dtype=np.int64))
             state = _resume(setup, cfg, checkpoint_dir)
         for epoch in range(state.start_epoch, cfg.epochs):

@@ -34,7 +34,7 @@ from . import checkpoint
 from .distributed import (DistributedConfig, backend_for, check_global_batch, in_worker, init_from_env, shutdown,
                           worker_device)
 from .models import build_model
-from .train import TrainConfig, TrainResult, train_classifier
+from .train import TrainConfig, TrainResult, as_targets, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def write_job(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = train_cfg.to_dict() if isinstance(train_cfg, TrainConfig) else dict(train_cfg)
-    np.savez(folder / JOB_INPUTS, train_images=train_images, train_labels=np.asarray(train_labels, np.int64),
+    np.savez(folder / JOB_INPUTS, train_images=train_images, train_labels=as_targets(train_labels),
              val_images=val_images, val_labels=np.asarray(val_labels, np.int64),
              class_counts=np.asarray(class_counts, np.int64))
     spec = {"model_cfg": dict(model_cfg), "train_cfg": cfg,

@@ -13,9 +13,10 @@ from fer_pipeline.core.dataset_identity import (
     DatasetMismatchError,
     training_data_record,
 )
-from fer_pipeline.core.models import build_resnet34, model_config, save_model
-from fer_pipeline.datasets import ModelFile
-from fer_pipeline.pipelines.evaluate.nodes import evaluate_model
+from fer_pipeline.core.models import build_model, build_resnet34, model_config, save_model
+from fer_pipeline.datasets import FigureFolderDataset, ModelFile
+from fer_pipeline.pipelines.evaluate.nodes import evaluate_external, evaluate_model
+from tests.core.external_sets import CROP_MAP, write_crops, write_photos
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -86,4 +87,62 @@ def test_a_model_that_records_no_dataset_is_refused_unless_allowed(tmp_path):
         evaluate_model(ModelFile(old), dataset, params)
     report, *_ = evaluate_model(ModelFile(old), dataset, {**params, "allow_dataset_mismatch": True})
     assert report["dataset_check"]["status"] == "unrecorded_allowed" and report["n"] == 7
+
+
+# ---------------------------------------------------------------------------- external sets
+
+EXTERNAL_PARAMS = {"split": "test", "tta": "none", "batch_size": 8, "device": "cpu", "model_run_id": None}
+
+
+def test_no_external_sets_is_an_empty_report_and_the_model_is_not_read(tmp_path):
+    missing = ModelFile(tmp_path / "never_trained.pt")
+    for sets in ({}, None):
+        assert evaluate_external(missing, {**EXTERNAL_PARAMS, "external_sets": sets}, {"margin": 0.2}) == ({}, {}, {})
+    assert evaluate_external(missing, EXTERNAL_PARAMS, {"margin": 0.2}) == ({}, {}, {})
+    with pytest.raises(ValueError, match="'external_set' \\(did you mean 'external_sets'\\?\\)"):
+        evaluate_external(missing, {**EXTERNAL_PARAMS, "external_set": {}}, {"margin": 0.2})
+
+
+def test_external_sets_report_metrics_and_one_figure_per_set(tmp_path):
+    torch.manual_seed(0)
+    config = model_config(arch="resnet18", stem="imagenet")
+    path = save_model(tmp_path / "resnet18.pt", build_model(config), config)
+    sets = {"ckplus48": {"path": str(write_crops(tmp_path / "CK+48")), "kind": "crops", "class_map": CROP_MAP},
+            "photos": {"path": str(write_photos(tmp_path / "photos")), "kind": "photos"}}
+    params = {**EXTERNAL_PARAMS, "external_sets": sets}
+
+    report, metrics, figures = evaluate_external(ModelFile(path), params, {"margin": 0.2})
+
+    assert list(report) == ["ckplus48", "photos"]
+    crops, photos = report["ckplus48"], report["photos"]
+    assert (crops["files"], crops["scored"], crops["no_face"]) == (9, 7, 0)
+    assert crops["dropped_by_class_map"] == {"contempt": 2}
+    assert (photos["files"], photos["scored"], photos["no_face"], photos["multiple_faces"]) == (4, 3, 1, 1)
+    assert crops["model"] == path.as_posix()
+    for entry in report.values():  # the counting, whatever the untrained model predicts
+        counts = entry["label_counts"]
+        assert [sum(entry["confusion"][entry["classes"].index(c)]) for c in counts] == list(counts.values())
+        assert sum(row[-1] for row in entry["confusion"]) == entry["no_face"]
+        trace = sum(entry["confusion"][k][k] for k in range(len(entry["classes"])))
+        assert entry["metrics"]["accuracy"] == pytest.approx(trace / entry["metrics"]["n"])
+    assert photos["confusion"][CLASSES.index("angry")][-1] == 1  # the faceless photo
+
+    expected = {f"eval.external.{name}.{key}" for name in sets
+                for key in ("accuracy", "macro_f1", "balanced_accuracy", "no_face_rate")}
+    expected |= {f"eval.external.ckplus48.recall.{c}" for c in ("angry", "happy", "sad")}
+    expected |= {f"eval.external.photos.recall.{c}" for c in ("angry", "happy", "sad")}
+    assert set(metrics) == expected
+    assert metrics["eval.external.photos.no_face_rate"] == {"value": pytest.approx(0.25), "step": 0}
+    assert metrics["eval.external.ckplus48.accuracy"]["value"] == pytest.approx(crops["metrics"]["accuracy"])
+    json.dumps(report)
+
+    assert list(figures) == ["ckplus48", "photos"]
+    ax = figures["photos"].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [*CLASSES, "no_face"]
+    assert ax.get_title().startswith("photos (photos): accuracy")
+    folder = FigureFolderDataset(path=(tmp_path / "08_reporting" / "external_confusion").as_posix())
+    folder.save(figures)
+    assert sorted(folder.load()) == ["ckplus48", "photos"]
+    folder.save({})  # no sets any more: no stale figure, the folder stays (MLflow logs it)
+    assert folder.load() == {} and (tmp_path / "08_reporting" / "external_confusion").is_dir()
 

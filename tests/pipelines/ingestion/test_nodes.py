@@ -42,3 +42,16 @@ def test_a_non_demo_source_is_left_alone(tmp_path):
     before = sorted(p.name for p in (tmp_path / "faces").rglob("*"))
     source = prepare_source({**PARAMS, "source_path": str(tmp_path / "faces")})
     assert source["demo"] is False and sorted(p.name for p in (tmp_path / "faces").rglob("*")) == before
+
+
+def test_ferplus_exclusions_reach_mlflow_by_reason(tmp_path):
+    from tests.core.ingestion.ferplus_files import noisy_rows, write_contest_files
+
+    csv_path, votes_path = write_contest_files(tmp_path, noisy_rows({"Training": 2, "PublicTest": 1, "PrivateTest": 1},
+                                                                    contempt_faces=2))
+    params = {**PARAMS, "ferplus_votes_path": str(votes_path), "label_mode": "ferplus_majority"}
+    dataset, report, metrics = ingest_faces({"path": str(csv_path), "kind": "auto", "demo": False}, params)
+    assert metrics["ingestion.quarantined.ferplus_not_face"]["value"] == 3.0
+    assert metrics["ingestion.quarantined.ferplus_contempt"]["value"] == 6.0
+    assert sum(v["value"] for k, v in metrics.items() if k.startswith("ingestion.quarantined.")) == report["quarantined"]
+    assert str(dataset["label_mode"]) == "ferplus_majority"

@@ -26,7 +26,8 @@ def test_the_signature_names_what_core_serving_takes_and_returns():
     schema = signature()
     assert schema.inputs.input_names() == list(INPUT_COLUMNS)
     assert schema.inputs.required_input_names() == []  # each row fills one of them
-    assert schema.outputs.input_names() == output_columns(CLASSES)
+    # every class a model can have: FER+'s contempt too (optional, as every probability column)
+    assert schema.outputs.input_names() == output_columns((*CLASSES, "contempt"))
     assert schema.outputs.required_input_names() == ["input_index", "status"]  # no_face rows have the rest null
 
 

@@ -14,7 +14,8 @@ instead. Faces come out as uint8 ``(N, image_size, image_size)`` grayscale.
 
 Modules: ``sources`` (source kinds, folder listing), ``csv_source`` (fer2013.csv), ``decode``
 (bytes -> pixels, OpenCV or Pillow), ``splits`` (stratified draws), ``duplicates`` (identical
-faces, ``drop_leaked``), ``report`` (the quality report); ``ingest`` below ties them together.
+faces, ``drop_leaked``), ``report`` (the quality report), ``ferplus`` (FER+ votes joined onto
+the contest CSV, and its label modes); ``ingest`` below ties them together.
 """
 
 from __future__ import annotations
@@ -41,7 +42,16 @@ from .report import (
     quality_report,
     reason_category,
 )
-from .result import IngestionError, IngestionResult
+from .ferplus import (
+    CONTEMPT_OPTIONS,
+    HARD_LABEL_MODES,
+    LABEL_MODES,
+    extra_label_sets,
+    join_ferplus,
+    label_set,
+)
+from .ferplus import check_settings as check_ferplus_settings
+from .result import DATASET_META_KEYS, IngestionError, IngestionResult
 from .sources import (
     SOURCE_KINDS,
     detect_source_kind,
@@ -132,6 +142,10 @@ def ingest(
 
 
 __all__ = [
+    "CONTEMPT_OPTIONS",
+    "DATASET_META_KEYS",
+    "HARD_LABEL_MODES",
+    "LABEL_MODES",
     "DUPLICATE_POLICIES",
     "REASON_CATEGORIES",
     "SOURCE_KINDS",
@@ -139,11 +153,15 @@ __all__ = [
     "IngestionError",
     "IngestionResult",
     "apply_duplicate_policy",
+    "check_ferplus_settings",
     "check_required_splits",
     "decoder_name",
     "detect_source_kind",
+    "extra_label_sets",
     "find_duplicates",
     "ingest",
+    "join_ferplus",
+    "label_set",
     "leaked_mask",
     "leaked_mask_from_groups",
     "opencv",

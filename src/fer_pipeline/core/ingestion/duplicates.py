@@ -97,14 +97,16 @@ def apply_duplicate_policy(
     dropped: list[dict] = []
     if policy == "keep":
         return keep, dropped
-    for index, reason in _leaked_items(duplicates["members"], result.labels, result.splits, result.source_ids):
+    for index, reason in _leaked_items(duplicates["members"], result.labels, result.splits, result.source_ids,
+                                       result.classes):
         keep[index] = False
         dropped.append({"item": str(result.source_ids[index]), "reason": reason})
     return keep, dropped
 
 
 def _leaked_items(
-    members: list, labels: np.ndarray, splits: np.ndarray, source_ids: np.ndarray | None = None
+    members: list, labels: np.ndarray, splits: np.ndarray, source_ids: np.ndarray | None = None,
+    classes: tuple[str, ...] = CLASSES,
 ) -> Iterator[tuple[int, str]]:
     """(index, reason) of every item ``drop_leaked`` removes from the duplicate groups ``members``."""
     for group_members in members:
@@ -112,7 +114,8 @@ def _leaked_items(
         group_labels = labels[group]
         group_splits = splits[group]
         if len(set(group_labels.tolist())) > 1:
-            names = ", ".join(sorted({CLASSES[int(v)] for v in group_labels}))
+            # (callers without the class names pass the 7 classes; an eighth, FER+'s contempt, shows as its index)
+            names = ", ".join(sorted({classes[v] if v < len(classes) else f"class {v}" for v in group_labels.tolist()}))
             for index in group:
                 yield int(index), f"duplicate_conflicting_labels: {len(group)} identical images labelled {names}"
             continue

@@ -9,6 +9,7 @@ import numpy as np
 
 from fer_pipeline.core.classes import CLASSES, SPLITS
 
+from .ferplus import EXCLUSION_REASONS
 from .result import IngestionError, IngestionResult
 
 #: Reason categories (the text before the first ':' of every quarantine/warning reason).
@@ -33,6 +34,7 @@ REASON_CATEGORIES: tuple[str, ...] = (
     "csv_bad_pixel_count",
     "duplicate_leak",
     "duplicate_conflicting_labels",
+    *EXCLUSION_REASONS,
 )
 
 #: Warning categories (not rejections: nothing is dropped for these).
@@ -57,7 +59,8 @@ def _duplicate_summary(
     examples = []
     for members in duplicates.get("members", [])[:max_examples]:
         examples.append([
-            {"item": str(result.source_ids[i]), "split": str(result.splits[i]), "label": CLASSES[int(result.labels[i])]}
+            {"item": str(result.source_ids[i]), "split": str(result.splits[i]),
+             "label": result.classes[int(result.labels[i])]}
             for i in members
         ])
     return {
@@ -97,7 +100,7 @@ def quality_report(
     labels = result.labels[keep_mask]
     splits = result.splits[keep_mask]
     counts = {
-        split: {name: int(((splits == split) & (labels == c)).sum()) for c, name in enumerate(CLASSES)}
+        split: {name: int(((splits == split) & (labels == c)).sum()) for c, name in enumerate(result.classes)}
         for split in SPLITS
     }
     quarantine = [{"item": str(q["item"]), "reason": str(q["reason"])} for q in [*result.quarantine, *dropped]]
@@ -105,6 +108,8 @@ def quality_report(
     kept = int(keep_mask.sum())
     return {
         "source_kind": result.source_kind,
+        "label_mode": result.label_mode,
+        "classes": list(result.classes),
         "read": int(result.read),
         "kept": kept,
         "quarantined": len(quarantine),

@@ -8,6 +8,9 @@ import numpy as np
 
 from fer_pipeline.core.classes import CLASSES
 
+#: Keys of the canonical dataset that describe the whole set, not one entry per face.
+DATASET_META_KEYS: tuple[str, ...] = ("classes", "label_mode")
+
 
 class IngestionError(Exception):
     """A source that cannot be read, or (``on_error="fail"``) the first bad item; names it."""
@@ -29,6 +32,10 @@ class IngestionResult:
     quarantine: list[dict] = field(default_factory=list)  # {"item", "reason"} per rejected item
     warnings: list[dict] = field(default_factory=list)  # {"item", "reason"}
     source_kind: str = ""
+    classes: tuple[str, ...] = CLASSES  # what labels index (FER+ may add contempt)
+    label_mode: str = "fer2013"  # core.ingestion.ferplus.LABEL_MODES
+    #: more per-face arrays for the dataset (FER+: ferplus_votes, ferplus_named, fer2013_labels, targets)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def kept(self) -> int:
@@ -41,5 +48,7 @@ class IngestionResult:
             "labels": self.labels,
             "splits": self.splits,
             "source_ids": self.source_ids,
-            "classes": np.array(CLASSES),
+            "classes": np.array(self.classes),
+            "label_mode": np.array(self.label_mode),
+            **self.extras,
         }

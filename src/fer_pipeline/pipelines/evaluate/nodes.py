@@ -12,7 +12,7 @@ import pandas as pd
 
 from fer_pipeline import plots
 from fer_pipeline.core import stages
-from fer_pipeline.core.metrics import softmax
+from fer_pipeline.core.metrics import HEADLINE_KEYS, softmax
 from fer_pipeline.core.models import load_model
 from fer_pipeline.datasets import ModelFile
 from fer_pipeline.pipelines.tracking import point_metrics, set_tags
@@ -53,6 +53,8 @@ def evaluate_model(resnet_model: ModelFile, fer_dataset: dict[str, np.ndarray], 
         "predicted": [classes[i] for i in probs.argmax(1)], "confidence": probs.max(1),
         **{f"prob_{name}": probs[:, i] for i, name in enumerate(classes)},
     })
+    for label_set_name, other in evaluation.label_sets.items():  # other label sets' verdicts; empty: none
+        predictions[f"label_{label_set_name}"] = [classes[i] if i >= 0 else "" for i in other]
     metrics = {f"eval.{split}.{key}": float(report[key])
                for key in ("accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy", "ece")}
     for row in report["per_class"]:
@@ -65,6 +67,7 @@ def evaluate_model(resnet_model: ModelFile, fer_dataset: dict[str, np.ndarray], 
             metrics[f"eval.{split}.without_leaked.{key}"] = clean[key]
         log.info("%s without %d leaked duplicates (%d): accuracy %.4f, macro-F1 %.4f", split, clean["excluded"],
                  clean["n"], clean["accuracy"], clean["macro_f1"])
+    metrics.update(label_set_metrics(report, split))
     return (
         report, pd.DataFrame(report["per_class"]), predictions,
         plots.plot_confusion_matrix(report["confusion"], classes, normalized=False),
@@ -76,6 +79,22 @@ def evaluate_model(resnet_model: ModelFile, fer_dataset: dict[str, np.ndarray], 
     )
 
 
+def label_set_metrics(report: dict[str, Any], split: str) -> dict[str, float]:
+    """``eval.<split>.<label set>.*`` for each other label set the split was scored against
+    (``core.stages.score_label_set``), each logged with how many faces it labels."""
+    metrics = {}
+    for name, scored in report.get("label_sets", {}).items():
+        log.info("%s against %s labels (%d faces, %d without a label): %s", split, name, scored["n"],
+                 scored["excluded"], ", ".join(f"{key} {scored[key]:.4f}" for key in HEADLINE_KEYS if key in scored))
+        if not scored["n"]:
+            continue
+        prefix = f"eval.{split}.{name}"
+        metrics.update({f"{prefix}.{key}": float(scored[key]) for key in (*HEADLINE_KEYS, "n", "excluded",
+                                                                          "agreement_with_dataset_labels")})
+        metrics.update({f"{prefix}.recall.{cls}": value for cls, value in scored["recall"].items()})
+    return metrics
+
+
 def _tag_training_run(run_id: str | None) -> None:
     """Link this evaluation to the MLflow run that trained the model."""
     if not run_id:
@@ -84,3 +103,36 @@ def _tag_training_run(run_id: str | None) -> None:
 
     if mlflow.active_run():
         mlflow.set_tag("training_run_id", run_id)
+
+
+def evaluate_external(resnet_model: ModelFile, params: dict[str, Any], predict_params: dict[str, Any]):
+    """Cross-dataset evaluation on the sets of ``evaluate.external_sets`` (``core.external_eval``):
+    (report {set name: entry}, MLflow metrics ``eval.external.<name>.*``, {set name: confusion
+    figure}). No sets: an empty report, no metrics, no figures, and the model is not read."""
+    from fer_pipeline.core import external_eval
+    from fer_pipeline.core.config import reject_unknown_keys
+
+    reject_unknown_keys(params, stages.EVALUATE_KEYS, "evaluate")
+    external_sets = params.get("external_sets") or {}
+    if not external_sets:
+        return {}, {}, {}
+    external_eval.parse_external_sets(external_sets)  # parameter mistakes fail before the model is read
+    path, run_id = resolve_model(resnet_model, params.get("model_run_id"))
+    model, config = load_model(path, map_location="cpu")
+    reports = external_eval.evaluate_external_sets(
+        model, config, external_sets, tta=params["tta"], batch_size=params["batch_size"], device=params["device"],
+        margin=predict_params["margin"], progress=True)
+    figures = {}
+    for name, report in reports.items():
+        report["model"] = path.as_posix()
+        report["training_run_id"] = run_id or config.get("mlflow_run_id")
+        scores = report["metrics"]
+        log.info("external set %s (%s, %d files, %d scored, %d without a face, %d unreadable, %d dropped by "
+                 "class_map): accuracy %.4f, macro-F1 %.4f, balanced accuracy %.4f", name, report["kind"],
+                 report["files"], report["scored"], report["no_face"], report["unreadable"],
+                 sum(report["dropped_by_class_map"].values()), scores["accuracy"], scores["macro_f1"],
+                 scores["balanced_accuracy"])
+        figures[name] = plots.plot_confusion_matrix(
+            report["confusion"], report["classes"], normalized=False, columns=report["confusion_columns"],
+            title=f"{name} ({report['kind']}): accuracy {scores['accuracy']:.3f}, n={scores['n']}")
+    return reports, point_metrics(external_eval.flat_metrics(reports)), figures

@@ -1,6 +1,6 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import evaluate_model
+from .nodes import evaluate_external, evaluate_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -15,6 +15,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "confident_mistakes_plot", "per_class_plot", "evaluation_metrics",
                 ],
                 name="evaluate_model",
-            )
+            ),
+            # Cross-dataset evaluation on evaluate.external_sets (CK+, JAFFE, ...); none by default.
+            node(
+                evaluate_external,
+                ["resnet_model", "params:evaluate", "params:predict"],
+                ["external_evaluation", "external_evaluation_metrics", "external_confusion_plots"],
+                name="evaluate_external",
+            ),
         ]
     )

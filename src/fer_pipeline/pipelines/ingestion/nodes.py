@@ -60,4 +60,6 @@ def ingestion_metrics(report: dict[str, Any]) -> dict[str, float]:
     for split in SPLITS:
         for name, count in report["counts"].get(split, {}).items():
             metrics[f"ingestion.count.{split}.{name}"] = float(count)
+    for reason, count in report.get("reasons", {}).items():  # e.g. ferplus_no_majority, corrupt_image
+        metrics[f"ingestion.quarantined.{reason}"] = float(count)
     return metrics

@@ -22,7 +22,7 @@ from kedro_mlflow.pipeline.pipeline_ml import PipelineML
 from mlflow.models import ModelSignature
 from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 
-from fer_pipeline.core.classes import CLASSES
+from fer_pipeline.core.classes import CLASSES, CONTEMPT
 from fer_pipeline.core.serving import ServingConfig
 
 #: The model's name in the run (``runs:/<run id>/emotion_model``).
@@ -35,7 +35,13 @@ REQUIREMENTS = ("fer_pipeline", "torch", "torchvision", "numpy", "pandas", "pill
                 "scikit-learn", "kedro", "kedro-datasets", "kedro-mlflow", "mlflow", "cloudpickle")
 
 
-def signature(classes: tuple[str, ...] = CLASSES) -> ModelSignature:
+#: Every class a served model can have: the 7, and FER+'s contempt (``ingestion.ferplus_contempt:
+#: class``). The signature is fixed when the pipelines are registered, before a model exists, so it
+#: lists them all; each ``prob_<class>`` is optional, and a model answers with its own classes.
+SIGNATURE_CLASSES: tuple[str, ...] = (*CLASSES, CONTEMPT)
+
+
+def signature(classes: tuple[str, ...] = SIGNATURE_CLASSES) -> ModelSignature:
     """What the model takes (``image`` or ``pixels`` per row, see ``core.serving``) and returns.
 
     ``pixels`` is declared ``Any`` on purpose: with an array type, MLflow's schema enforcement
