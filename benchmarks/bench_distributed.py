@@ -26,6 +26,7 @@ import torch
 
 from fer_pipeline.core.augment import DEFAULT_POLICY
 from fer_pipeline.core.distributed import DistributedConfig
+from fer_pipeline.core.models import STEMS
 from fer_pipeline.core.train import TrainConfig, train_classifier
 from fer_pipeline.core.training_job import train_in_workers
 
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (the first is not counted)")
     parser.add_argument("--steps", type=int, default=20, help="optimiser steps per epoch")
     parser.add_argument("--batch-size", type=int, default=128, help="the global batch")
-    parser.add_argument("--stem", choices=("small", "imagenet"), default="small")
+    parser.add_argument("--stem", choices=STEMS, default="small")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads of the one process")
     parser.add_argument("--seed", type=int, default=0)

@@ -4,6 +4,7 @@
     python benchmarks/bench_evaluate.py                       # random faces, random ResNet-34
     python benchmarks/bench_evaluate.py --n 512 --threads 2   # time 512 faces, project to 3,589
     python benchmarks/bench_evaluate.py --data /path/to/fer2013 --model data/06_models/resnet34.pt
+    python benchmarks/bench_evaluate.py --amp off,auto --compile off,on     # float32 vs bf16 vs compile
 
 Random weights time exactly like trained ones. With ``--data`` the faces are the real
 PrivateTest images (test/<class>/PrivateTest_*); with ``--data`` and ``--model`` the accuracy
@@ -15,6 +16,7 @@ processes, CPU time does not.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from pathlib import Path
 
@@ -22,8 +24,15 @@ import numpy as np
 import torch
 
 from fer_pipeline.core.classes import CLASSES
+from fer_pipeline.core.device import (
+    amp_mode,
+    autocast_dtype_for,
+    cpu_bf16_units,
+    precision_name,
+)
 from fer_pipeline.core.inference import predict_logits
 from fer_pipeline.core.metrics import compute_metrics
+from fer_pipeline.core.models import STEMS
 from fer_pipeline.dataset_loading import load_split
 
 PRIVATE_TEST_SIZE = 3589
@@ -37,8 +46,10 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="64,256")
     parser.add_argument("--tta", default="none,flip")
     parser.add_argument("--channels-last", default="on,off")
-    parser.add_argument("--bf16", default="off", help="bf16 autocast on CPU: off, on or off,on")
-    parser.add_argument("--stem", default="small", choices=("small", "imagenet"))
+    parser.add_argument("--amp", default="off,auto",
+                        help="comma list: off (float32), auto (bf16 where the CPU has native bf16), on")
+    parser.add_argument("--compile", default="off", help="comma list: off, on (torch.compile the model)")
+    parser.add_argument("--stem", default="small", choices=STEMS)
     parser.add_argument("--input-size", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
@@ -69,35 +80,44 @@ def main() -> None:
     print(f"model: {args.model or 'random ResNet-34'} (stem={config.get('stem')}, input={config.get('input_size')}), "
           f"{source}, timing {n}, device={args.device}, torch threads={torch.get_num_threads()}, "
           f"torch {torch.__version__}")
-    header = (f"{'batch':>5} {'tta':>8} {'ch_last':>7} {'bf16':>4} {'seconds':>8} {'faces/s':>8} "
-              f"{'3589 faces (s)':>15} {'cpu s':>7} {'3589 at cpu/threads':>19}")
+    print(f"CPU bf16 units: {cpu_bf16_units() or 'none'}; 'agree' = top-1 predictions equal to the first amp "
+          "setting's (same batch, TTA, memory format, compile)")
+    header = (f"{'batch':>5} {'tta':>8} {'ch_last':>7} {'amp':>4} {'precision':>9} {'compile':>7} {'seconds':>8} "
+              f"{'faces/s':>8} {'3589 faces (s)':>15} {'cpu s':>7} {'3589 at cpu/threads':>19} {'agree':>7}")
     if args.data and args.model:
-        header += f" {'accuracy':>8}"
+        header += f" {'accuracy':>8} {'macro_f1':>8}"
     print(header)
     print("-" * len(header))
-    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-        for tta in args.tta.split(","):
-            for channels_last in [c == "on" for c in args.channels_last.split(",")]:
-                for bf16 in [b == "on" for b in args.bf16.split(",")]:
-                    options = dict(tta=tta, batch_size=batch_size, device=args.device, channels_last=channels_last,
-                                   bf16=bf16)
-                    # Warm-up: first-call allocations and oneDNN kernel selection.
-                    predict_logits(model, subset[: min(batch_size, n)], config, **options)
-                    start, cpu_start = time.perf_counter(), time.process_time()
-                    logits = predict_logits(model, subset, config, **options)
-                    seconds = time.perf_counter() - start
-                    cpu_seconds = time.process_time() - cpu_start
-                    rate = n / seconds
-                    # Wall time on a shared box includes waiting for other processes; CPU time /
-                    # threads is what it would take with the cores to itself (if threads scale).
-                    cpu_projection = PRIVATE_TEST_SIZE / n * cpu_seconds / torch.get_num_threads()
-                    line = (f"{batch_size:>5} {tta:>8} {'on' if channels_last else 'off':>7} "
-                            f"{'on' if bf16 else 'off':>4} {seconds:>8.2f} {rate:>8.1f} "
-                            f"{PRIVATE_TEST_SIZE / rate:>15.1f} "
-                            f"{cpu_seconds:>7.1f} {cpu_projection:>19.1f}")
-                    if args.data and args.model:
-                        line += f" {compute_metrics(subset_labels, logits, config['classes'])['accuracy']:>8.4f}"
-                    print(line, flush=True)
+    settings = itertools.product([int(b) for b in args.batch_sizes.split(",")], args.tta.split(","),
+                                 [c == "on" for c in args.channels_last.split(",")],
+                                 [c == "on" for c in args.compile.split(",")])
+    for batch_size, tta, channels_last, compiled in settings:
+        reference = None  # the first amp setting's top-1 predictions
+        for amp in [amp_mode(a) for a in args.amp.split(",")]:
+            options = dict(tta=tta, batch_size=batch_size, device=args.device, channels_last=channels_last,
+                           amp=amp)
+            runner = torch.compile(model) if compiled else model
+            # Warm-up: first-call allocations, oneDNN kernel selection, compilation.
+            predict_logits(runner, subset[: min(batch_size, n)], config, **options)
+            start, cpu_start = time.perf_counter(), time.process_time()
+            logits = predict_logits(runner, subset, config, **options)
+            predicted = logits.argmax(axis=1)
+            reference = predicted if reference is None else reference
+            seconds = time.perf_counter() - start
+            cpu_seconds = time.process_time() - cpu_start
+            rate = n / seconds
+            # Wall time on a shared box includes waiting for other processes; CPU time /
+            # threads is what it would take with the cores to itself (if threads scale).
+            cpu_projection = PRIVATE_TEST_SIZE / n * cpu_seconds / torch.get_num_threads()
+            precision = precision_name(autocast_dtype_for(amp, torch.device(args.device)))
+            line = (f"{batch_size:>5} {tta:>8} {'on' if channels_last else 'off':>7} {amp:>4} "
+                    f"{precision:>9} {'on' if compiled else 'off':>7} {seconds:>8.2f} {rate:>8.1f} "
+                    f"{PRIVATE_TEST_SIZE / rate:>15.1f} "
+                    f"{cpu_seconds:>7.1f} {cpu_projection:>19.1f} {np.mean(predicted == reference):>7.2%}")
+            if args.data and args.model:
+                scores = compute_metrics(subset_labels, logits, config['classes'])
+                line += f" {scores['accuracy']:>8.4f} {scores['macro_f1']:>8.4f}"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

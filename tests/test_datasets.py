@@ -5,7 +5,7 @@ import pytest
 import torch
 from kedro.io import DatasetError
 
-from fer_pipeline.datasets import FigureFolderDataset, ModelFile, NpzDataset, TorchModelDataset
+from fer_pipeline.datasets import FigureFolderDataset, ModelFile, NpzDataset, TorchModelDataset, VideoFolderDataset
 
 
 def test_npz_round_trip_keeps_dtypes_and_refuses_pickles(tmp_path):
@@ -81,3 +81,29 @@ def test_figure_folder_replaces_its_figures_and_stays_for_none(tmp_path):
     with pytest.raises(DatasetError, match="saves a dict of figures"):
         ds.save([Figure()])
 
+
+
+def test_video_folder_moves_finished_videos_in_and_drops_the_others(tmp_path):
+    folder = tmp_path / "annotated_videos"
+    ds = VideoFolderDataset(path=folder.as_posix())
+    assert not ds.exists() and ds.load() == {}
+    made = tmp_path / "work"
+    made.mkdir()
+    (made / "call.MP4").write_bytes(b"call frames")
+    (made / "street.avi").write_bytes(b"street frames")
+    ds.save({"call": made / "call.MP4", "street": made / "street.avi"})
+    assert {name: path.name for name, path in ds.load().items()} == {"call": "call.mp4", "street": "street.avi"}
+    assert (folder / "call.mp4").read_bytes() == b"call frames" and not any(made.iterdir())  # moved
+    (folder / "notes.txt").write_text("not a video")
+    (made / "call.mp4").write_bytes(b"again")
+    ds.save({"call": made / "call.mp4"})
+    assert sorted(p.name for p in folder.iterdir()) == ["call.mp4", "notes.txt"]  # the dropped video is gone
+    assert not any(p.name.endswith(".tmp") for p in folder.iterdir())
+    ds.save({})
+    assert ds.exists() and sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    with pytest.raises(DatasetError, match="not a plain file name"):
+        ds.save({"../escape": made / "x.mp4"})
+    with pytest.raises(DatasetError, match="no file at"):
+        ds.save({"gone": made / "gone.mp4"})
+    with pytest.raises(DatasetError, match="saves a dict of video file paths"):
+        ds.save([made / "x.mp4"])

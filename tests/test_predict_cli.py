@@ -1,4 +1,4 @@
-"""Tests for the ``fer-predict`` command line: exit codes, default model lookup, outputs."""
+"""Tests for the ``fer-predict`` command line: exit codes, default model lookup, outputs (photos and videos)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from fer_pipeline.predict_cli import DEFAULT_MODEL_RELATIVE, find_project_root, main
-from fer_pipeline.demo import draw_photo
 from fer_pipeline.core.models import build_resnet34, model_config, save_model
+from fer_pipeline.demo import draw_photo
+from fer_pipeline.predict_cli import DEFAULT_MODEL_RELATIVE, find_project_root, main
+from tests.core.video_clips import read_video, write_clip
 
 PHOTO_FACES = [(3, (60, 90, 130, 150)), (5, (290, 80, 120, 140))]
 
@@ -87,8 +88,11 @@ def test_unreadable_next_to_readable_is_success(model_file: Path, photo: Path, t
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["--tta", "sideways", "x.jpg"], ["--margin", "-1", "x.jpg"], ["--bogus-option", "x.jpg"]],
-    ids=["no-path", "bad-tta", "negative-margin", "unknown-option"],
+    [[], ["--tta", "sideways", "x.jpg"], ["--margin", "-1", "x.jpg"], ["--bogus-option", "x.jpg"],
+     ["--every-n-frames", "0", "x.jpg"], ["--detect-max-side", "-5", "x.jpg"], ["--detect-max-side", "16", "x.jpg"],
+     ["--workers", "0", "x.jpg"], ["--amp", "fast", "x.jpg"]],
+    ids=["no-path", "bad-tta", "negative-margin", "unknown-option", "zero-every-n", "negative-detect-side",
+         "detect-side-under-the-cascade-window", "zero-workers", "bad-amp"],
 )
 def test_usage_errors_exit_2(argv: list[str], tmp_path: Path) -> None:
     (tmp_path / "x.jpg").write_bytes(b"")
@@ -161,3 +165,35 @@ def test_python_dash_m_entry_point(model_file: Path, photo: Path, tmp_path: Path
     assert (tmp_path / "out" / "predictions.csv").is_file()
     usage = subprocess.run([sys.executable, "-m", "fer_pipeline.predict_cli"], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+def test_video_writes_frame_csv_and_annotated_video(model_file: Path, photo: Path, tmp_path: Path, capsys) -> None:
+    clip = write_clip(tmp_path / "in" / "call.avi", frames=8)
+    out = tmp_path / "out"
+    code = main([str(clip), str(photo), "--model", str(model_file), "--output", str(out), "--every-n-frames", "2",
+                 "--device", "cpu", "--quiet"])
+    assert code == 0
+    rows = read_csv(out / "videos" / "call.csv")
+    assert sorted({int(r["frame"]) for r in rows}) == [0, 2, 4, 6] and len({r["track_id"] for r in rows}) == 2
+    assert len(read_video(out / "videos" / "call.mp4")) == 8  # every frame, skipped ones with carried boxes
+    assert {r["status"] for r in read_csv(out / "predictions.csv")} == {"face"}  # the photo, beside the video
+    printed = capsys.readouterr().out
+    assert "8 frames (4 processed)" in printed and str(out / "videos" / "call.csv") in printed
+
+
+def test_truncated_video_keeps_partial_outputs_and_reports_the_break(model_file: Path, tmp_path: Path,
+                                                                    capsys) -> None:
+    data = write_clip(tmp_path / "whole.avi", frames=10).read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    junk = tmp_path / "junk.mkv"
+    junk.write_bytes(b"no video here" * 30)
+    out = tmp_path / "out"
+    assert main([str(cut), str(junk), "--model", str(model_file), "--output", str(out), "--device", "cpu",
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"{cut}: video broke off at frame" in err and f"{junk}: OpenCV cannot open it" in err
+    frames = {int(r["frame"]) for r in read_csv(out / "videos" / "cut.csv")}
+    assert frames and max(frames) < 10 and len(read_video(out / "videos" / "cut.mp4")) == len(frames)
+    assert not (out / "predictions.csv").exists()  # no photo was given: no empty photo table
+    assert main([str(junk), "--model", str(model_file), "--output", str(out), "--quiet"]) == 1  # nothing readable

@@ -1,18 +1,25 @@
-"""Custom Kedro datasets: NumPy array bundles, PyTorch model files and folders of figures.
+"""Custom Kedro datasets: NumPy array bundles, PyTorch model files, folders of figures and of videos.
 
-The first two write atomically (temp file + rename) so a killed run never leaves a
-half-written file that a later run would load.
+The model and array files and the videos are written atomically (temp file + rename) so a killed
+run never leaves a half-written file that a later run would load.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
+
+
+def _check_plain_names(names, what: str) -> None:
+    for name in names:
+        if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+            raise DatasetError(f"{what} name {name!r} is not a plain file name")
 
 
 def _atomic_target(path: Path) -> Path:
@@ -149,9 +156,7 @@ class FigureFolderDataset(AbstractDataset[dict, dict]):
     def save(self, data: dict[str, Any]) -> None:
         if not isinstance(data, dict):
             raise DatasetError(f"FigureFolderDataset saves a dict of figures, got {type(data).__name__}")
-        for name in data:
-            if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
-                raise DatasetError(f"figure name {name!r} is not a plain file name")
+        _check_plain_names(data, "figure")
         import matplotlib.pyplot as plt
 
         folder = Path(self._filepath)
@@ -167,3 +172,63 @@ class FigureFolderDataset(AbstractDataset[dict, dict]):
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._filepath), "save_args": self._save_args}
+
+
+class VideoFolderDataset(AbstractDataset[dict, dict]):
+    """``{name: path of a finished video file}`` -> ``<path>/<name><its extension>`` (the predict
+    stage's annotated videos).
+
+    Videos are written frame by frame while they are processed (a whole video never sits in
+    memory), so the node hands this dataset finished files. Saving moves each file in (copied to
+    a temporary name in the folder, then renamed, so a reader never sees half a video; the source
+    is removed), then removes the folder's other videos (an input taken out of the parameters
+    leaves no stale video). The folder is always left in place, empty for ``{}``. Names must be
+    plain file names. ``load`` returns ``{name: Path}`` of the videos in the folder.
+    """
+
+    def __init__(self, path: str, metadata: dict | None = None):
+        self._filepath = PurePosixPath(path)
+        self.metadata = metadata
+
+    def load(self) -> dict[str, Path]:
+        # Imported here: core.video imports torch, which a catalog that never loads videos need not.
+        from fer_pipeline.core.video import VIDEO_EXTENSIONS
+
+        folder = Path(self._filepath)
+        if not folder.is_dir():
+            return {}
+        return {f.stem: f for f in sorted(folder.iterdir())
+                if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS and not f.name.startswith(".")}
+
+    def save(self, data: dict[str, Any]) -> None:
+        if not isinstance(data, dict):
+            raise DatasetError(f"VideoFolderDataset saves a dict of video file paths, got {type(data).__name__}")
+        _check_plain_names(data, "video")
+        for name, source in data.items():
+            if not Path(source).is_file():
+                raise DatasetError(f"video {name!r}: no file at {source}")
+        folder = Path(self._filepath)
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = {self._move_in(folder, name, Path(source)) for name, source in data.items()}
+        for old in self.load().values():
+            if old not in kept:
+                old.unlink()
+
+    @staticmethod
+    def _move_in(folder: Path, name: str, source: Path) -> Path:
+        target = folder / f"{name}{source.suffix.lower()}"
+        tmp = _atomic_target(target)
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        source.unlink()
+        return target
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._filepath)}

@@ -41,14 +41,14 @@ import numpy as np
 import torch
 
 from fer_pipeline import model_transport, throughput
-from fer_pipeline.dataset_loading import load_dataset, resolve_data, subset_dataset
 from fer_pipeline.core import external_eval, stages
 from fer_pipeline.core.autoencoder import save_autoencoder
 from fer_pipeline.core.classes import SPLIT_TO_FER_NAME
 from fer_pipeline.core.dataset_identity import split_sizes
-from fer_pipeline.core.device import resolve_device, synchronize
+from fer_pipeline.core.device import autocast_dtype_for, channels_last_pays, resolve_device, synchronize
 from fer_pipeline.core.metrics import HEADLINE_KEYS
 from fer_pipeline.core.models import save_model
+from fer_pipeline.dataset_loading import load_dataset, resolve_data, subset_dataset
 from fer_pipeline.files import file_info, read_csv, write_csv, write_json
 from fer_pipeline.params import apply_sets, load_parameters
 from fer_pipeline.project import project_root
@@ -301,7 +301,7 @@ def run_external_evaluation(run: PipelineRun, result) -> None:
         reports = external_eval.evaluate_external_sets(
             result.model, result.config, evaluate["external_sets"], tta=evaluate["tta"],
             batch_size=evaluate["batch_size"], device=evaluate.get("device", "auto"),
-            margin=run.params["predict"]["margin"])
+            margin=run.params["predict"]["margin"], amp=evaluate.get("amp", "auto"))
     run.metrics["external"] = reports
     run.metrics["external_headline"] = external_eval.flat_metrics(reports)
     run.save()
@@ -323,9 +323,11 @@ def run_naive_baseline(run: PipelineRun, steps: int, workers: int) -> None:
         run.metrics["naive_baseline"] = {"skipped": f"{root} has no train/<class>/*.jpg files"}
     else:
         config = run.params["training"]["config"]
+        amp = config.get("amp", "auto")
         settings = throughput.StepSettings(
             stem=run.params["training"]["model"]["stem"], batch_size=config["batch_size"], steps=steps,
-            warmup=min(10, steps), channels_last=run.device.type == "cuda", seed=config["seed"], workers=workers)
+            warmup=min(10, steps), seed=config["seed"], workers=workers, amp=amp,
+            channels_last=channels_last_pays(run.device, autocast_dtype_for(amp, run.device)))
         with run.timer("naive_baseline"):
             run.metrics["naive_baseline"] = throughput.naive_vs_fast(root, settings, run.device,
                                                                      run.params["augmentation"]["policy"])

@@ -111,8 +111,8 @@ def test_predict_logits_rejects_bad_input() -> None:
 def test_cpu_bf16_autocast_is_close_to_fp32(small_resnet: nn.Module) -> None:
     images = np.random.default_rng(5).integers(0, 256, size=(4, 48, 48), dtype=np.uint8)
     config = model_config(arch="resnet18")
-    fp32 = predict_logits(small_resnet, images, config, device="cpu")
-    bf16 = predict_logits(small_resnet, images, config, device="cpu", bf16=True)
+    fp32 = predict_logits(small_resnet, images, config, device="cpu", amp="off")
+    bf16 = predict_logits(small_resnet, images, config, device="cpu", amp="on")
     assert bf16.dtype == np.float32
     assert not np.array_equal(bf16, fp32)  # autocast really ran in bf16
     np.testing.assert_allclose(bf16, fp32, atol=0.05 * np.abs(fp32).max() + 1e-3)

@@ -26,9 +26,9 @@ def _seed():
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.mark.parametrize("stem,map_side", [("small", 6), ("imagenet", 2)])
+@pytest.mark.parametrize("stem,map_side", [("small", 6), ("small_pool", 3), ("imagenet", 2)])
 @pytest.mark.parametrize("in_channels", [1, 3])
-def test_shapes_for_both_stems_and_channels(stem, map_side, in_channels):
+def test_shapes_for_every_stem_and_channels(stem, map_side, in_channels):
     model = build_resnet34(stem=stem, in_channels=in_channels).eval()
     x = torch.randn(2, in_channels, 48, 48)
     with torch.no_grad():
@@ -44,6 +44,9 @@ def test_small_stem_is_3x3_stride_1_without_maxpool():
     imagenet = build_resnet34(stem="imagenet").backbone
     assert imagenet.conv1.kernel_size == (7, 7) and imagenet.conv1.stride == (2, 2)
     assert isinstance(imagenet.maxpool, torch.nn.MaxPool2d)
+    pooled = build_resnet34(stem="small_pool").backbone  # the small stem's conv, ImageNet's max-pool
+    assert pooled.conv1.kernel_size == (3, 3) and pooled.conv1.stride == (1, 1)
+    assert isinstance(pooled.maxpool, torch.nn.MaxPool2d) and pooled.maxpool.stride == 2
     # ResNet-34 block layout, not ResNet-18
     assert [len(getattr(small, f"layer{i}")) for i in range(1, 5)] == [3, 4, 6, 3]
 
@@ -170,9 +173,10 @@ def test_imagenet_weights_rgb_summed_into_one_channel(imagenet_file):
     torch.testing.assert_close(_outputs(model, grey), _outputs(rgb, grey.repeat(1, 3, 1, 1)), rtol=1e-4, atol=1e-4)
 
 
-def test_imagenet_weights_with_small_stem_keep_new_conv1(imagenet_file, tmp_path):
+@pytest.mark.parametrize("stem", ["small", "small_pool"])
+def test_imagenet_weights_with_a_stride_1_stem_keep_new_conv1(imagenet_file, tmp_path, stem):
     path, reference = imagenet_file
-    model = build_resnet34(stem="small", in_channels=1, weights_path=path)
+    model = build_resnet34(stem=stem, in_channels=1, weights_path=path)
     assert model.backbone.conv1.weight.shape == (64, 1, 3, 3)
     assert torch.equal(model.backbone.layer1[0].conv1.weight, reference["layer1.0.conv1.weight"])
     # a {"state_dict": ...} wrapper is accepted too

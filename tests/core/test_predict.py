@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.demo import draw_photo
 from fer_pipeline.core.models import build_resnet34, model_config
 from fer_pipeline.core.predict import (
     FaceDetector,
@@ -23,6 +22,7 @@ from fer_pipeline.core.predict import (
     predict_photos,
     write_outputs,
 )
+from fer_pipeline.demo import draw_photo
 
 # Two drawn faces per photo; both are found by the Haar cascade for these seeds.
 PHOTO_FACES = [(3, (60, 90, 130, 150)), (5, (290, 80, 120, 140))]
@@ -267,3 +267,22 @@ def test_decode_image_refuses_more_pixels_than_allowed_from_the_header(tmp_path:
     with pytest.raises(ImageTooLargeError, match=r"40x30 = 1,200 pixels is over the limit of 1,199"):
         decode_image(raw, max_pixels=1199)
     assert issubclass(ImageTooLargeError, UnreadableImageError)  # who catches unreadable images catches it too
+
+
+def test_threaded_decode_and_detect_match_the_serial_run(photo_folder: Path, model_and_config) -> None:
+    model, config = model_and_config
+    counting = CountingModel(model)
+    serial = predict_photos([photo_folder], model, config, progress=False, device="cpu", workers=1)
+    threaded = predict_photos([photo_folder], counting, config, progress=False, device="cpu", workers=3)
+    assert counting.calls == 1  # threads find the faces; still one batched model call
+    key = ("file", "face_index", "x", "y", "w", "h", "emotion")
+    assert [tuple(r[k] for k in key) for r in threaded.rows] == [tuple(r[k] for k in key) for r in serial.rows]
+    assert threaded.unreadable == serial.unreadable and list(threaded.annotated) == list(serial.annotated)
+
+
+def test_explicit_min_size_is_in_full_resolution_pixels() -> None:
+    gray = draw_photo(PHOTO_FACES, size=(960, 720), rng=np.random.default_rng(1), color=False)
+    # Faces of 130-150 px, searched at half size: a 110-px minimum must become 55 px there to keep them.
+    assert FaceDetector(detect_max_side=480, min_size=(110, 110)).detect(gray)
+    assert FaceDetector(detect_max_side=480, min_size=(200, 200)).detect(gray) == []  # 100 px at that scale
+    assert FaceDetector(detect_max_side=480, min_size=(10, 10))._min_size_for(gray[::2, ::2], 0.5) == (24, 24)

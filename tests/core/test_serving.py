@@ -286,18 +286,25 @@ def test_serving_config_rejects_typos_and_bad_values():
         ServingConfig(device="gpu")
     with pytest.raises(ValueError, match="serving.whole_image_max_side must be >= 0"):
         ServingConfig(whole_image_max_side=-1)
+    with pytest.raises(ValueError, match="amp='fast': use one of auto, on, off"):
+        ServingConfig(amp="fast")
+    with pytest.raises(ValueError, match="serving.detect_max_side must be 0/null"):
+        ServingConfig(detect_max_side=16)
+    assert ServingConfig(amp=False).amp == "off" and ServingConfig(detect_max_side=None).detect_max_side is None
     assert ServingConfig(device="cuda:1").device == "cuda:1"  # checked for form, not for presence
 
 
-def test_the_detector_is_one_per_thread():
+def test_one_detector_per_detection_scale_shared_by_the_threads():
     from fer_pipeline.core import serving
 
-    first = serving._thread_detector()
-    assert serving._thread_detector() is first and isinstance(first, FaceDetector)
+    first = serving.shared_detector(320)
+    assert serving.shared_detector(320) is first and isinstance(first, FaceDetector)
+    assert serving.shared_detector(None) is not first and serving.shared_detector(None).detect_max_side is None
     import threading
 
     other = []
-    thread = threading.Thread(target=lambda: other.append(serving._thread_detector()))
+    thread = threading.Thread(target=lambda: other.append((serving.shared_detector(320),
+                                                          serving.shared_detector(320)._load_cascade())))
     thread.start()
     thread.join()
-    assert other[0] is not first
+    assert other[0][0] is first and other[0][1] is not first._load_cascade()  # its own cascade per thread

@@ -138,6 +138,7 @@ def test_train_autoencoder_error_table_with_and_without_twin(dataset):
         assert row["mse_change_pct"] == pytest.approx(100.0 * (row["mse_effective_number"] / row["mse_none"] - 1))
     assert run.peak_memory_mb is None  # CPU
     assert run.device_info["device"] == "cpu" and "torch" in run.device_info
+    assert (run.device_info["amp"], run.device_info["autocast"]) == ("off", "float32")  # YAML's `amp: false`
 
     alone = stages.train_autoencoder(dataset, TINY_AE, twin=False)
     assert alone.twin_history is None
@@ -261,6 +262,9 @@ def test_evaluate_split_scores_with_and_without_the_leaked_flag(dataset):
     # no flag stored (a dataset ingested before it was): found from the pixels, here none leaked
     assert stages.evaluate_split(model, config, dataset, "test", "none", params).report[
         "without_leaked_duplicates"] is None
+    for amp, precision in (("off", "float32"), ("on", "bfloat16")):  # how the logits were computed, reported
+        assert stages.evaluate_split(model, config, dataset, "test", "none", {**params, "amp": amp}).report[
+            "precision"] == precision
     with pytest.raises(ValueError, match=r"'allow_dataset_mismatchh' \(did you mean 'allow_dataset_mismatch'\?\)"):
         stages.evaluate_split(model, config, dataset, "test", "none", {**params, "allow_dataset_mismatchh": True})
     with pytest.raises(ValueError, match="split 'nope' is empty"):
@@ -291,6 +295,25 @@ def test_the_stage_key_lists_are_conf_base():
     conf = load_parameters(Path(__file__).resolve().parents[2] / "conf" / "base")
     assert set(stages.INGESTION_KEYS) == set(conf["ingestion"])
     assert set(stages.EVALUATE_KEYS) == set(conf["evaluate"])
+    assert set(stages.PREDICT_KEYS) == set(conf["predict"])
+    stages.check_predict_params(conf["predict"])  # the defaults pass
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"every_n_frame": 2}, r"'every_n_frame' \(did you mean 'every_n_frames'\?\)"),
+    ({"amp": "fast"}, "amp='fast': use one of auto, on, off"),
+    ({"tta": "sideways"}, "predict.tta must be one of none, flip, ten_crop"),
+    ({"every_n_frames": 0}, "predict.every_n_frames must be a number >= 1"),
+    ({"every_n_frames": 1.5}, "predict.every_n_frames must be a whole number"),
+    ({"workers": 0}, "predict.workers must be a number >= 1 or null"),
+    ({"margin": -0.1}, "predict.margin must be a number >= 0"),
+    ({"detect_max_side": 16}, r"predict.detect_max_side must be 0/null \(full resolution\) or >= 24"),
+])
+def test_predict_params_refuse_typos_and_bad_values_up_front(change, message):
+    params = {"inputs": "photos", "margin": 0.2, "tta": "none", "device": "cpu", "amp": "auto"}
+    stages.check_predict_params({**params, "workers": None, "detect_max_side": None, "every_n_frames": 3})
+    with pytest.raises(ValueError, match=message):
+        stages.check_predict_params({**params, **change})
 
 
 

@@ -154,7 +154,7 @@ def test_training_run_history_metrics_and_saved_best(faces, tmp_path):
 def test_flags_ema_aux_ldam_adamw_onecycle_forced_amp(faces):
     result = run(
         faces, epochs=2, ema=True, ema_decay=0.5, aux_weight=0.3, loss="ldam_drw", drw_epoch=1,
-        optimizer="adamw", lr=1e-3, schedule="onecycle", amp="force", label_smoothing=0.1,
+        optimizer="adamw", lr=1e-3, schedule="onecycle", amp="on", label_smoothing=0.1,
         channels_last=False, model_cfg={**TINY_MODEL, "aux_reconstruction": True, "dropout": 0.1},
     )
     assert result.config["classifier"] == "cosine"  # LDAM pairs with a normalised head
@@ -162,6 +162,39 @@ def test_flags_ema_aux_ldam_adamw_onecycle_forced_amp(faces):
     assert all(np.isfinite(row["train_loss"]) and row["train_recon_loss"] > 0 for row in result.history)
     with pytest.raises(ValueError, match="aux_reconstruction"):
         run(faces, epochs=1, aux_weight=0.3)
+
+
+@pytest.mark.parametrize(("units", "precision", "channels_last"),
+                         [("avx512_bf16", "bfloat16", True), (None, "float32", False)])
+def test_amp_auto_trains_in_bf16_only_where_the_cpu_has_bf16_units(faces, monkeypatch, units, precision,
+                                                                    channels_last):
+    from fer_pipeline.core import device as device_module
+
+    monkeypatch.setattr(device_module, "cpu_bf16_units", lambda: units)
+    seen = []
+    real_autocast = torch.autocast
+
+    def recording_autocast(device_type, dtype=None, enabled=True, **kwargs):
+        seen.append((device_type, dtype if enabled else None))
+        return real_autocast(device_type, dtype=dtype, enabled=enabled, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", recording_autocast)
+    result = run(faces, epochs=1, amp="auto")
+    assert result.device_info["autocast"] == precision and result.device_info["amp"] == "auto"
+    # channels_last on CPU only with bf16 (NHWC is what oneDNN's bf16 kernels want)
+    assert result.device_info["channels_last"] is channels_last
+    assert set(seen) == {("cpu", torch.bfloat16 if units else None)}  # training steps and validation alike
+    assert np.isfinite(result.history[0]["train_loss"]) and result.history[0]["val_loss"] > 0
+
+
+def test_amp_off_is_float32_even_on_a_bf16_cpu(faces, monkeypatch):
+    from fer_pipeline.core import device as device_module
+
+    monkeypatch.setattr(device_module, "cpu_bf16_units", lambda: "amx_bf16")
+    assert run(faces, epochs=1, amp="off").device_info["autocast"] == "float32"
+    assert TrainConfig.from_dict({"amp": True}).amp == "on"  # YAML's bare `on`
+    with pytest.raises(ValueError, match="auto, on, off"):
+        TrainConfig.from_dict({"amp": "force"})
 
 
 #: Random crop, flip, affine, colour, erasing and mixup: every RNG stream the loop uses.

@@ -97,7 +97,7 @@ def test_cpu_environment_resolves_for_kedro(project):
         model_path = context.catalog.get("resnet_model")._filepath
     assert str(model_path).endswith("data/cpu/06_models/resnet34.pt")  # beside, not over, the default model
     assert params["training"]["config"]["checkpoint_dir"] == "data/cpu/06_models/checkpoints"
-    assert params["training"]["model"]["stem"] == "imagenet"
-    assert params["training"]["config"]["epochs"] == 10
+    assert params["training"]["model"]["stem"] == "small_pool"
+    assert params["training"]["config"]["epochs"] == 13 and params["training"]["config"]["amp"] == "auto"
     assert params["training"]["config"]["loss"] == "ce"  # everything else from conf/base
     assert params["ingestion"]["source_path"] == "data/01_raw/fer2013"

@@ -14,6 +14,7 @@ Its figures (reconstructions, synthetic faces) are drawn by ``fer_pipeline.plots
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +30,9 @@ from .class_balance import class_weights as class_weight_vector
 from .classes import CLASSES, IMAGE_SIZE
 from .config import from_params
 from .data import as_tensor_images, to_float
-from .device import resolve_device, synchronize
+from .device import amp_mode, autocast_dtype_for, describe_precision, resolve_device, synchronize
+
+log = logging.getLogger(__name__)
 
 try:  # optional on the GPU box
     from tqdm.auto import tqdm
@@ -173,7 +176,8 @@ class AutoencoderConfig:
         times ``deepsmote_weight``: per step one class drawn uniformly, ``deepsmote_class_batch``
         of its images, latents permuted within the class, decoded, compared with the permuted
         images. Unweighted (the class draw is already uniform).
-    device: ``auto`` = CUDA when present. amp: bf16 autocast (CUDA only; ignored on CPU).
+    device: ``auto`` = CUDA when present. amp: ``auto`` | ``on`` | ``off``, bf16 autocast of the
+    training forward (``core.device.autocast_dtype_for``: auto = where the device runs bf16 natively).
     """
 
     latent_dim: int = 128
@@ -189,13 +193,14 @@ class AutoencoderConfig:
     deepsmote_class_batch: int = 100
     seed: int = 0
     device: str = "auto"
-    amp: bool = True
+    amp: bool | str = "auto"
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTING_SCHEMES:
             raise ValueError(f"weighting must be one of {WEIGHTING_SCHEMES}, got {self.weighting!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
+        self.amp = amp_mode(self.amp)
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any]) -> AutoencoderConfig:
@@ -264,7 +269,7 @@ def _train_epoch(
     of the per-sample MSE per class), both still on the device."""
     generator, class_generator = generators
     device = images_u8.device
-    use_amp = bool(cfg.amp) and device.type == "cuda"
+    autocast_dtype = autocast_dtype_for(cfg.amp, device)
     order = torch.randperm(len(labels), generator=generator, device=device)
     loss_sum = torch.zeros((), device=device)
     class_mse_sum = torch.zeros(num_classes, device=device)
@@ -273,7 +278,7 @@ def _train_epoch(
         batch = order[start : start + cfg.batch_size]
         x = to_float(images_u8[batch])
         y = labels[batch]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
             recon, _ = model(x)
             sample_mse = per_sample_mse(recon, x)
             loss = _weighted_mean(sample_mse, y, loss_weights)
@@ -312,6 +317,7 @@ def train_autoencoder(
     """
     cfg = cfg or AutoencoderConfig()
     device = resolve_device(cfg.device)
+    log.info("autoencoder precision: %s", describe_precision(cfg.amp, device))
     labels_np = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels, dtype=np.int64)
     if labels_np.ndim != 1 or len(labels_np) == 0:
         raise ValueError("labels must be a non-empty 1-d array")

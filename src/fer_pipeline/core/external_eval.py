@@ -61,7 +61,7 @@ from torch import nn
 
 from .classes import CLASSES, IMAGE_SIZE
 from .config import reject_unknown_keys
-from .device import resolve_device, synchronize
+from .device import autocast_dtype_for, precision_name, resolve_device, synchronize
 from .inference import predict_logits
 from .metrics import NO_PREDICTION, prediction_metrics
 
@@ -428,6 +428,7 @@ def score_external_set(
     margin: float = 0.2,
     detector: Any = None,
     progress: bool = False,
+    amp: bool | str = "auto",
 ) -> dict[str, Any]:
     """Decode, find faces, classify and score one listed set: its report (JSON-serialisable).
 
@@ -438,7 +439,7 @@ def score_external_set(
     unused_class_map_keys, label_counts (readable files per true class), metrics (n, accuracy,
     macro_f1, balanced_accuracy, no_face_rate, accuracy_on_faces, classes_present), per_class,
     confusion (K x (K+1), rows = true class, last column ``no_face``), confusion_normalized,
-    confusion_columns, classes, tta, seconds. File lists hold at most ``LIST_LIMIT`` names."""
+    confusion_columns, classes, tta, precision (``float32`` or ``bfloat16``, as ``amp`` chose), seconds. File lists hold at most ``LIST_LIMIT`` names."""
     classes = model_classes(config)
     start = time.perf_counter()
     if spec.kind == "crops":
@@ -455,10 +456,10 @@ def score_external_set(
         raise ExternalSetError(f"{spec.where}: none of its {len(listing.files)} labelled files could be read: "
                                f"{faces.unreadable[:MISMATCH_SHOWN]}")
     predictions = np.full(len(faces.labels), NO_PREDICTION, dtype=np.int64)
+    torch_device = resolve_device(device)
     if len(faces.crops):
-        torch_device = resolve_device(device)
         logits = predict_logits(model, faces.crops, dict(config), tta=tta, batch_size=batch_size,
-                                device=torch_device, progress=progress)
+                                device=torch_device, progress=progress, amp=amp)
         synchronize(torch_device)
         predictions[faces.has_face] = logits.argmax(axis=1)
     scores = prediction_metrics(faces.labels, predictions, classes, f1_average="labels", no_prediction=NO_FACE)
@@ -468,6 +469,7 @@ def score_external_set(
         "name": spec.name,
         "path": spec.path.as_posix(),
         "kind": spec.kind,
+        "precision": precision_name(autocast_dtype_for(amp, torch_device)),
         "label_source": "file_name" if spec.label_pattern else "folder",
         "label_pattern": spec.label_pattern,
         "class_map": dict(spec.class_map),
@@ -534,6 +536,7 @@ def evaluate_external_sets(
     device: str | torch.device | None = "auto",
     margin: float = 0.2,
     progress: bool = False,
+    amp: bool | str = "auto",
 ) -> dict[str, dict[str, Any]]:
     """Set name -> ``score_external_set`` report, for every entry of ``external_sets`` ({} for
     none). Every set is validated, listed and labelled before the first is scored."""
@@ -550,7 +553,7 @@ def evaluate_external_sets(
     reports = {}
     for spec in specs:
         reports[spec.name] = score_external_set(model, config, spec, listings[spec.name], tta=tta,
-                                                batch_size=batch_size, device=device, margin=margin,
+                                                batch_size=batch_size, device=device, margin=margin, amp=amp,
                                                 detector=detector, progress=progress)
     return reports
 

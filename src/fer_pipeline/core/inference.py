@@ -28,7 +28,7 @@ from torch import nn
 
 from .classes import CLASSES
 from .data import MEAN, STD, to_float
-from .device import resolve_device
+from .device import autocast_dtype_for, resolve_device
 
 try:
     from tqdm.auto import tqdm
@@ -97,14 +97,15 @@ def predict_logits(
     device: str | torch.device | None = "auto",
     progress: bool = False,
     channels_last: bool = True,
-    bf16: bool | None = None,
+    amp: bool | str = "auto",
 ) -> np.ndarray:
     """Logits (N, K) float32 for uint8 faces (N,H,W) or (N,1,H,W), TTA views averaged.
 
     The model is put in eval mode and moved to ``device`` (and channels_last memory format,
-    which is faster for convolutions on CUDA and on CPU). ``bf16``: bfloat16 autocast;
-    ``None`` = on for CUDA, off for CPU (CPUs with AVX512-BF16/AMX run it ~1.5x faster, at a
-    small numeric cost, so it is opt-in there).
+    which is faster for convolutions on CUDA and on CPU). ``amp``: ``auto`` | ``on`` | ``off``
+    (``core.device.autocast_dtype_for``): auto = bf16 autocast where the device runs bf16
+    natively (CUDA, CPUs with AVX512-BF16/AMX, ~1.5-2x faster), float32 elsewhere. The logits
+    come back float32 and the TTA views are averaged in float32.
     """
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
@@ -125,7 +126,7 @@ def predict_logits(
     model.to(device=device, memory_format=memory_format)
     input_size = _config_input_size(config, int(images.shape[-1]))
     mean, std, in_channels = _normalizer(config, device)
-    use_autocast = device.type == "cuda" if bf16 is None else bool(bf16)
+    autocast_dtype = autocast_dtype_for(amp, device)
 
     num_images = int(images.shape[0])
     starts = range(0, num_images, batch_size)
@@ -133,7 +134,8 @@ def predict_logits(
         starts = tqdm(starts, total=math.ceil(num_images / batch_size), desc=f"predict (tta={tta})", unit="batch")
 
     outputs: list[torch.Tensor] = []
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
+    with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
+                                                    enabled=autocast_dtype is not None):
         for start in starts:
             batch = to_float(images[start : start + batch_size].to(device, non_blocking=True))
             logits_sum = None

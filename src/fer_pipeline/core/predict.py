@@ -9,7 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,11 @@ CSV_STATUSES: tuple[str, ...] = ("face", "no_face", "unreadable")
 
 #: Images up to this size with no detected face are classified whole (already face crops).
 WHOLE_IMAGE_MAX_SIDE = 100
+
+#: The Haar cascade searches a copy of each image at most this long (``FaceDetector``).
+DETECT_MAX_SIDE = 320
+#: The frontal-face cascade's window: it finds no face smaller than this in the image it searches.
+CASCADE_WINDOW = 24
 
 
 class UnreadableImageError(ValueError):
@@ -163,6 +169,18 @@ class FaceDetector:
     histogram-equalised version (rescues dark / low-contrast photos). Equalising every image
     instead found fewer faces on the demo photos (75 vs 79 of 80) and about as many on real
     FER2013 faces (147 vs 144 of 200); plain-then-equalised found 78/80 and 151/200.
+
+    ``detect_max_side``: the cascade runs on a copy whose longer side is at most this many
+    pixels (INTER_AREA), and the boxes are mapped back to the full-resolution image, from
+    which the crops are taken. The cascade's cost grows with the pixel count, so 320 px is
+    about 2.2x faster than full resolution on 480x360 photos and far more on camera photos,
+    and found the same faces on the benchmark photos (``benchmarks/bench_predict.py``).
+    ``min_size_fraction`` is a fraction of the side, so it means the same at any scale; only
+    the cascade's 24-px window floor grows with the downscale: the smallest face found is
+    ``max(min_size_fraction x shorter side, 24 px x longer side / detect_max_side)``, e.g.
+    36 px in a 480x360 photo and 7.5% of the width of a large photo. ``None`` (or 0)
+    detects at full resolution, for group photos with very small faces. An explicit
+    ``min_size`` is in full-resolution pixels and scaled with the image (at least 24).
     """
 
     CASCADE_FILE = "haarcascade_frontalface_default.xml"
@@ -174,6 +192,7 @@ class FaceDetector:
         min_size: tuple[int, int] | None = None,
         min_size_fraction: float = 0.06,
         equalize_fallback: bool = True,
+        detect_max_side: int | None = DETECT_MAX_SIDE,
     ) -> None:
         import cv2
 
@@ -183,40 +202,95 @@ class FaceDetector:
                 f"OpenCV {cv2.__version__} has no Haar cascade face detector (removed in OpenCV 5); "
                 "install opencv-python-headless<5"
             )
-        cascade_path = os.path.join(cv2.data.haarcascades, self.CASCADE_FILE)
-        self._cascade = cv2.CascadeClassifier(cascade_path)
-        if self._cascade.empty():
-            raise RuntimeError(f"could not load OpenCV's Haar cascade from {cascade_path}")
+        self._cascade_path = os.path.join(cv2.data.haarcascades, self.CASCADE_FILE)
+        # One cascade per thread: detectMultiScale keeps the image's integral tables in the
+        # classifier object, so threads sharing one would overwrite each other's.
+        self._local = threading.local()
+        self._load_cascade()  # fail here, in the caller's thread, when the file is unusable
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_size = min_size
         self.min_size_fraction = min_size_fraction
         self.equalize_fallback = equalize_fallback
+        if detect_max_side is not None and (detect_max_side < 0 or 0 < detect_max_side < CASCADE_WINDOW):
+            raise ValueError(f"detect_max_side must be 0 or None (full resolution) or at least the cascade's "
+                             f"{CASCADE_WINDOW}-px window, got {detect_max_side}")
+        self.detect_max_side = detect_max_side or None
 
-    def _min_size_for(self, gray: np.ndarray) -> tuple[int, int]:
+    def _load_cascade(self):  # -> cv2.CascadeClassifier
+        import cv2
+
+        cascade = getattr(self._local, "cascade", None)
+        if cascade is None:
+            cascade = cv2.CascadeClassifier(self._cascade_path)
+            if cascade.empty():
+                raise RuntimeError(f"could not load OpenCV's Haar cascade from {self._cascade_path}")
+            self._local.cascade = cascade
+        return cascade
+
+    def detection_scale(self, shape: tuple[int, ...]) -> float:
+        """Factor (<= 1) from an image of ``shape`` to the copy the cascade searches."""
+        longest = max(shape[:2])
+        if self.detect_max_side is None or longest <= self.detect_max_side:
+            return 1.0
+        return self.detect_max_side / longest
+
+    def _min_size_for(self, gray: np.ndarray, scale: float = 1.0) -> tuple[int, int]:
+        """Smallest box searched in ``gray`` (already scaled by ``scale``): an explicit ``min_size``
+        is in full-resolution pixels, so it is scaled too; never under the 24-px window."""
         if self.min_size is not None:
-            return int(self.min_size[0]), int(self.min_size[1])
-        side = max(24, int(round(min(gray.shape[:2]) * self.min_size_fraction)))
+            width, height = (max(CASCADE_WINDOW, round(side * scale)) for side in self.min_size[:2])
+            return width, height
+        side = max(CASCADE_WINDOW, int(round(min(gray.shape[:2]) * self.min_size_fraction)))
         return side, side
 
-    def _run_cascade(self, gray: np.ndarray) -> list[tuple[int, int, int, int]]:
-        boxes = self._cascade.detectMultiScale(
+    def _run_cascade(self, gray: np.ndarray, scale: float = 1.0) -> list[tuple[int, int, int, int]]:
+        boxes = self._load_cascade().detectMultiScale(
             gray,
             scaleFactor=self.scale_factor,
             minNeighbors=self.min_neighbors,
-            minSize=self._min_size_for(gray),
+            minSize=self._min_size_for(gray, scale),
         )
         return [(int(x), int(y), int(w), int(h)) for x, y, w, h in np.asarray(boxes).reshape(-1, 4)]
 
     def detect(self, gray: np.ndarray) -> list[tuple[int, int, int, int]]:
-        """Face boxes (x, y, w, h) in pixels, sorted left to right then top to bottom."""
+        """Face boxes (x, y, w, h) in pixels of ``gray`` (full resolution, whatever scale the
+        cascade searched at), sorted left to right then top to bottom."""
         import cv2
 
         gray = to_gray(gray)
-        boxes = self._run_cascade(gray)
+        scale = self.detection_scale(gray.shape)
+        small = gray
+        if scale < 1.0:
+            size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+            small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        boxes = self._run_cascade(small, scale)
         if not boxes and self.equalize_fallback:
-            boxes = self._run_cascade(cv2.equalizeHist(gray))
+            boxes = self._run_cascade(cv2.equalizeHist(small), scale)
+        if scale < 1.0:
+            boxes = [_scale_box(box, gray.shape[1] / small.shape[1], gray.shape[0] / small.shape[0], gray.shape)
+                     for box in boxes]
         return sorted(boxes)
+
+
+def _scale_box(
+    box: tuple[int, int, int, int], fx: float, fy: float, shape: tuple[int, ...]
+) -> tuple[int, int, int, int]:
+    """A box found on a resized copy -> the same box in the original image's pixels (per-axis
+    factors, since rounding the copy's size changes the aspect slightly), clipped to the image."""
+    x, y, w, h = box
+    x0, y0 = round(x * fx), round(y * fy)
+    x1, y1 = min(round((x + w) * fx), shape[1]), min(round((y + h) * fy), shape[0])
+    return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x, y, w, h) boxes; 0 when they do not overlap."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return float(inter / union) if union > 0 else 0.0
 
 
 def crop_faces(
@@ -304,10 +378,13 @@ def classify_crops(
     tta: str = "none",
     device: str | torch.device | None = "auto",
     batch_size: int = 256,
+    amp: bool | str = "auto",
 ) -> np.ndarray:
-    """Class probabilities (F, K) float32 of uint8 face crops (F, 48, 48): ``predict_logits``
-    (the model's own normalisation and input size, TTA), then softmax."""
-    logits = predict_logits(model, crops, config, tta=tta, batch_size=batch_size, device=device, progress=False)
+    """Class probabilities (F, K) of uint8 face crops (F, 48, 48): ``predict_logits`` (the
+    model's own normalisation and input size, TTA, ``amp``; float32 logits whatever the
+    autocast), then ``metrics.softmax`` in float64."""
+    logits = predict_logits(model, crops, config, tta=tta, batch_size=batch_size, device=device, progress=False,
+                            amp=amp)
     return softmax(logits)
 
 
@@ -424,7 +501,9 @@ def collect_image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return unique
 
 
-def _unique_name(stem: str, taken: dict[str, Any]) -> str:
+def unique_name(stem: str, taken: Container[str]) -> str:
+    """``stem``, or ``stem_2``, ``stem_3``, ... : the first not in ``taken`` (two inputs named
+    ``a/face.jpg`` and ``b/face.jpg`` must not overwrite each other's outputs)."""
     name, counter = stem, 2
     while name in taken:
         name, counter = f"{stem}_{counter}", counter + 1
@@ -467,6 +546,64 @@ def annotate(
     return canvas
 
 
+def default_workers() -> int:
+    """Decode+detect threads: one per core, at most 4. OpenCV releases the GIL while it decodes
+    and runs the cascade, so threads scale with cores without the cost of processes."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def map_ordered(fn: Callable[[Any], Any], items: Iterable[Any], workers: int | None = None,
+                ahead: int | None = None) -> Iterator[Any]:
+    """``map(fn, items)`` in input order, run by ``workers`` threads (``default_workers()``
+    when None; 1 runs inline). At most ``ahead`` items (default 2 x workers) are in flight, so
+    a long input is read as it is consumed and results never pile up in memory; the consumer
+    (classification, writing) overlaps with the threads."""
+    workers = default_workers() if workers is None else max(1, int(workers))
+    if workers == 1:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    ahead = max(workers, ahead or 2 * workers)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fer-detect") as pool:
+        pending: deque = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= ahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:  # the consumer stopped early or failed: drop the rest
+                future.cancel()
+
+
+@dataclass(frozen=True)
+class _PhotoFaces:
+    """What a decode+detect thread hands back for one file (``_read_photo``)."""
+
+    name: str
+    found: FoundFaces | None = None
+    preview: np.ndarray | None = None
+    preview_scale: float = 1.0
+    reason: str = ""
+
+
+def _read_photo(file: Path, detector: FaceDetector, margin: float, whole_image_max_side: int) -> _PhotoFaces:
+    """Decode one file, find its faces and keep only a preview-sized copy of it (full-resolution
+    photos would pile up in memory over a big folder). Runs in a worker thread."""
+    name = str(file)
+    try:
+        image = load_image(file)
+    except UnreadableImageError as error:
+        return _PhotoFaces(name, reason=str(error))
+    found = find_faces(image, detector, margin=margin, whole_image_max_side=whole_image_max_side)
+    preview, scale = _preview(image)
+    return _PhotoFaces(name, found, preview, scale)
+
+
 def predict_photos(
     paths: Iterable[str | os.PathLike],
     model: nn.Module,
@@ -478,12 +615,15 @@ def predict_photos(
     progress: bool = True,
     batch_size: int = 256,
     whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE,
+    amp: bool | str = "auto",
+    workers: int | None = None,
 ) -> PredictionResult:
     """Detect faces in photos (files or folders) and classify each face's emotion.
 
     Each readable image goes through ``find_faces`` (so a small image with no detection is
     classified whole, ``box_source="whole_image"``, up to ``whole_image_max_side`` px; 0
-    disables this); unreadable files are recorded, not raised; all faces go through one
+    disables this), decoded and searched by ``workers`` threads (``map_ordered``; results in
+    input order); unreadable files are recorded, not raised; all faces go through one
     batched ``classify_crops`` call. Raises FileNotFoundError for a missing input path.
     """
     classes = tuple(config.get("classes", CLASSES))
@@ -491,43 +631,40 @@ def predict_photos(
     files = collect_image_files(paths)
     result = PredictionResult(classes=classes, files=[str(f) for f in files])
 
-    iterator: Iterable[Path] = files
+    def read(file: Path) -> _PhotoFaces:
+        return _read_photo(file, detector, margin, whole_image_max_side)
+
+    photos: Iterable[_PhotoFaces] = map_ordered(read, files, workers)
     if progress:
         try:
             from tqdm.auto import tqdm
 
-            iterator = tqdm(files, desc="detect faces", unit="image")
+            photos = tqdm(photos, total=len(files), desc="detect faces", unit="image")
         except ImportError:  # pragma: no cover
             pass
 
     crops: list[np.ndarray] = []
     # (file, preview image, preview / original scale, that file's face rows)
     pending: list[tuple[str, np.ndarray, float, list[dict[str, Any]]]] = []
-    for file in iterator:
-        name = str(file)
-        try:
-            image = load_image(file)
-        except UnreadableImageError as error:
-            result.unreadable.append({"file": name, "reason": str(error)})
+    for photo in photos:
+        if photo.found is None:
+            result.unreadable.append({"file": photo.name, "reason": photo.reason})
             continue
-        found = find_faces(image, detector, margin=margin, whole_image_max_side=whole_image_max_side)
-        faces = found.rows(file=name)
+        faces = photo.found.rows(file=photo.name)
         if faces:
-            crops.append(found.crops)
+            crops.append(photo.found.crops)
         else:
-            result.no_face.append(name)
-        # Keep only a preview-sized copy: full-resolution photos would pile up in memory.
-        preview, scale = _preview(image)
-        pending.append((name, preview, scale, faces))
+            result.no_face.append(photo.name)
+        pending.append((photo.name, photo.preview, photo.preview_scale, faces))
 
     if crops:
         probabilities = classify_crops(model, np.concatenate(crops), config, tta=tta, device=device,
-                                       batch_size=batch_size)
+                                       batch_size=batch_size, amp=amp)
         # In place: the annotation below reads each face's emotion from the same dicts.
         result.rows.extend(label_faces([face for *_, faces in pending for face in faces], probabilities, classes))
 
     for name, preview, scale, faces in pending:
-        key = _unique_name(Path(name).stem, result.annotated)
+        key = unique_name(Path(name).stem, result.annotated)
         scaled = [{**face, **{k: face[k] * scale for k in ("x", "y", "w", "h")}} for face in faces]
         result.annotated[key] = annotate(preview, scaled, max_side=None)
     return result

@@ -31,8 +31,11 @@ import numpy as np
 
 from .classes import CLASSES, IMAGE_SIZE
 from .config import from_params
+from .device import amp_mode
 from .inference import TTA_MODES
 from .predict import (
+    CASCADE_WINDOW,
+    DETECT_MAX_SIDE,
     WHOLE_IMAGE_MAX_SIDE,
     FaceDetector,
     FoundFaces,
@@ -57,11 +60,14 @@ class ServingInputError(ValueError):
 @dataclass(frozen=True)
 class ServingConfig:
     """``params:serving`` (conf/base/parameters_serving.yml): the same face finding as
-    ``fer-predict`` (margin, whole-image rule, TTA) and the limits of one request."""
+    ``fer-predict`` (margin, whole-image rule, detection scale, TTA, precision) and the limits
+    of one request."""
 
     margin: float = 0.2
     tta: str = "none"
     device: str = "auto"
+    amp: str = "auto"
+    detect_max_side: int | None = DETECT_MAX_SIDE
     whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE
     max_pixels: int = 50_000_000
     max_inputs: int = 256
@@ -76,6 +82,11 @@ class ServingConfig:
             raise ValueError(f"serving.margin must be >= 0, got {self.margin}")
         if self.whole_image_max_side < 0:
             raise ValueError(f"serving.whole_image_max_side must be >= 0, got {self.whole_image_max_side}")
+        object.__setattr__(self, "amp", amp_mode(self.amp))  # YAML's bare on/off arrive as booleans
+        side = self.detect_max_side
+        if side is not None and (side < 0 or 0 < side < CASCADE_WINDOW):
+            raise ValueError(f"serving.detect_max_side must be 0/null (full resolution) or >= {CASCADE_WINDOW}, "
+                             f"got {self.detect_max_side}")
         for name in ("max_pixels", "max_inputs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"serving.{name} must be >= 1, got {getattr(self, name)}")
@@ -205,19 +216,19 @@ def request_json(inputs: Sequence[bytes | np.ndarray]) -> bytes:
     return json.dumps({"dataframe_records": records}).encode("utf-8")
 
 
-# One detector per thread: the scoring server answers concurrent requests from a thread pool,
-# and OpenCV does not promise that one CascadeClassifier may run in several threads at once.
-# They are made one at a time: threads importing cv2 together found it half-initialised
-# ("module 'cv2' has no attribute 'data'", seen in the concurrency test).
-_detectors = threading.local()
+# One detector per detection scale, shared by the scoring server's request threads: a
+# FaceDetector keeps one cascade per thread itself. Made under a lock: threads importing cv2
+# together found it half-initialised ("module 'cv2' has no attribute 'data'", seen in the
+# concurrency test).
+_detectors: dict[int | None, FaceDetector] = {}
 _detectors_lock = threading.Lock()
 
 
-def _thread_detector() -> FaceDetector:
-    if not hasattr(_detectors, "detector"):
-        with _detectors_lock:
-            _detectors.detector = FaceDetector()
-    return _detectors.detector
+def shared_detector(detect_max_side: int | None) -> FaceDetector:
+    with _detectors_lock:
+        if detect_max_side not in _detectors:
+            _detectors[detect_max_side] = FaceDetector(detect_max_side=detect_max_side)
+        return _detectors[detect_max_side]
 
 
 def find_request_faces(requests: Any, config: ServingConfig, detector: FaceDetector | None = None) -> RequestFaces:
@@ -228,7 +239,7 @@ def find_request_faces(requests: Any, config: ServingConfig, detector: FaceDetec
     if len(rows) > config.max_inputs:
         raise ServingInputError(f"the request has {len(rows)} inputs, over the limit of {config.max_inputs} "
                                 "(serving.max_inputs): send them in several requests")
-    detector = detector or _thread_detector()
+    detector = detector or shared_detector(config.detect_max_side)
     found = RequestFaces(num_inputs=len(rows))
     crops: list[np.ndarray] = []
     errors: list[str] = []
@@ -291,7 +302,7 @@ def classify_request_faces(found: RequestFaces, model_path: str | os.PathLike, c
         # requests/s with the lock, 29.4 without, within the machine's noise.
         with served.lock:
             probabilities = classify_crops(served.model, found.crops, served.config, tta=config.tta,
-                                           device=config.device, batch_size=config.batch_size)
+                                           device=config.device, batch_size=config.batch_size, amp=config.amp)
     return answer_table(found, probabilities, classes)
 
 

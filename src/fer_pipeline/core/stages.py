@@ -29,17 +29,17 @@ from .augment import sampling_weights
 from .classes import SPLIT_TO_FER_NAME, SPLITS
 from .config import reject_unknown_keys
 from .dataset_identity import check_trained_on, training_data_record
+from .device import amp_mode, autocast_dtype_for, device_info, precision_name, resolve_device, synchronize
 from .distributed import DistributedConfig, in_worker
-from .device import device_info, resolve_device, synchronize
-from .inference import predict_logits
+from .inference import TTA_MODES, predict_logits
 from .ingestion import (
     DATASET_META_KEYS,
     IngestionResult,
     apply_duplicate_policy,
     check_ferplus_settings,
+    check_required_splits,
     detect_source_kind,
     extra_label_sets,
-    check_required_splits,
     find_duplicates,
     ingest,
     join_ferplus,
@@ -49,6 +49,7 @@ from .ingestion import (
     quality_report,
 )
 from .metrics import HEADLINE_KEYS, compute_metrics, without_leaked
+from .predict import CASCADE_WINDOW
 from .train import TrainResult, train_classifier
 from .training_job import train_in_workers
 
@@ -66,7 +67,31 @@ INGESTION_KEYS = ("source_path", "source_kind", "on_error", "colour", "size", "d
                   "test_fraction", "seed", "required_splits", "workers", "demo", "ferplus_votes_path", "label_mode",
                   "ferplus_contempt")
 EVALUATE_KEYS = ("split", "tta", "batch_size", "device", "model_run_id", "allow_dataset_mismatch", "label_sets",
-                 "external_sets")
+                 "external_sets", "amp")
+#: The predict stage's parameters (conf/base/parameters_predict.yml).
+PREDICT_KEYS = ("inputs", "margin", "tta", "device", "amp", "detect_max_side", "workers", "every_n_frames",
+                "demo_photos")
+
+
+def check_predict_params(params: Mapping[str, Any]) -> None:
+    """Typos and bad values in params:predict fail at the stage's first node, before a photo is
+    read or a model loaded, not when the first video (or face) reaches the bad value."""
+    reject_unknown_keys(params, PREDICT_KEYS, "predict")
+    amp_mode(params.get("amp", "auto"))
+    if params.get("tta", "none") not in TTA_MODES:
+        raise ValueError(f"predict.tta must be one of {', '.join(TTA_MODES)}, got {params.get('tta')!r}")
+    for key, default, least in (("margin", 0.2, 0), ("every_n_frames", 1, 1), ("workers", None, 1),
+                                ("detect_max_side", None, 0)):
+        value = params.get(key, default)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < least):
+            raise ValueError(f"predict.{key} must be a number >= {least}" + (" or null" if default is None else "")
+                             + f", got {value!r}")
+    if not isinstance(params.get("every_n_frames", 1), int):
+        raise ValueError(f"predict.every_n_frames must be a whole number, got {params['every_n_frames']!r}")
+    side = params.get("detect_max_side")
+    if side and side < CASCADE_WINDOW:
+        raise ValueError(f"predict.detect_max_side must be 0/null (full resolution) or >= {CASCADE_WINDOW} "
+                         f"(the face detector's window), got {side!r}")
 
 
 def class_names(dataset: Dataset) -> list[str]:
@@ -249,7 +274,8 @@ def train_autoencoder(
             with np.errstate(divide="ignore", invalid="ignore"):  # NaN / inf as pandas gives them
                 ratio = np.float64(row[f"mse_{cfg.weighting}"]) / np.float64(twin_row["mse"])
             row["mse_change_pct"] = float(100.0 * (ratio - 1.0))
-    return AutoencoderRun(model, cfg, history, twin_history, errors, peak, device_info(device))
+    ran_on = {**device_info(device), "autocast": precision_name(autocast_dtype_for(cfg.amp, device)), "amp": cfg.amp}
+    return AutoencoderRun(model, cfg, history, twin_history, errors, peak, ran_on)
 
 
 def oversample(
@@ -417,12 +443,14 @@ def evaluate_split(
     device = resolve_device(params.get("device", "auto"))
     synchronize(device)
     start = time.perf_counter()
+    amp = params.get("amp", "auto")
     logits = predict_logits(model, dataset["images"][mask], dict(config), tta=tta, batch_size=params["batch_size"],
-                            device=device, progress=progress)
+                            device=device, progress=progress, amp=amp)
     synchronize(device)
     seconds = time.perf_counter() - start
     report = compute_metrics(labels, logits, classes)
     report.update(split=split, fer_split=SPLIT_TO_FER_NAME.get(split, split), tta=tta, seconds=seconds,
+                  precision=precision_name(autocast_dtype_for(amp, device)),
                   images_per_s=float(mask.sum()) / seconds if seconds > 0 else None, dataset_check=dataset_check)
     report["without_leaked_duplicates"] = without_leaked(labels, logits, leaked_flags(dataset)[mask], classes)
     other_labels = {name: label_set(dataset, name, classes)[mask]

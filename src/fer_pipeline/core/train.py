@@ -47,9 +47,27 @@ from .batches import epoch_batch_indices, prepare_train_batch
 from .classes import CLASSES
 from .config import from_params
 from .data import MEAN, STD
-from .device import autocast_dtype_for, device_info, resolve_device
-from .distributed import (World, all_gather_rows, all_reduce_mean, broadcast_from_main, check_global_batch,
-                          current_world, rank_batch, rank_rows, sync_batch_norm, worker_device)
+from .device import (
+    amp_mode,
+    autocast_dtype_for,
+    channels_last_pays,
+    describe_precision,
+    device_info,
+    precision_name,
+    resolve_device,
+)
+from .distributed import (
+    World,
+    all_gather_rows,
+    all_reduce_mean,
+    broadcast_from_main,
+    check_global_batch,
+    current_world,
+    rank_batch,
+    rank_rows,
+    sync_batch_norm,
+    worker_device,
+)
 from .inference import predict_logits
 from .losses import LOSS_NAMES, FERLoss, build_loss
 from .metrics import classification_metrics
@@ -101,8 +119,8 @@ class TrainConfig:
     ldam_scale: float = 30.0
     drw_epoch: int | None = None  # None: int(0.8 * epochs) (Cao et al.: 160 of 200)
     tau: float = 1.0  # logit adjustment
-    amp: bool | str = True  # bf16 autocast on CUDA; "force" also on CPU
-    channels_last: bool = True  # CUDA only (on CPU it slows small convs / BatchNorm down)
+    amp: bool | str = "auto"  # auto | on | off: bf16 autocast where native (core.device.AMP_MODES)
+    channels_last: bool = True  # CUDA, and CPU in bf16 (in float32 on CPU it slows small convs down)
     compile: bool = False
     ema: bool = True
     ema_decay: float = 0.999
@@ -130,8 +148,7 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}: use one of {', '.join(allowed)}")
-        if self.amp not in (True, False, "force"):
-            raise ValueError(f"TrainConfig.amp={self.amp!r}: use true, false or 'force'")
+        self.amp = amp_mode(self.amp)
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -246,7 +263,7 @@ def evaluate(
     config = {"input_size": input_size, "in_channels": in_channels, "mean": MEAN, "std": STD}
     share = rank_rows(len(images), world)
     logits = predict_logits(model, images[share], config, tta="none", batch_size=batch_size, device=images.device,
-                            progress=False, channels_last=channels_last, bf16=autocast_dtype is not None)
+                            progress=False, channels_last=channels_last, amp="on" if autocast_dtype is not None else "off")
     logits = all_gather_rows(logits, world)
     target = labels.detach().cpu()
     loss = F.cross_entropy(torch.from_numpy(logits).double(), target)
@@ -385,7 +402,8 @@ def _build(
     model = build_resnet34(**model_kwargs).to(device)
     if world.distributed:
         model = sync_batch_norm(model, device)
-    channels_last = cfg.channels_last and device.type == "cuda"
+    autocast_dtype = autocast_dtype_for(cfg.amp, device)
+    channels_last = cfg.channels_last and channels_last_pays(device, autocast_dtype)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     config = model_config(
@@ -423,6 +441,8 @@ def _build(
         # A reconstruction head that no loss uses gets no gradient: DDP must be told, or it waits for one.
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                               find_unused_parameters=bool(model.has_aux and cfg.aux_weight <= 0))
+    if world.rank == 0:
+        log.info("precision: %s", describe_precision(cfg.amp, device))
     return TrainingSetup(
         device=device, model=model, train_model=torch.compile(train_model) if cfg.compile else train_model,
         eval_model=ema.module if ema is not None else model, ema=ema, criterion=criterion, optimizer=optimizer,
@@ -430,7 +450,7 @@ def _build(
         augment=augment, mix=mix, sample_weights=sample_weights, generator=generator,
         x_train=on_device(train_images), y_train=torch.from_numpy(as_targets(train_labels)).to(device),
         x_val=on_device(val_images), y_val=on_device(val_labels, np.int64), steps_per_epoch=steps_per_epoch,
-        batch_size=batch_size, channels_last=channels_last, autocast_dtype=autocast_dtype_for(cfg.amp, device),
+        batch_size=batch_size, channels_last=channels_last, autocast_dtype=autocast_dtype,
         world=world,
     )
 
@@ -627,7 +647,7 @@ def _result(setup: TrainingSetup, state: TrainingProgress, cfg: TrainConfig) -> 
     best_model.load_state_dict(state.best_state)
     best_model = best_model.to(setup.device).eval()
     info = device_info(setup.device)
-    info.update(autocast=str(setup.autocast_dtype).replace("torch.", "") if setup.autocast_dtype else "off",
+    info.update(autocast=precision_name(setup.autocast_dtype), amp=cfg.amp,
                 channels_last=setup.channels_last, compile=cfg.compile, processes=setup.world.size)
     if setup.device.type == "cuda":
         info["peak_memory_mb"] = torch.cuda.max_memory_allocated(setup.device) / 2**20

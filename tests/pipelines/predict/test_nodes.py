@@ -1,15 +1,23 @@
-"""Predict nodes: demo photos drawn, faces found and classified, unreadable files listed, not fatal."""
+"""Predict nodes: demo photos drawn, faces found and classified, unreadable files listed, not fatal;
+videos among the inputs: per-frame rows, annotated videos moved into their folder, video metrics."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
 
 from fer_pipeline.core.models import build_resnet34, model_config, save_model
-from fer_pipeline.datasets import ModelFile
-from fer_pipeline.pipelines.predict.nodes import predict_emotions, prepare_photos
+from fer_pipeline.datasets import ModelFile, VideoFolderDataset
+from fer_pipeline.pipelines.predict.nodes import (
+    predict_emotions,
+    predict_videos,
+    prepare_photos,
+    prepare_videos,
+)
+from tests.core.video_clips import read_video, write_clip
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,3 +44,39 @@ def test_no_photos_is_a_warning_not_an_error(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert prepare_photos({"inputs": [str(tmp_path / "absent")], "demo_photos": None}) == {"inputs": []}
     assert "No photos at" in caplog.text
+
+
+def test_videos_among_the_inputs_give_frame_rows_annotated_videos_and_metrics(tmp_path, caplog):
+    photos_dir = tmp_path / "inputs"
+    photos_dir.mkdir()
+    write_clip(photos_dir / "call.avi", frames=6)
+    (photos_dir / "broken.mp4").write_bytes(b"not a video" * 20)
+    (photos_dir / "photo.png").write_bytes(b"not read here")
+    params = {"inputs": [str(photos_dir), str(photos_dir / "call.avi")], "demo_photos": None}
+    assert prepare_photos(params) == {"inputs": [photos_dir.as_posix()]}  # the named video is not a photo
+    inputs = prepare_videos(params)
+    assert [Path(v).name for v in inputs["videos"]] == ["broken.mp4", "call.avi"]
+    torch.manual_seed(0)
+    model = save_model(tmp_path / "resnet34.pt", build_resnet34(arch="resnet18"), model_config(arch="resnet18"))
+    params = {"margin": 0.2, "tta": "none", "device": "cpu", "every_n_frames": 2}
+    with caplog.at_level(logging.WARNING):
+        table, annotated, metrics = predict_videos(inputs, ModelFile(model), params)
+    assert "broken.mp4" in caplog.text
+    value = {name: m["value"] for name, m in metrics.items()}
+    assert value["predict.video_files"] == 2 and value["predict.video_unreadable"] == 1
+    assert value["predict.video_frames"] == 6 and value["predict.video_frames_processed"] == 3
+    assert value["predict.video_faces"] == 6 and value["predict.video_fps"] > 0  # 2 faces x frames 0, 2, 4
+    assert sorted(table["frame"].unique()) == [0, 2, 4] and table["track_id"].nunique() == 2
+
+    folder = VideoFolderDataset(str(tmp_path / "07_model_output" / "annotated_videos"))
+    (tmp_path / "07_model_output" / "annotated_videos").mkdir(parents=True)
+    (tmp_path / "07_model_output" / "annotated_videos" / "stale.mp4").write_bytes(b"old run")
+    folder.save(annotated)
+    saved = folder.load()
+    assert list(saved) == ["call"] and len(read_video(saved["call"])) == 6  # stale video removed
+    assert not annotated["call"].exists()  # moved, not copied
+
+
+def test_no_videos_need_no_model(tmp_path):
+    table, annotated, metrics = predict_videos({"videos": []}, ModelFile(tmp_path / "none.pt"), {})
+    assert table.empty and annotated == {} and metrics["predict.video_frames"]["value"] == 0

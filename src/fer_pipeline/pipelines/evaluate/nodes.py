@@ -121,7 +121,7 @@ def evaluate_external(resnet_model: ModelFile, params: dict[str, Any], predict_p
     model, config = load_model(path, map_location="cpu")
     reports = external_eval.evaluate_external_sets(
         model, config, external_sets, tta=params["tta"], batch_size=params["batch_size"], device=params["device"],
-        margin=predict_params["margin"], progress=True)
+        margin=predict_params["margin"], progress=True, amp=params.get("amp", "auto"))
     figures = {}
     for name, report in reports.items():
         report["model"] = path.as_posix()

@@ -1,8 +1,11 @@
-"""Predict stage: detect faces in ordinary photos and classify their expression."""
+"""Predict stage: detect faces in ordinary photos and videos and classify their expression."""
 
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -10,16 +13,36 @@ import numpy as np
 import pandas as pd
 
 from fer_pipeline.core.models import load_model
-from fer_pipeline.core.predict import predict_photos, result_table
+from fer_pipeline.core.predict import (
+    DETECT_MAX_SIDE,
+    FaceDetector,
+    predict_photos,
+    result_table,
+    unique_name,
+)
+from fer_pipeline.core.stages import check_predict_params
+from fer_pipeline.core.video import (
+    UnreadableVideoError,
+    VideoResult,
+    predict_video,
+    split_media,
+    video_table,
+)
 from fer_pipeline.datasets import ModelFile
 from fer_pipeline.pipelines.tracking import point_metrics
 
 log = logging.getLogger(__name__)
 
 
+def _input_paths(params: dict[str, Any]) -> list[Path]:
+    check_predict_params(params)  # both first nodes (photos, videos) start here
+    return [Path(p) for p in ([params["inputs"]] if isinstance(params["inputs"], str) else params["inputs"])]
+
+
 def prepare_photos(params: dict[str, Any]) -> dict[str, Any]:
-    """Locate the input photos; the demo environment draws a few synthetic ones first."""
-    inputs = [Path(p) for p in ([params["inputs"]] if isinstance(params["inputs"], str) else params["inputs"])]
+    """Locate the input photos (folders and image files, videos left to ``prepare_videos``);
+    the demo environment draws a few synthetic ones first."""
+    inputs = _input_paths(params)
     demo = params.get("demo_photos")
     if demo:
         from fer_pipeline.demo import write_demo_photos
@@ -27,9 +50,24 @@ def prepare_photos(params: dict[str, Any]) -> dict[str, Any]:
         write_demo_photos(inputs[0], **demo)
     existing = [p.as_posix() for p in inputs if p.exists()]
     if not existing:
-        log.warning("No photos at %s: put JPEG/PNG photos there or pass --params predict.inputs=<folder>",
+        log.warning("No photos at %s: put JPEG/PNG photos or videos there or pass --params predict.inputs=<folder>",
                     ", ".join(p.as_posix() for p in inputs))
-    return {"inputs": existing}
+    return {"inputs": split_media(existing)[0]}
+
+
+def prepare_videos(params: dict[str, Any]) -> dict[str, Any]:
+    """The video files among ``predict.inputs``: named ones and those in its folders
+    (``core.video.split_media``). A node of its own, not a second output of ``prepare_photos``,
+    so that photos and videos are separate in-memory hand-offs (one Airflow task each)."""
+    existing = [p for p in _input_paths(params) if p.exists()]
+    videos = split_media(existing)[1]
+    if videos:
+        log.info("%d video(s) among the inputs", len(videos))
+    return {"videos": [v.as_posix() for v in videos]}
+
+
+def _detector(params: dict[str, Any]) -> FaceDetector:
+    return FaceDetector(detect_max_side=params.get("detect_max_side", DETECT_MAX_SIDE))
 
 
 def predict_emotions(
@@ -39,8 +77,8 @@ def predict_emotions(
 
     model, config = load_model(resnet_model.require(), map_location="cpu")
     result = predict_photos(
-        photos["inputs"], model, config, margin=params["margin"], tta=params["tta"],
-        device=params["device"], progress=True,
+        photos["inputs"], model, config, detector=_detector(params), margin=params["margin"], tta=params["tta"],
+        device=params["device"], progress=True, amp=params.get("amp", "auto"), workers=params.get("workers"),
     )
     table = result_table(result)
     annotated = {Path(name).stem: Image.fromarray(np.asarray(img)) for name, img in result.annotated.items()}
@@ -55,3 +93,62 @@ def predict_emotions(
     log.info("Predicted %d faces; %d images without a face; %d unreadable",
              metrics["predict.faces"], metrics["predict.no_face"], metrics["predict.unreadable"])
     return table, annotated, point_metrics(metrics)
+
+
+def predict_videos(
+    video_inputs: dict[str, Any], resnet_model: ModelFile, params: dict[str, Any]
+) -> tuple[pd.DataFrame, dict[str, Path], dict[str, float]]:
+    """Each video of ``video_inputs["videos"]`` -> its rows of ``video_predictions`` and an annotated
+    MP4 (``annotated_videos`` moves the finished files into its folder). An unreadable video is
+    a warning, not fatal; one that breaks off part-way keeps the frames before the break."""
+    videos = video_inputs["videos"]
+    results: list[VideoResult] = []
+    annotated: dict[str, Path] = {}
+    unreadable = 0
+    if videos:
+        model, config = load_model(resnet_model.require(), map_location="cpu")
+        staging = _staging_folder()
+        detector = _detector(params)
+        for file in videos:
+            name = unique_name(Path(file).stem, annotated)
+            try:
+                result = predict_video(
+                    file, model, config, detector=detector, annotated_path=staging / f"{name}.mp4",
+                    every_n_frames=int(params.get("every_n_frames", 1)), margin=params["margin"], tta=params["tta"],
+                    device=params["device"], amp=params.get("amp", "auto"), workers=params.get("workers"),
+                )
+            except UnreadableVideoError as error:
+                log.warning("Unreadable video: %s", error)
+                unreadable += 1
+                continue
+            results.append(result)
+            annotated[name] = result.annotated
+    metrics = _video_metrics(results, len(videos), unreadable)
+    if videos:
+        log.info("Videos: %d read (%d frames, %.1f frames/s), %d faces; %d unreadable, %d broke off part-way",
+                 len(results), metrics["predict.video_frames"], metrics["predict.video_fps"],
+                 metrics["predict.video_faces"], unreadable, metrics["predict.video_truncated"])
+    return video_table(results), annotated, point_metrics(metrics)
+
+
+def _video_metrics(results: list[VideoResult], files: int, unreadable: int) -> dict[str, float]:
+    frames = sum(r.frames_read for r in results)
+    seconds = sum(r.seconds for r in results)
+    return {
+        "predict.video_files": float(files),
+        "predict.video_frames": float(frames),
+        "predict.video_frames_processed": float(sum(r.frames_processed for r in results)),
+        "predict.video_faces": float(sum(r.num_faces for r in results)),
+        "predict.video_tracks": float(sum(r.num_tracks for r in results)),
+        "predict.video_fps": frames / seconds if seconds > 0 else 0.0,
+        "predict.video_unreadable": float(unreadable),
+        "predict.video_truncated": float(sum(r.error is not None for r in results)),
+    }
+
+
+def _staging_folder() -> Path:
+    """Where the annotated videos are written until ``annotated_videos`` moves them into place;
+    removed when the process ends (empty by then after a normal run)."""
+    staging = Path(tempfile.mkdtemp(prefix="fer_annotated_videos_"))
+    atexit.register(shutil.rmtree, staging, True)
+    return staging

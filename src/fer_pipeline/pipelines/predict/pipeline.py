@@ -1,6 +1,6 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import predict_emotions, prepare_photos
+from .nodes import predict_emotions, predict_videos, prepare_photos, prepare_videos
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -12,6 +12,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["photo_inputs", "resnet_model", "params:predict"],
                 ["face_predictions", "annotated_photos", "predict_metrics"],
                 name="predict_emotions",
+            ),
+            node(prepare_videos, "params:predict", "video_inputs", name="prepare_videos"),
+            node(
+                predict_videos,
+                ["video_inputs", "resnet_model", "params:predict"],
+                ["video_predictions", "annotated_videos", "predict_video_metrics"],
+                name="predict_videos",
             ),
         ]
     )
