@@ -94,8 +94,11 @@ def test_flip_tta_differs_on_asymmetric_faces(small_resnet: nn.Module) -> None:
 def test_batching_and_memory_format_do_not_change_logits(small_resnet: nn.Module) -> None:
     images = torch.from_numpy(np.random.default_rng(4).integers(0, 256, size=(7, 1, 48, 48), dtype=np.uint8))
     config = model_config(arch="resnet18", input_size=44)
-    one_batch = predict_logits(small_resnet, images, config, batch_size=256, device="cpu")
-    small_batches = predict_logits(small_resnet, images, config, batch_size=3, device="cpu", channels_last=False)
+    # In float32: bf16 rounds differently with the batch and memory layout (oneDNN picks other
+    # kernels), which test_cpu_bf16_autocast_is_close_to_fp32 bounds instead.
+    one_batch = predict_logits(small_resnet, images, config, batch_size=256, device="cpu", amp="off")
+    small_batches = predict_logits(small_resnet, images, config, batch_size=3, device="cpu", channels_last=False,
+                                   amp="off")
     np.testing.assert_allclose(small_batches, one_batch, atol=1e-4)
 
 
