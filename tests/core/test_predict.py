@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.models import build_resnet34, model_config
 from fer_pipeline.core.predict import (
     FaceDetector,
     UnreadableImageError,
@@ -51,12 +50,6 @@ class CountingModel(nn.Module):
         self.calls += 1
         self.batch_sizes.append(int(x.shape[0]))
         return self.inner(x)
-
-
-@pytest.fixture(scope="module")
-def model_and_config() -> tuple[nn.Module, dict]:
-    torch.manual_seed(0)
-    return build_resnet34(arch="resnet18").eval(), model_config(arch="resnet18", input_size=44)
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.models import build_resnet34, model_config
 from fer_pipeline.core.predict import FaceDetector, box_iou, map_ordered
 from fer_pipeline.core.video import (
     IoUTracker,
@@ -28,28 +25,10 @@ from fer_pipeline.core.video import (
     write_video_csv,
 )
 from fer_pipeline.demo import draw_photo
+from tests.core.test_predict import CountingModel
 from tests.core.video_clips import STILL_FACE, read_video, write_clip
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-class CountingModel(nn.Module):
-    """Counts forward calls and their batch sizes (a video's frames must share model calls)."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.batch_sizes: list[int] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.batch_sizes.append(int(x.shape[0]))
-        return self.inner(x)
-
-
-@pytest.fixture(scope="module")
-def model_and_config() -> tuple[nn.Module, dict]:
-    torch.manual_seed(0)
-    return build_resnet34(arch="resnet18").eval(), model_config(arch="resnet18", input_size=44)
 
 
 @pytest.fixture(scope="module")
