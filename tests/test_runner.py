@@ -141,3 +141,56 @@ def test_gpu_pipeline_end_to_end(fer_demo_folder, tmp_path, capsys, runner_log_h
     with pytest.raises(SystemExit, match="part\\(s\\) \\[1\\] missing"):
         runner.main(["--assemble-model", str(out), str(tmp_path / "other.pt")])
     assert not (tmp_path / "other.pt").exists()
+
+
+@pytest.fixture
+def small_run(fer_demo_folder, tmp_path):
+    """A PipelineRun on the demo faces with a CPU-sized model step."""
+    from fer_pipeline.params import apply_sets, load_parameters
+
+    params = apply_sets(load_parameters(GPU_PIPELINE.parents[1] / "conf" / "base"), [
+        "training.model.stem=imagenet", "training.config.batch_size=8", "training.config.amp=off"])
+    return runner.PipelineRun(params, fer_demo_folder, tmp_path / "out", tmp_path / "work", torch.device("cpu"), [])
+
+
+def test_compile_probe_is_timed_beside_the_eager_fast_path(small_run, monkeypatch, one_torch_thread):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model: compiled.append(model) or model)  # inductor is slow on CPU
+    small_run.out.mkdir()
+    runner.run_naive_baseline(small_run, steps=1, workers=0, compile_steps=1)
+    baseline, probe = small_run.metrics["naive_baseline"], small_run.metrics["compile_probe"]
+    assert len(compiled) == 1  # the probe's model only
+    assert baseline["compile"] is False and baseline["speedup"] > 0 and baseline["fast_warmup_s"] > 0
+    assert probe["steps"] == 1 and probe["compiled_images_per_s"] > 0 and probe["compile_warmup_s"] > 0
+    assert probe["speedup"] == pytest.approx(probe["compiled_images_per_s"] / baseline["fast_images_per_s"])
+    assert json.loads((small_run.out / "metrics.json").read_text())["compile_probe"]["steps"] == 1
+
+
+def test_a_failed_measurement_is_recorded_unless_the_run_is_being_stopped(small_run, monkeypatch):
+    from fer_pipeline import throughput
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("DataLoader worker is killed by signal: Terminated")
+
+    monkeypatch.setattr(throughput, "naive_vs_fast", broken)
+    small_run.out.mkdir()
+    runner.run_naive_baseline(small_run, steps=1, workers=0)
+    assert "killed by signal" in small_run.metrics["naive_baseline"]["error"]
+    monkeypatch.setattr(runner, "_terminating", True)  # SIGTERM came: the run must stop, not carry on
+    with pytest.raises(RuntimeError, match="killed by signal"):
+        runner.run_naive_baseline(small_run, steps=1, workers=0)
+
+
+def test_training_epochs_are_cut_to_the_time_left_never_raised(small_run, fer_demo_folder):
+    from fer_pipeline.dataset_loading import load_dataset
+
+    dataset, _ = load_dataset(fer_demo_folder, small_run.params["ingestion"], small_run.work)
+    small_run.out.mkdir()
+    small_run.params["training"]["config"]["batch_size"] = 10  # 210 faces: 21 steps, 210 images an epoch
+    small_run.metrics["naive_baseline"] = {"fast_images_per_s": 210.0}
+    epoch = 1.0 * runner.EPOCH_OVERHEAD + runner.EPOCH_FIXED_SECONDS
+    runner.fit_training_epochs(small_run, dataset, {"labels": []}, seconds_left=60 + 10.5 * epoch, reserve_seconds=60)
+    assert small_run.params["training"]["config"]["epochs"] == 10
+    assert small_run.metrics["epoch_fit"]["configured_epochs"] == 60
+    runner.fit_training_epochs(small_run, dataset, {"labels": []}, seconds_left=10**6, reserve_seconds=60)
+    assert small_run.params["training"]["config"]["epochs"] == 10  # more time does not lengthen it

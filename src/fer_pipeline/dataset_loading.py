@@ -97,6 +97,17 @@ def load_dataset(
     return dataset, report
 
 
+def write_npz(path: str | os.PathLike, dataset: Mapping[str, np.ndarray]) -> Path:
+    """``dataset``'s arrays as an ``.npz`` that ``load_dataset`` reads back without decoding
+    (written to a temporary name and renamed: never half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **{key: np.asarray(value) for key, value in dataset.items()})
+    os.replace(tmp, path)
+    return path
+
+
 def subset_dataset(dataset: Mapping[str, np.ndarray], per_split: int, seed: int = 0) -> dict[str, np.ndarray]:
     """At most ``per_split`` images of each split, stratified by class, every present class kept."""
     rng = np.random.default_rng(seed)

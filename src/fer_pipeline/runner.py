@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import platform
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 
 from fer_pipeline import model_transport, throughput
+from fer_pipeline.runner_results import draw_figures, results_table
 from fer_pipeline.core import external_eval, stages
 from fer_pipeline.core.autoencoder import save_autoencoder
 from fer_pipeline.core.classes import SPLIT_TO_FER_NAME
@@ -48,13 +50,29 @@ from fer_pipeline.core.dataset_identity import split_sizes
 from fer_pipeline.core.device import autocast_dtype_for, channels_last_pays, resolve_device, synchronize
 from fer_pipeline.core.metrics import HEADLINE_KEYS
 from fer_pipeline.core.models import save_model
-from fer_pipeline.dataset_loading import load_dataset, resolve_data, subset_dataset
-from fer_pipeline.files import file_info, read_csv, write_csv, write_json
+from fer_pipeline.dataset_loading import load_dataset, resolve_data, subset_dataset, write_npz
+from fer_pipeline.files import file_info, write_csv, write_json
 from fer_pipeline.params import apply_sets, load_parameters
 from fer_pipeline.project import project_root
 
 log = logging.getLogger("fer_pipeline.runner")
 
+#: ``--deadline-s``'s estimate of a training epoch: the fast path's model-step time times
+#: EPOCH_OVERHEAD (the loop's EMA and bookkeeping) plus EPOCH_FIXED_SECONDS (validation,
+#: checkpoint). On the H200 (docs/gpu/metrics.json) it said 4.03 s for a measured 3.55 s all in.
+EPOCH_OVERHEAD = 1.15
+EPOCH_FIXED_SECONDS = 1.5
+
+
+#: Set by SIGTERM: the measurements that record their failures instead of raising them re-raise
+#: then (a DataLoader turns the signal into its own RuntimeError), so the run stops when told.
+_terminating = False
+
+
+def _stop_on_signal(signum: int, frame: Any) -> None:
+    global _terminating
+    _terminating = True
+    sys.exit(128 + signum)
 
 
 def default_paths() -> dict[str, Path]:
@@ -316,26 +334,95 @@ def run_export(run: PipelineRun, result, dataset: Mapping[str, np.ndarray], logi
     run.save()
 
 
-def run_naive_baseline(run: PipelineRun, steps: int, workers: int) -> None:
-    """bench_training's two paths on the dataset's own JPEGs, when it has a FER folder layout."""
+def run_naive_baseline(run: PipelineRun, steps: int, workers: int, compile_steps: int = 0) -> None:
+    """bench_training's two paths on the dataset's own JPEGs, when it has a FER folder layout
+    (``steps`` 0: the fast path alone, 50 steps, as the throughput that ``--deadline-s`` sizes
+    the training by); with ``compile_steps``, the fast path under ``torch.compile`` too, its
+    warm-up being the compile time. A failure here is recorded, not raised: it costs no model."""
     root = resolve_data(run.data, run.work) if run.data.is_file() else run.data
     if not any((root / "train").glob("*/*.jpg")):
         run.metrics["naive_baseline"] = {"skipped": f"{root} has no train/<class>/*.jpg files"}
-    else:
-        config = run.params["training"]["config"]
-        amp = config.get("amp", "auto")
-        settings = throughput.StepSettings(
-            stem=run.params["training"]["model"]["stem"], batch_size=config["batch_size"], steps=steps,
-            warmup=min(10, steps), seed=config["seed"], workers=workers, amp=amp,
-            channels_last=channels_last_pays(run.device, autocast_dtype_for(amp, run.device)))
+        run.save()
+        return
+    config = run.params["training"]["config"]
+    amp = config.get("amp", "auto")
+    settings = throughput.StepSettings(
+        stem=run.params["training"]["model"]["stem"], batch_size=config["batch_size"], steps=steps or 50,
+        warmup=min(10, steps or 50), seed=config["seed"], workers=workers, amp=amp,
+        channels_last=channels_last_pays(run.device, autocast_dtype_for(amp, run.device)))
+    policy = run.params["augmentation"]["policy"]
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True  # as training does (core.train, not deterministic)
+    try:
         with run.timer("naive_baseline"):
-            run.metrics["naive_baseline"] = throughput.naive_vs_fast(root, settings, run.device,
-                                                                     run.params["augmentation"]["policy"])
+            run.metrics["naive_baseline"] = throughput.naive_vs_fast(root, settings, run.device, policy,
+                                                                     naive=steps > 0)
+        if compile_steps > 0:
+            compiled = dataclasses.replace(settings, compile=True, steps=compile_steps)
+            with run.timer("compile_probe"):
+                result = throughput.naive_vs_fast(root, compiled, run.device, policy, naive=False)
+            run.metrics["compile_probe"] = {
+                "compiled_images_per_s": result["fast_images_per_s"], "compile_warmup_s": result["fast_warmup_s"],
+                "eager_images_per_s": run.metrics["naive_baseline"]["fast_images_per_s"],
+                "eager_warmup_s": run.metrics["naive_baseline"]["fast_warmup_s"], "steps": compile_steps,
+                "speedup": result["fast_images_per_s"] / run.metrics["naive_baseline"]["fast_images_per_s"]}
+    except Exception as exc:  # noqa: BLE001 - a measurement, not a stage the model needs
+        if _terminating:
+            raise
+        log.exception("throughput measurement failed")
+        run.metrics.setdefault("naive_baseline", {})["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+    run.save()
+
+
+def fit_training_epochs(run: PipelineRun, dataset: Mapping[str, np.ndarray], synthetic: Mapping[str, np.ndarray],
+                        seconds_left: float, reserve_seconds: float) -> None:
+    """Cut ``training.config.epochs`` (never raise it) so that training ends ``reserve_seconds``
+    before the command's time is up, from the fast path's measured images/s: on a machine lent
+    for minutes a finished shorter schedule beats a killed longer one. Recorded in ``metrics.json``."""
+    config = run.params["training"]["config"]
+    rate = run.metrics.get("naive_baseline", {}).get("fast_images_per_s")
+    wanted = int(config["epochs"])
+    if not rate:
+        run.metrics["epoch_fit"] = {"skipped": "no measured training throughput", "epochs": wanted}
+        return
+    faces = int((dataset["splits"] == "train").sum())
+    if run.params["augmentation"]["use_synthetic"]:
+        faces += int(len(synthetic["labels"]))
+    steps = config.get("steps_per_epoch") or max(1, faces // config["batch_size"])
+    # The fast path times the model step only: the loop's EMA, loss bookkeeping, validation and
+    # checkpoint add to it (EPOCH_OVERHEAD, measured as the ratio of training's own images/s).
+    epoch_seconds = steps * config["batch_size"] / rate * EPOCH_OVERHEAD + EPOCH_FIXED_SECONDS
+    epochs = throughput.epochs_that_fit(seconds_left - reserve_seconds, epoch_seconds, wanted)
+    config["epochs"] = epochs
+    run.metrics["epoch_fit"] = {"configured_epochs": wanted, "epochs": epochs, "seconds_left": seconds_left,
+                                "reserve_seconds": reserve_seconds, "estimated_epoch_seconds": epoch_seconds,
+                                "fast_images_per_s": rate}
+    log.info("epochs: %d of the configured %d fit in the %.0f s left (%.1f s an epoch estimated)", epochs, wanted,
+             seconds_left - reserve_seconds, epoch_seconds)
+    run.save()
+
+
+def run_resume_check(run: PipelineRun, dataset: Mapping[str, np.ndarray], steps: int) -> None:
+    """``fer_pipeline.resume_check`` on this device; recorded, not raised, when it fails."""
+    from fer_pipeline.resume_check import check_resume
+
+    try:
+        with run.timer("resume_check"):
+            run.metrics["resume_check"] = check_resume(dataset, run.params, run.work, steps)
+        log.info("resume check: %s", run.metrics["resume_check"])
+    except Exception as exc:  # noqa: BLE001 - a check of its own, after the model is safe
+        if _terminating:
+            raise
+        log.exception("resume check failed")
+        run.metrics["resume_check"] = {"error": f"{type(exc).__name__}: {exc}"}
     run.save()
 
 
 def run_pipeline(args: argparse.Namespace, params: dict[str, Any], argv: list[str]) -> dict[str, Any]:
     """Every stage in order; ``metrics.json`` says how far it got if a stage fails or is killed."""
+    started = time.perf_counter()
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -352,19 +439,26 @@ def run_pipeline(args: argparse.Namespace, params: dict[str, Any], argv: list[st
     run.metrics["subset_per_split"] = args.subset
     log.info("device: %s", run.metrics["device"])
     # A command stopped at its time limit gets SIGTERM: leave a metrics.json that says where.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, _stop_on_signal)
     external_eval.parse_external_sets(params["evaluate"].get("external_sets"))  # typos: before anything runs
     try:
         dataset = run_ingestion(run, args.subset)
         # the rest of what can go wrong with them, before hours of training (the model's classes are the dataset's)
         external_eval.check_external_sets(params["evaluate"].get("external_sets"), stages.class_names(dataset))
+        if args.save_dataset:
+            write_npz(args.save_dataset, dataset)
         synthetic = run_autoencoder(run, dataset)
+        if args.naive_baseline_steps > 0 or args.deadline_s:
+            run_naive_baseline(run, args.naive_baseline_steps, args.naive_workers, args.compile_probe_steps)
+        if args.deadline_s:
+            fit_training_epochs(run, dataset, synthetic, args.deadline_s - (time.perf_counter() - started),
+                                args.reserve_s)
         result = run_training(run, dataset, synthetic)
         logits = run_evaluation(run, result, dataset)
         run_export(run, result, dataset, logits, int(args.part_mib * 2**20))
         run_external_evaluation(run, result)
-        if args.naive_baseline_steps > 0:
-            run_naive_baseline(run, args.naive_baseline_steps, args.naive_workers)
+        if args.resume_check_steps > 0:
+            run_resume_check(run, dataset, args.resume_check_steps)
     except BaseException as exc:
         stage = list(run.timer.stages)[-1] if run.timer.stages else "setup"
         run.save(f"failed in stage {stage}: {type(exc).__name__}: {exc}")
@@ -373,73 +467,6 @@ def run_pipeline(args: argparse.Namespace, params: dict[str, Any], argv: list[st
     run.save("complete")
     print(results_table(run.metrics), flush=True)
     return run.metrics
-
-
-# ============================================================================================
-# Results: the closing table, and figures from a returned folder
-# ============================================================================================
-
-def results_table(metrics: Mapping[str, Any]) -> str:
-    """The closing tables: stages, then metrics per split / TTA, then test recall per class."""
-    lines = ["", f"device: {metrics['device'].get('name')} ({metrics['device']['device']}), "
-                 f"torch {metrics['device']['torch']}", "",
-             f"{'stage':<16}{'seconds':>10}{'peak GPU MiB':>14}  throughput"]
-    for name, record in metrics["stages"].items():
-        rate = record.get("images_per_s_median", record.get("images_per_s"))
-        if isinstance(rate, dict):
-            rate = ", ".join(f"{k} {v:,.0f} img/s" for k, v in rate.items() if v)
-        elif isinstance(rate, (int, float)):
-            rate = f"{rate:,.0f} img/s"
-        peak = record.get("peak_gpu_memory_mb")
-        lines.append(f"{name:<16}{record['seconds']:>10.1f}{(f'{peak:,.0f}' if peak else '-'):>14}  {rate or ''}")
-    lines.append(f"{'total':<16}{sum(r['seconds'] for r in metrics['stages'].values()):>10.1f}")
-    selection = metrics["selection"]
-    lines += ["", f"model selected on {selection['fer_split']} ({selection['split']}) {selection['metric']}: "
-                  f"best epoch {selection['best_epoch']}; TTA chosen on val: {selection['tta_selected_on_val']}", "",
-              f"{'split':<26}{'tta':<10}{'accuracy':>10}{'macro-F1':>10}{'bal. acc':>10}"]
-    rows = [(f"{SPLIT_TO_FER_NAME[split]} ({split})", tta, report)
-            for split in ("val", "test") for tta, report in metrics["evaluation"][split].items()]
-    rows += [(f"PrivateTest -{r['without_leaked_duplicates']['excluded']} leaked", tta, r["without_leaked_duplicates"])
-             for tta, r in metrics["evaluation"]["test"].items() if r.get("without_leaked_duplicates")]
-    for label, tta, r in rows:
-        lines.append(f"{label:<26}{tta:<10}{r['accuracy']:>10.4f}{r['macro_f1']:>10.4f}{r['balanced_accuracy']:>10.4f}")
-    test = metrics["evaluation"]["test"]
-    lines += ["", "PrivateTest recall per class: " + ", ".join(
-        f"{row['class']} {row['recall']:.3f}/{ten['recall']:.3f}"
-        for row, ten in zip(test["none"]["per_class"], test["ten_crop"]["per_class"])) + "  (none/ten_crop)"]
-    naive = metrics.get("naive_baseline")
-    if naive and "speedup" in naive:
-        lines += ["", f"training step throughput, same process: fast {naive['fast_images_per_s']:,.0f} img/s, "
-                      f"naive DataLoader ({naive['naive_workers']} workers) {naive['naive_images_per_s']:,.0f} img/s: "
-                      f"{naive['speedup']:.2f}x"]
-    return "\n".join(lines)
-
-
-def draw_figures(folder: Path, dest: Path) -> list[Path]:
-    """From a returned folder: training curves (history.csv) and PrivateTest confusion matrices
-    without TTA (metrics.json), drawn by the Kedro nodes' own figures (``fer_pipeline.plots``)."""
-    import json
-
-    from fer_pipeline import plots
-
-    metrics_path, history_path = folder / "metrics.json", folder / "history.csv"
-    for path in (metrics_path, history_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: give the folder the run's files came back to")
-    history = read_csv(history_path)
-    report = json.loads(metrics_path.read_text(encoding="utf-8")).get("evaluation", {}).get("test", {}).get("none")
-    if not history or not report:
-        raise ValueError(f"{folder}: the run has no training history or no PrivateTest evaluation yet")
-    dest.mkdir(parents=True, exist_ok=True)
-    figures = {
-        "training_curves.png": plots.plot_training_curves(history),
-        "confusion_matrix.png": plots.plot_confusion_matrix(report["confusion"], report["classes"], normalized=False),
-        "confusion_matrix_normalized.png": plots.plot_confusion_matrix(report["confusion_normalized"],
-                                                                       report["classes"], normalized=True),
-    }
-    for name, figure in figures.items():
-        figure.savefig(dest / name, dpi=110)
-    return [dest / name for name in figures]
 
 
 # ============================================================================================
@@ -496,6 +523,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="also time the naive JPEG DataLoader path vs the fast path, N steps each")
     add("--naive-workers", type=int, default=throughput.default_workers(),
         help="DataLoader workers of the naive path (default min(8, cores))")
+    add("--compile-probe-steps", type=int, default=0,
+        help="also time the fast path under torch.compile, N steps (its warm-up = the compile time)")
+    add("--deadline-s", type=float,
+        help="seconds this command may take: the training's epochs are cut (never raised) to end --reserve-s "
+             "before, sized by the fast path's measured images/s (measured before training)")
+    add("--reserve-s", type=float, default=60.0,
+        help="with --deadline-s: seconds kept for evaluation, export and what follows training (default 60)")
+    add("--resume-check-steps", type=int, default=0,
+        help="after the export, check resumption on this device: 3 epochs of N steps, stopped after one and "
+             "resumed, against the same run uninterrupted (fer_pipeline.resume_check)")
+    add("--save-dataset", metavar="NPZ", help="also write the ingested dataset there (the ablation's --data)")
     add("--threads", type=int, help="torch CPU threads")
     add("--part-mib", type=float, default=15.0, help="largest part of the returned float16 model, MiB")
     add("--assemble-model", nargs=2, metavar=("FOLDER", "DEST"),

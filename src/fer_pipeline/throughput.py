@@ -115,8 +115,9 @@ def _step(model, optimizer, x, y, autocast_dtype, device) -> torch.Tensor:
 
 
 def fast_path(images: np.ndarray, labels: np.ndarray, settings: StepSettings, device: torch.device,
-              policy: Mapping[str, Any]) -> float:
-    """Training images/s of the on-device path."""
+              policy: Mapping[str, Any]) -> tuple[float, float]:
+    """(training images/s of the on-device path, seconds of its untimed warm-up steps: with
+    ``compile`` they hold the compilation, with cuDNN autotuning its search)."""
     model, optimizer = _model_and_optimizer(settings, device)
     autocast_dtype = autocast_dtype_for(settings.amp, device)
     x_all = torch.from_numpy(images).to(device)
@@ -128,7 +129,8 @@ def fast_path(images: np.ndarray, labels: np.ndarray, settings: StepSettings, de
     batches = torch.cat([epoch_batch_indices(len(images), per_pass, settings.batch_size, generator, device)
                          for _ in range(-(-total // per_pass))])
     loss_sum = torch.zeros((), device=device)
-    start = time.perf_counter()
+    synchronize(device)
+    start = warmup_start = time.perf_counter()
     for i in range(total):
         if i == settings.warmup:
             synchronize(device)
@@ -137,7 +139,7 @@ def fast_path(images: np.ndarray, labels: np.ndarray, settings: StepSettings, de
         loss_sum += _step(model, optimizer, x, y, autocast_dtype, device)
     loss_sum.item()
     synchronize(device)
-    return settings.steps * settings.batch_size / (time.perf_counter() - start)
+    return settings.steps * settings.batch_size / (time.perf_counter() - start), start - warmup_start
 
 
 def naive_path(files: list[Path], labels: np.ndarray, settings: StepSettings, device: torch.device,
@@ -181,14 +183,29 @@ def naive_vs_fast(data_root: Path, settings: StepSettings, device: torch.device,
     decode_start = time.perf_counter()
     images = np.stack([read_grey(f) for f in files])
     decode_seconds = time.perf_counter() - decode_start
-    fast = fast_path(images, labels, settings, device, policy)
+    fast, warmup_seconds = fast_path(images, labels, settings, device, policy)
     naive_rate = naive_path(files, labels, settings, device, policy) if naive else None
     return {"fast_images_per_s": fast, "naive_images_per_s": naive_rate,
             "speedup": fast / naive_rate if naive_rate else None, "amp": settings.amp,
             "steps": settings.steps, "warmup_steps": settings.warmup, "batch_size": settings.batch_size,
             "images": len(files), "naive_workers": settings.workers, "stem": settings.stem,
-            "channels_last": settings.channels_last, "fast_path_one_time_decode_s": decode_seconds,
+            "channels_last": settings.channels_last, "compile": settings.compile,
+            "fast_path_one_time_decode_s": decode_seconds, "fast_warmup_s": warmup_seconds,
             "note": "model step only (forward, backward, SGD): fer_pipeline.throughput fast_path vs naive_path"}
+
+
+def epochs_that_fit(seconds: float, epoch_seconds: float, wanted: int, runs: int = 1,
+                    fixed_seconds: float = 0.0) -> int:
+    """The most epochs, at most ``wanted`` and at least 1, such that ``runs`` trainings of
+    ``epoch_seconds`` per epoch fit in ``seconds`` after ``fixed_seconds`` of other work.
+
+    How a machine lent for a fixed time sizes a schedule before it starts: the cosine schedule
+    is set by the epoch count, so a run cannot simply be cut short. At least 1 even when nothing
+    fits (the caller's time limit then stops it, and what finished is kept)."""
+    if epoch_seconds <= 0 or runs < 1 or wanted < 1:
+        raise ValueError(f"epochs_that_fit: epoch_seconds {epoch_seconds} must be > 0, runs {runs} and "
+                         f"wanted {wanted} >= 1")
+    return max(1, min(wanted, int((seconds - fixed_seconds) // (runs * epoch_seconds))))
 
 
 def default_workers() -> int:

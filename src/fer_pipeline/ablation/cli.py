@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -13,7 +14,7 @@ from fer_pipeline.params import apply_sets, deep_merge, load_parameters
 from fer_pipeline.dataset_loading import load_dataset, subset_dataset
 from fer_pipeline.runner import default_paths, setup_logging
 
-from .plan import load_ablation
+from .plan import epochs_for_time, load_ablation
 from .records import RUNS_FILE, read_runs
 from .report import MLFLOW_EXPERIMENT, best_strategy, log_to_mlflow, markdown_report, summarize
 from .run import merge_done, plan_runs, run_planned
@@ -46,6 +47,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"unknown strategies {unknown}; conf has: {', '.join(ablation['strategies'])}")
     seeds = _parse_list(args.seeds, int) or ablation["seeds"]
+    if args.fit_seconds is not None:  # before the plan: the epoch count is part of every run's identity
+        if not args.timing_from or args.epochs is not None:
+            raise SystemExit("--fit-seconds needs --timing-from (a GPU runner's metrics.json) and no --epochs")
+        fit = epochs_for_time(args.fit_seconds, json.loads(Path(args.timing_from).read_text(encoding="utf-8")),
+                              ablation, strategies, seeds, args.run_overhead_s)
+        args.epochs = fit["epochs"]
+        print(f"ablation: {fit['epochs']} epochs per run (configured {fit['configured_epochs']}) fit "
+              f"{fit['runs']} runs in {fit['fit_seconds']:.0f} s at {fit['epoch_seconds']:.1f} s an epoch", flush=True)
     sets, device_sets = _command_sets(args)
     defaults = load_parameters(args.conf)
     out, work = Path(args.out), Path(args.work)
@@ -123,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--set", action="append", metavar="KEY=VALUE", help="override for every run (repeatable)")
     add("--epochs", type=int, help="training.config.epochs for every run")
     add("--ae-epochs", type=int, help="autoencoder.epochs")
+    add("--fit-seconds", type=float,
+        help="choose the epochs (the same for every run, at most the config's) so that all runs fit in this "
+             "many seconds, from the times measured by --timing-from")
+    add("--timing-from", metavar="METRICS_JSON", help="a GPU runner's metrics.json of this machine (with --fit-seconds)")
+    add("--run-overhead-s", type=float, default=10.0,
+        help="with --fit-seconds: seconds per run besides its epochs (build, evaluation; default 10)")
     add("--subset", type=int, help="at most N images per split (smoke runs)")
     add("--device", help="device (default: the parameters' 'auto')")
     add("--threads", type=int, help="torch CPU threads")

@@ -1,0 +1,48 @@
+"""fer_pipeline.resume_check: a stopped-and-resumed run against the same run uninterrupted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fer_pipeline import resume_check
+from fer_pipeline.core import checkpoint
+from fer_pipeline.dataset_loading import load_dataset
+from fer_pipeline.params import apply_sets, load_parameters
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dataset_and_params(fer_demo_folder, tmp_path_factory):
+    params = apply_sets(load_parameters(REPO / "conf" / "base"), [
+        "training.model.arch=resnet18", "training.model.stem=imagenet", "training.config.batch_size=8",
+        "training.config.eval_batch_size=64", "training.config.amp=off"])
+    dataset, _ = load_dataset(fer_demo_folder, params["ingestion"], tmp_path_factory.mktemp("work"))
+    return dataset, params
+
+
+def test_resumed_run_is_identical_on_cpu(dataset_and_params, tmp_path, one_torch_thread):
+    dataset, params = dataset_and_params
+    report = resume_check.check_resume(dataset, params, tmp_path, steps=2, faces_per_split=40)
+    assert report["identical"] is True and report["resumed_from_epoch"] == 2
+    assert report["max_abs_weight_difference"] == 0.0 and report["max_abs_history_difference"] == 0.0
+    assert 40 <= report["train_faces"] <= 47 and report["steps_per_epoch"] == 2  # every class kept
+    assert not (tmp_path / "resume_check").exists()  # its checkpoints are removed
+    assert params["training"]["config"]["epochs"] == 60  # the pipeline's parameters are left alone
+
+
+def test_a_resume_that_loses_state_is_reported(dataset_and_params, tmp_path, monkeypatch, one_torch_thread):
+    """A checkpoint whose RNG states are not restored resumes with other batches: caught."""
+    dataset, params = dataset_and_params
+    monkeypatch.setattr(checkpoint, "set_rng_state", lambda state, generator: None)
+    report = resume_check.check_resume(dataset, params, tmp_path, steps=2, faces_per_split=40)
+    # the resumed epoch trains on other batches: its loss differs (the kept weights may be an
+    # earlier epoch's, so the history is what shows it)
+    assert report["identical"] is False and report["max_abs_history_difference"] > 0
+
+
+def test_stop_must_leave_an_epoch_to_resume(dataset_and_params, tmp_path):
+    with pytest.raises(ValueError, match="at least one epoch"):
+        resume_check.check_resume(*dataset_and_params, tmp_path, steps=1, epochs=2, stop_after=1)
