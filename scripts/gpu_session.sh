@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # A GPU lent for minutes, used by one command (README "FER2013 on the GPU"):
 #   1. the default pipeline on FER2013 (scripts/gpu_pipeline.py): first the naive-DataLoader
-#      baseline and a torch.compile probe, whose measured images/s size the training's epochs to
-#      the time (at most the configured 60), then training, evaluation of PublicTest and PrivateTest
-#      with and without ten-crop, the returned float16 model, and the CUDA resume check;
+#      baseline, whose fast-path images/s size the training's epochs to the time (at most the
+#      configured 60), and a torch.compile probe; then training, evaluation of PublicTest and
+#      PrivateTest with and without ten-crop, the returned float16 model, and the CUDA resume check;
 #   2. the imbalance ablation (benchmarks/ablation.py, conf/ablation.yml) with one epoch count for
 #      every run, derived from step 1's measured epoch time so that all its runs fit in what is left;
 #      each run's record is written as it ends.
@@ -12,19 +12,27 @@
 #
 #   OUT=/some/folder bash scripts/gpu_session.sh [SECONDS]     # SECONDS: the whole budget (default 560)
 #
-# Environment: DATA (default .gpu_data/fer2013.tar.gz), WORK (scratch, default build/gpu_work),
-# RESULTS (default build/gpu_results), PYTHON (default python3); PIPELINE_ARGS / ABLATION_ARGS are
-# appended to each command: the CPU smoke test (tests/test_gpu_session.py) shrinks the runs with them.
+# OUT is required (the device tool sets it). Environment: DATA (default .gpu_data/fer2013.tar.gz),
+# WORK (scratch, default build/gpu_work), RESULTS (default build/gpu_results), PYTHON (default
+# python3), ABLATION_MIN_S (seconds the pipeline leaves the ablation at least, default 0: the full
+# schedule comes first); PIPELINE_ARGS / ABLATION_ARGS are appended to each command: the CPU smoke
+# test (tests/test_gpu_session.py) shrinks the runs with them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder whose files come back}"
 budget=${1:-560}
+if [ "$budget" -lt 200 ] 2>/dev/null || ! [ "$budget" -eq "$budget" ] 2>/dev/null; then
+  echo "gpu_session: the budget must be a number of seconds, 200 or more (got '$budget')" >&2
+  exit 2
+fi
 data=${DATA:-.gpu_data/fer2013.tar.gz}
 started=$(date +%s)
 left() { echo $(( budget - ($(date +%s) - started) )); }
 work=${WORK:-build/gpu_work}
 results=${RESULTS:-build/gpu_results}
-rm -rf "$results" && mkdir -p "$results/pipeline" "$results/ablation" "$OUT"
+# only what this script writes there is removed: RESULTS may be any folder
+rm -rf "$results/pipeline" "$results/ablation" "$results/machine.txt"
+mkdir -p "$results/pipeline" "$results/ablation" "$OUT"
 rm -f "$work/dataset.npz"  # the ablation reads this session's dataset, never an earlier one
 export PYTHONUNBUFFERED=1 PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
 python=${PYTHON:-python3}
@@ -42,8 +50,8 @@ trap pack EXIT
 } > "$results/machine.txt"
 cat "$results/machine.txt"
 
-# 1. The pipeline: its training ends --reserve-s before its deadline, which leaves the ablation
-#    ABLATION_MIN_S (default 0: the full schedule comes first).
+# 1. The pipeline: its training ends --reserve-s before its deadline, ABLATION_MIN_S before the
+#    budget's end less 25 s for packing.
 ablation_min=${ABLATION_MIN_S:-0}
 timeout -k 10 -s TERM $(( $(left) - 25 )) $python scripts/gpu_pipeline.py --data "$data" --out "$results/pipeline" \
   --work "$work" --fresh --naive-baseline-steps 200 --compile-probe-steps 30 --resume-check-steps 20 \
@@ -56,7 +64,7 @@ fit=$(( $(left) - 20 ))
 if [ "$fit" -gt 30 ] && [ -f "$work/dataset.npz" ]; then
   timeout -k 10 -s TERM "$fit" $python benchmarks/ablation.py run --data "$work/dataset.npz" \
     --out "$results/ablation" --work "$work" --fit-seconds "$fit" \
-    --timing-from "$results/pipeline/metrics.json" ${ABLATION_ARGS:-}
+    --timing-from "$results/pipeline/metrics.json" --run-overhead-s 3 ${ABLATION_ARGS:-}
   echo "gpu_session: ablation exit $?, $(left) s left"
 else
   echo "gpu_session: no time or no dataset left for the ablation ($fit s)"

@@ -28,8 +28,10 @@ def test_gpu_session_returns_pipeline_resume_check_and_fitted_ablation(fer_demo_
     out, work, results = tmp_path / "out", tmp_path / "work", tmp_path / "gpu_results"
     env = {**os.environ, "OUT": str(out), "DATA": str(archive), "WORK": str(work), "RESULTS": str(results),
            "PYTHON": f"{sys.executable} -S", "PYTHONPATH": str(bare_site_packages()), "OMP_NUM_THREADS": "1",
-           "PIPELINE_ARGS": " ".join([*TINY, "--naive-baseline-steps", "1", "--naive-workers", "0",
-                                      "--compile-probe-steps", "0", "--resume-check-steps", "1", "--threads", "1"]),
+           # 20 epochs asked, about 10 s of training left by the reserve: the deadline cuts them
+           "PIPELINE_ARGS": " ".join([*TINY, "--epochs", "20", "--reserve-s", "355", "--naive-baseline-steps", "1",
+                                      "--naive-workers", "0", "--compile-probe-steps", "0", "--resume-check-steps",
+                                      "1", "--threads", "1"]),
            "ABLATION_ARGS": " ".join(["--only", "ce,ae_oversample_ce", "--seeds", "0", "--threads", "1", *TINY_RUNS])}
     result = subprocess.run(["bash", str(SESSION), "400"], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -46,10 +48,16 @@ def test_gpu_session_returns_pipeline_resume_check_and_fitted_ablation(fer_demo_
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "complete"
     assert metrics["resume_check"]["identical"] is True and metrics["resume_check"]["resumed_from_epoch"] == 2
-    assert metrics["epoch_fit"]["epochs"] == metrics["training"]["epochs_run"] == 1  # TINY's one epoch fits
+    fit = metrics["epoch_fit"]
+    assert fit["configured_epochs"] == 20 and 1 <= fit["epochs"] < 20
+    assert metrics["training"]["epochs_run"] == fit["epochs"]  # the cut schedule ran to its end
+    train_config = metrics["training"]["train_config"]
+    assert train_config["epochs"] == fit["epochs"] and train_config["drw_epoch"] == int(40 * fit["epochs"] / 20)
     assert (work / "dataset.npz").is_file()
 
     fitted = int(re.search(r"ablation: (\d+) epochs per run", result.stdout).group(1))
+    recorded = json.loads((results / "ablation" / "ablation_fit.json").read_text())
+    assert recorded["epochs"] == fitted and recorded["run_overhead_s"] == 3 and recorded["runs"] == 2
     records = read_runs([results / "ablation" / "ablation_runs.jsonl"])
     assert [(r["strategy"], r["seed"]) for r in records] == [("ce", 0), ("ae_oversample_ce", 0)]
     assert 1 <= fitted <= 12 and {r["epochs"] for r in records} == {fitted}  # one schedule, at most the config's

@@ -186,11 +186,18 @@ def test_training_epochs_are_cut_to_the_time_left_never_raised(small_run, fer_de
 
     dataset, _ = load_dataset(fer_demo_folder, small_run.params["ingestion"], small_run.work)
     small_run.out.mkdir()
+    small_run.work.mkdir()
     small_run.params["training"]["config"]["batch_size"] = 10  # 210 faces: 21 steps, 210 images an epoch
     small_run.metrics["naive_baseline"] = {"fast_images_per_s": 210.0}
     epoch = 1.0 * runner.EPOCH_OVERHEAD + runner.EPOCH_FIXED_SECONDS
     runner.fit_training_epochs(small_run, dataset, {"labels": []}, seconds_left=60 + 10.5 * epoch, reserve_seconds=60)
-    assert small_run.params["training"]["config"]["epochs"] == 10
+    config = small_run.params["training"]["config"]
+    assert config["epochs"] == 10 and config["drw_epoch"] == 40 * 10 // 60  # DRW cut in proportion
     assert small_run.metrics["epoch_fit"]["configured_epochs"] == 60
+    # run again in the same --work (a resumed command): the same schedule, whatever time is left now
+    small_run.params["training"]["config"].update(epochs=60, drw_epoch=40)
     runner.fit_training_epochs(small_run, dataset, {"labels": []}, seconds_left=10**6, reserve_seconds=60)
-    assert small_run.params["training"]["config"]["epochs"] == 10  # more time does not lengthen it
+    assert config["epochs"] == 10
+    (small_run.work / runner.EPOCH_FIT_FILE).unlink()  # what --fresh does
+    runner.fit_training_epochs(small_run, dataset, {"labels": []}, seconds_left=60 + 5.5 * epoch, reserve_seconds=60)
+    assert config["epochs"] == 5

@@ -4,10 +4,12 @@ Its stages are the Kedro nodes' own (``fer_pipeline.core.stages``), with the sam
 read from ``conf/base/parameters_*.yml`` (``fer_pipeline.params``):
 
     ingestion -> class balance -> autoencoder (+ unweighted twin) -> latent-SMOTE oversampling
+    [-> naive DataLoader baseline vs the fast path, and the fast path under torch.compile
+        (``fer_pipeline.throughput``); with --deadline-s the epochs cut to fit from its img/s]
     -> augmentation (training set) -> ResNet-34 training (selected on PublicTest = val)
     -> evaluation on PublicTest and PrivateTest (= test), without and with ten-crop TTA
     -> the returned float16 model (``fer_pipeline.model_transport``)
-    [-> naive DataLoader baseline vs the fast path (``fer_pipeline.throughput``)]
+    [-> external sets] [-> the resumption check on this device (``fer_pipeline.resume_check``)]
 
 The test split is read only by the evaluation stage, after the model is chosen: training sees
 train + val, the best epoch is picked on val, and the TTA mode is picked on val too.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import platform
@@ -59,9 +62,12 @@ log = logging.getLogger("fer_pipeline.runner")
 
 #: ``--deadline-s``'s estimate of a training epoch: the fast path's model-step time times
 #: EPOCH_OVERHEAD (the loop's EMA and bookkeeping) plus EPOCH_FIXED_SECONDS (validation,
-#: checkpoint). On the H200 (docs/gpu/metrics.json) it said 4.03 s for a measured 3.55 s all in.
+#: checkpoint). On the H200 (docs/gpu/metrics.json) the loop ran at 1/1.28 of the fast path and
+#: an epoch took 3.55 s all in; these say 4.03 s, a little on the safe side.
 EPOCH_OVERHEAD = 1.15
 EPOCH_FIXED_SECONDS = 1.5
+#: Where ``--deadline-s``'s choice of epochs is kept in ``--work`` (deleted by ``--fresh``).
+EPOCH_FIT_FILE = "epoch_fit.json"
 
 
 #: Set by SIGTERM: the measurements that record their failures instead of raising them re-raise
@@ -354,53 +360,70 @@ def run_naive_baseline(run: PipelineRun, steps: int, workers: int, compile_steps
     benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True  # as training does (core.train, not deterministic)
     try:
-        with run.timer("naive_baseline"):
+        with _recorded_failure(run, "naive_baseline"), run.timer("naive_baseline"):
             run.metrics["naive_baseline"] = throughput.naive_vs_fast(root, settings, run.device, policy,
                                                                      naive=steps > 0)
-        if compile_steps > 0:
+        eager = run.metrics["naive_baseline"].get("fast_images_per_s")
+        if compile_steps > 0 and eager:
             compiled = dataclasses.replace(settings, compile=True, steps=compile_steps)
-            with run.timer("compile_probe"):
+            with _recorded_failure(run, "compile_probe"), run.timer("compile_probe"):
                 result = throughput.naive_vs_fast(root, compiled, run.device, policy, naive=False)
-            run.metrics["compile_probe"] = {
-                "compiled_images_per_s": result["fast_images_per_s"], "compile_warmup_s": result["fast_warmup_s"],
-                "eager_images_per_s": run.metrics["naive_baseline"]["fast_images_per_s"],
-                "eager_warmup_s": run.metrics["naive_baseline"]["fast_warmup_s"], "steps": compile_steps,
-                "speedup": result["fast_images_per_s"] / run.metrics["naive_baseline"]["fast_images_per_s"]}
-    except Exception as exc:  # noqa: BLE001 - a measurement, not a stage the model needs
-        if _terminating:
-            raise
-        log.exception("throughput measurement failed")
-        run.metrics.setdefault("naive_baseline", {})["error"] = f"{type(exc).__name__}: {exc}"
+                run.metrics["compile_probe"] = {
+                    "compiled_images_per_s": result["fast_images_per_s"], "compile_warmup_s": result["fast_warmup_s"],
+                    "eager_images_per_s": eager, "eager_warmup_s": run.metrics["naive_baseline"]["fast_warmup_s"],
+                    "steps": compile_steps, "speedup": result["fast_images_per_s"] / eager}
     finally:
         torch.backends.cudnn.benchmark = benchmark
     run.save()
 
 
+@contextlib.contextmanager
+def _recorded_failure(run: PipelineRun, key: str) -> Iterator[None]:
+    """A measurement's exception recorded as ``metrics[key]["error"]`` instead of raised: it costs
+    no model. Not while the run is being stopped (SIGTERM), which must stop it."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - a measurement, not a stage the model needs
+        if _terminating:
+            raise
+        log.exception("%s failed", key)
+        run.metrics.setdefault(key, {})["error"] = f"{type(exc).__name__}: {exc}"
+
+
 def fit_training_epochs(run: PipelineRun, dataset: Mapping[str, np.ndarray], synthetic: Mapping[str, np.ndarray],
                         seconds_left: float, reserve_seconds: float) -> None:
     """Cut ``training.config.epochs`` (never raise it) so that training ends ``reserve_seconds``
-    before the command's time is up, from the fast path's measured images/s: on a machine lent
-    for minutes a finished shorter schedule beats a killed longer one. Recorded in ``metrics.json``."""
+    before the command's time is up, from the fast path's measured images/s (one process's):
+    on a machine lent for minutes a finished shorter schedule beats a killed longer one. A DRW
+    epoch is cut in proportion. The choice is kept in ``--work``: a command run again there
+    without ``--fresh`` keeps it, and so resumes the same schedule from its checkpoint."""
     config = run.params["training"]["config"]
-    rate = run.metrics.get("naive_baseline", {}).get("fast_images_per_s")
     wanted = int(config["epochs"])
-    if not rate:
-        run.metrics["epoch_fit"] = {"skipped": "no measured training throughput", "epochs": wanted}
-        return
-    faces = int((dataset["splits"] == "train").sum())
-    if run.params["augmentation"]["use_synthetic"]:
-        faces += int(len(synthetic["labels"]))
-    steps = config.get("steps_per_epoch") or max(1, faces // config["batch_size"])
-    # The fast path times the model step only: the loop's EMA, loss bookkeeping, validation and
-    # checkpoint add to it (EPOCH_OVERHEAD, measured as the ratio of training's own images/s).
-    epoch_seconds = steps * config["batch_size"] / rate * EPOCH_OVERHEAD + EPOCH_FIXED_SECONDS
-    epochs = throughput.epochs_that_fit(seconds_left - reserve_seconds, epoch_seconds, wanted)
-    config["epochs"] = epochs
-    run.metrics["epoch_fit"] = {"configured_epochs": wanted, "epochs": epochs, "seconds_left": seconds_left,
-                                "reserve_seconds": reserve_seconds, "estimated_epoch_seconds": epoch_seconds,
-                                "fast_images_per_s": rate}
-    log.info("epochs: %d of the configured %d fit in the %.0f s left (%.1f s an epoch estimated)", epochs, wanted,
-             seconds_left - reserve_seconds, epoch_seconds)
+    fit_file = run.work / EPOCH_FIT_FILE
+    if fit_file.is_file():
+        fit = json.loads(fit_file.read_text(encoding="utf-8"))
+        log.info("epochs: %d, as fitted by an earlier command (%s)", fit["epochs"], fit_file)
+    else:
+        rate = run.metrics.get("naive_baseline", {}).get("fast_images_per_s")
+        if not rate:
+            log.warning("--deadline-s: no measured training throughput; the configured %d epochs run", wanted)
+            run.metrics["epoch_fit"] = {"skipped": "no measured training throughput", "epochs": wanted}
+            return
+        faces = int((dataset["splits"] == "train").sum())
+        if run.params["augmentation"]["use_synthetic"]:
+            faces += int(len(synthetic["labels"]))
+        steps = config.get("steps_per_epoch") or max(1, faces // config["batch_size"])
+        epoch_seconds = steps * config["batch_size"] / rate * EPOCH_OVERHEAD + EPOCH_FIXED_SECONDS
+        fit = {"configured_epochs": wanted, "epochs": throughput.epochs_that_fit(
+                   seconds_left - reserve_seconds, epoch_seconds, wanted), "seconds_left": seconds_left,
+               "reserve_seconds": reserve_seconds, "estimated_epoch_seconds": epoch_seconds, "fast_images_per_s": rate}
+        write_json(fit_file, fit)
+        log.info("epochs: %d of the configured %d fit in the %.0f s left (%.1f s an epoch estimated)", fit["epochs"],
+                 wanted, seconds_left - reserve_seconds, epoch_seconds)
+    config["epochs"] = int(fit["epochs"])
+    if config.get("drw_epoch") is not None and wanted > 0:
+        config["drw_epoch"] = int(config["drw_epoch"] * config["epochs"] / wanted)
+    run.metrics["epoch_fit"] = fit
     run.save()
 
 
@@ -408,15 +431,9 @@ def run_resume_check(run: PipelineRun, dataset: Mapping[str, np.ndarray], steps:
     """``fer_pipeline.resume_check`` on this device; recorded, not raised, when it fails."""
     from fer_pipeline.resume_check import check_resume
 
-    try:
-        with run.timer("resume_check"):
-            run.metrics["resume_check"] = check_resume(dataset, run.params, run.work, steps)
+    with _recorded_failure(run, "resume_check"), run.timer("resume_check"):
+        run.metrics["resume_check"] = check_resume(dataset, run.params, run.work, steps)
         log.info("resume check: %s", run.metrics["resume_check"])
-    except Exception as exc:  # noqa: BLE001 - a check of its own, after the model is safe
-        if _terminating:
-            raise
-        log.exception("resume check failed")
-        run.metrics["resume_check"] = {"error": f"{type(exc).__name__}: {exc}"}
     run.save()
 
 
@@ -430,6 +447,7 @@ def run_pipeline(args: argparse.Namespace, params: dict[str, Any], argv: list[st
     checkpoint_dir = work / "checkpoints" / "pipeline"
     if args.fresh:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        (work / EPOCH_FIT_FILE).unlink(missing_ok=True)
     params["training"]["config"]["checkpoint_dir"] = checkpoint_dir.as_posix()
     data = Path(args.data) if args.data else default_paths()["root"] / params["ingestion"]["source_path"]
     votes = params["ingestion"].get("ferplus_votes_path")
@@ -475,8 +493,6 @@ def run_pipeline(args: argparse.Namespace, params: dict[str, Any], argv: list[st
 
 def effective_parameters(args: argparse.Namespace) -> dict[str, Any]:
     """conf (or --params-json) <- --set <- the shortcut flags."""
-    import json
-
     if args.params_json:
         params = json.loads(Path(args.params_json).read_text(encoding="utf-8"))
     else:
@@ -546,8 +562,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """``scripts/gpu_pipeline.py``: run the pipeline, or assemble / draw a returned folder."""
-    import json
-
     args = build_parser().parse_args(argv)
     if args.assemble_model or args.figures:
         try:

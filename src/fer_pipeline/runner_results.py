@@ -41,7 +41,7 @@ def results_table(metrics: Mapping[str, Any]) -> str:
         f"{row['class']} {row['recall']:.3f}/{ten['recall']:.3f}"
         for row, ten in zip(test["none"]["per_class"], test["ten_crop"]["per_class"])) + "  (none/ten_crop)"]
     naive = metrics.get("naive_baseline")
-    if naive and "speedup" in naive:
+    if naive and naive.get("speedup"):  # None when only the fast path was timed (--deadline-s alone)
         lines += ["", f"training step throughput, same process: fast {naive['fast_images_per_s']:,.0f} img/s, "
                       f"naive DataLoader ({naive['naive_workers']} workers) {naive['naive_images_per_s']:,.0f} img/s: "
                       f"{naive['speedup']:.2f}x"]

@@ -41,3 +41,29 @@ def test_ablation_runs_resume_and_skip_done(fer_demo_folder, tmp_path, runner_lo
     main(["run", "--out", str(fresh), "--done", str(runs_file), "--seeds", "0,1",
                    "--only", "ce,ae_oversample_logit_adjusted", *TINY_ABLATION])  # nothing left: trains nothing
     assert len(read_runs([fresh / "ablation_runs.jsonl"])) == 4
+
+
+def test_a_run_on_an_environment_records_its_machine_and_reaches_mlflow(fer_demo_folder, tmp_path,
+                                                                       runner_log_handlers_removed):
+    """--env cpu: the cpu environment's parameters under the ablation's; the record says where
+    and how it ran, with its epoch history; --mlflow-uri logs it the moment it is written."""
+    out, db = tmp_path / "out", tmp_path / "mlflow.db"
+    assert main(["run", "--env", "cpu", "--data", str(fer_demo_folder), "--out", str(out), "--work",
+                 str(tmp_path / "work"), "--only", "ce", "--seeds", "0", *TINY_ABLATION, "--epochs", "2",
+                 "--threads", "1", "--mlflow-uri", f"sqlite:///{db}", "--experiment", "fer_ablation_cpu"]) == 0
+    [record] = read_runs([out / "ablation_runs.jsonl"])
+    assert record["env"] == "cpu" and record["optimizer"] == "adamw"  # conf/cpu's, under the ablation's
+    assert record["machine"]["name"] and "bf16_units" in record["machine"] and record["torch"]
+    assert record["precision"] in ("bfloat16", "float32") and record["wall_seconds"] >= record["train_seconds"]
+    assert [row["epoch"] for row in record["history"]] == [0, 1]
+    assert {"test_clean_accuracy", "test_clean_macro_f1", "test_clean_excluded"} <= set(record)
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    [logged] = client.search_runs([client.get_experiment_by_name("fer_ablation_cpu").experiment_id])
+    assert logged.data.params["env"] == "cpu" and logged.data.tags["precision"] == record["precision"]
+    assert logged.data.metrics["val_macro_f1"] == record["val_macro_f1"]
+    curve = client.get_metric_history(logged.info.run_id, "epoch.val_macro_f1")
+    assert [m.step for m in sorted(curve, key=lambda m: m.step)] == [0, 1]
+    assert all(f"test_recall.{name}" in logged.data.metrics for name in CLASSES)

@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 
 from fer_pipeline.core.classes import SPLITS
-from fer_pipeline.params import apply_sets, deep_merge, load_parameters
+from fer_pipeline.params import apply_sets, deep_merge, load_environment_parameters, load_parameters
 from fer_pipeline.dataset_loading import load_dataset, subset_dataset
+from fer_pipeline.files import write_json
 from fer_pipeline.runner import default_paths, setup_logging
 
-from .plan import epochs_for_time, load_ablation
+from .plan import epochs_for_time, load_ablation, run_parameters
 from .records import RUNS_FILE, read_runs
 from .report import MLFLOW_EXPERIMENT, best_strategy, log_to_mlflow, markdown_report, summarize
 from .run import merge_done, plan_runs, run_planned
@@ -38,6 +39,32 @@ def _command_sets(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     return sets, device_sets
 
 
+#: Where ``--fit-seconds`` records its choice, beside the runs: a rerun into the same folder keeps
+#: it, so its finished runs (whose identity holds the epoch count) are recognised and skipped.
+FIT_FILE = "ablation_fit.json"
+
+
+def _fitted_epochs(args: argparse.Namespace, defaults: dict, ablation: dict, strategies: list[str],
+                   seeds: list[int], fit_file: Path) -> int:
+    """``--fit-seconds``: the epochs of an earlier command into this folder, else those that fit."""
+    if not args.timing_from or args.epochs is not None:
+        raise SystemExit("--fit-seconds needs --timing-from (a GPU runner's metrics.json) and no --epochs")
+    if fit_file.is_file():
+        fit = json.loads(fit_file.read_text(encoding="utf-8"))
+        log.info("ablation: %d epochs per run, as chosen before (%s)", fit["epochs"], fit_file)
+        return int(fit["epochs"])
+    identity_sets, _ = _command_sets(args)
+    runs = [run_parameters(defaults, ablation, strategy, seed, identity_sets) for seed in seeds
+            for strategy in strategies]
+    fit = epochs_for_time(args.fit_seconds, json.loads(Path(args.timing_from).read_text(encoding="utf-8")),
+                          runs, args.run_overhead_s)
+    if not args.dry_run:
+        write_json(fit_file, {**fit, "timing_from": str(args.timing_from)})
+    log.info("ablation: %d epochs per run (configured %d) fit %d runs in %.0f s at %.1f s an epoch",
+             fit["epochs"], fit["configured_epochs"], fit["runs"], fit["fit_seconds"], fit["epoch_seconds"])
+    return int(fit["epochs"])
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
@@ -47,20 +74,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"unknown strategies {unknown}; conf has: {', '.join(ablation['strategies'])}")
     seeds = _parse_list(args.seeds, int) or ablation["seeds"]
-    if args.fit_seconds is not None:  # before the plan: the epoch count is part of every run's identity
-        if not args.timing_from or args.epochs is not None:
-            raise SystemExit("--fit-seconds needs --timing-from (a GPU runner's metrics.json) and no --epochs")
-        fit = epochs_for_time(args.fit_seconds, json.loads(Path(args.timing_from).read_text(encoding="utf-8")),
-                              ablation, strategies, seeds, args.run_overhead_s)
-        args.epochs = fit["epochs"]
-        print(f"ablation: {fit['epochs']} epochs per run (configured {fit['configured_epochs']}) fit "
-              f"{fit['runs']} runs in {fit['fit_seconds']:.0f} s at {fit['epoch_seconds']:.1f} s an epoch", flush=True)
-    sets, device_sets = _command_sets(args)
-    defaults = load_parameters(args.conf)
+    # --env: conf/base with the environment's overrides merged, as `kedro run --env` reads them
+    defaults = load_environment_parameters(Path(args.conf).parent, args.env) if args.env else load_parameters(args.conf)
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
     runs_path = out / RUNS_FILE
     setup_logging(None if args.dry_run else out / "ablation.log", mode="a")
+    if args.fit_seconds is not None:  # before the plan: the epoch count is part of every run's identity
+        args.epochs = _fitted_epochs(args, defaults, ablation, strategies, seeds, out / FIT_FILE)
+    sets, device_sets = _command_sets(args)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -82,7 +104,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         dataset = subset_dataset(dataset, args.subset, ingestion_params["seed"])
     log.info("dataset %s in %.1f s (decoder: %s)", {s: int((dataset["splits"] == s).sum()) for s in SPLITS},
              time.perf_counter() - start, report.get("decoder"))
-    run_planned(todo, dataset, ablation, ingestion_params, sets, args.subset, work, runs_path)
+    # each finished run in MLflow at once, beside its line in the records
+    on_record = (lambda record: log_to_mlflow([record], args.mlflow_uri, args.experiment)) if args.mlflow_uri else None
+    run_planned(todo, dataset, ablation, ingestion_params, sets, args.subset, work, runs_path, args.env, on_record)
     print(markdown_report(read_runs([runs_path]), list(ablation["strategies"])))
     return 0
 
@@ -122,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = run.add_argument
     add("--config", default=str(config), help="ablation YAML (default conf/ablation.yml)")
     add("--conf", default=str(paths["conf"]), help="folder of the default parameters*.yml")
+    add("--env", help="merge this conf environment's parameters over --conf's, as `kedro run --env` does "
+                      "(e.g. cpu: the small_pool model in bf16, for 2 CPU cores)")
     add("--data", help="dataset, as scripts/gpu_pipeline.py --data (default: ingestion.source_path)")
     add("--out", default=os.environ.get("OUT") or str(default_out),
         help=f"folder of {RUNS_FILE} and ablation.log (default $OUT, else build/ablation_out)")
@@ -134,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ae-epochs", type=int, help="autoencoder.epochs")
     add("--fit-seconds", type=float,
         help="choose the epochs (the same for every run, at most the config's) so that all runs fit in this "
-             "many seconds, from the times measured by --timing-from")
+             f"many seconds, from the times measured by --timing-from; recorded in --out's {FIT_FILE}, and a "
+             "later command into the same --out keeps that choice")
     add("--timing-from", metavar="METRICS_JSON", help="a GPU runner's metrics.json of this machine (with --fit-seconds)")
     add("--run-overhead-s", type=float, default=10.0,
         help="with --fit-seconds: seconds per run besides its epochs (build, evaluation; default 10)")
@@ -142,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--device", help="device (default: the parameters' 'auto')")
     add("--threads", type=int, help="torch CPU threads")
     add("--dry-run", action="store_true", help="list the runs and what is done; train nothing")
+    add("--mlflow-uri", help="also log each finished run to this MLflow tracking URI at once (with its "
+                             "epoch history), e.g. sqlite:///mlflow.db")
+    add("--experiment", default=MLFLOW_EXPERIMENT, help=f"MLflow experiment (default {MLFLOW_EXPERIMENT})")
     run.set_defaults(func=cmd_run)
 
     report = commands.add_parser("report", help="markdown table, chart, MLflow (here)")

@@ -83,15 +83,15 @@ def run_fingerprint(params: Mapping[str, Any], subset: int | None) -> str:
     return digest({"params": sections, "subset": subset})
 
 
-def epochs_for_time(fit_seconds: float, pipeline_metrics: Mapping[str, Any], ablation: Mapping[str, Any],
-                    strategies: Sequence[str], seeds: Sequence[int], run_overhead_s: float,
-                    margin: float = 1.1) -> dict[str, Any]:
-    """The epoch count, the same for every run, at which all (strategy, seed) runs fit in
-    ``fit_seconds``, from a pipeline run's measured times on the same machine (the GPU runner's
-    ``metrics.json``): its mean training epoch and its autoencoder epoch. The oversampling
-    autoencoder is trained once per seed when a strategy needs it; each run adds
-    ``run_overhead_s`` (model build, evaluation). ``margin`` covers the larger oversampled
-    training sets. Returns the count with the figures it came from."""
+def epochs_for_time(fit_seconds: float, pipeline_metrics: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
+                    run_overhead_s: float, margin: float = 1.1) -> dict[str, Any]:
+    """The epoch count, the same for every run, at which all ``runs`` (each run's parameters,
+    ``run_parameters``) fit in ``fit_seconds``, from a pipeline run's measured times on the same
+    machine (the GPU runner's ``metrics.json``): its mean training epoch and its autoencoder
+    epoch. The oversampling autoencoder is trained once per seed that a run needs it for; each
+    run adds ``run_overhead_s`` (model build, evaluation). ``margin`` covers the larger
+    oversampled training sets. At most the runs' configured epochs, at least 1. Returns the count
+    with the figures it came from."""
     from fer_pipeline.throughput import epochs_that_fit
 
     training = pipeline_metrics.get("training") or {}
@@ -100,13 +100,11 @@ def epochs_for_time(fit_seconds: float, pipeline_metrics: Mapping[str, Any], abl
     epoch_seconds = training["epoch_seconds_total"] / training["epochs_run"] * margin
     autoencoder = (pipeline_metrics.get("stages") or {}).get("autoencoder") or {}
     ae_epoch_seconds = autoencoder["seconds"] / autoencoder["epochs"] if autoencoder.get("epochs") else 0.0
-    needs_ae = any(deep_merge(ablation["common"], ablation["strategies"][name]).get("augmentation", {})
-                   .get("use_synthetic") for name in strategies)
-    ae_epochs = int(ablation["common"].get("autoencoder", {}).get("epochs", 0)) if needs_ae else 0
-    runs = len(strategies) * len(seeds)
-    fixed = len(seeds) * ae_epochs * ae_epoch_seconds + runs * run_overhead_s
-    wanted = int(ablation["common"].get("training", {}).get("config", {}).get("epochs", 1))
-    epochs = epochs_that_fit(fit_seconds, epoch_seconds, wanted, runs=runs, fixed_seconds=fixed)
-    return {"epochs": epochs, "configured_epochs": wanted, "fit_seconds": fit_seconds, "runs": runs,
-            "epoch_seconds": epoch_seconds, "autoencoder_seconds": fixed - runs * run_overhead_s,
-            "run_overhead_s": run_overhead_s}
+    autoencoders = {run["autoencoder"]["seed"]: int(run["autoencoder"]["epochs"]) for run in runs
+                    if run["augmentation"]["use_synthetic"]}
+    ae_seconds = sum(autoencoders.values()) * ae_epoch_seconds
+    wanted = min(int(run["training"]["config"]["epochs"]) for run in runs)
+    epochs = epochs_that_fit(fit_seconds, epoch_seconds, wanted, runs=len(runs),
+                             fixed_seconds=ae_seconds + len(runs) * run_overhead_s)
+    return {"epochs": epochs, "configured_epochs": wanted, "fit_seconds": fit_seconds, "runs": len(runs),
+            "epoch_seconds": epoch_seconds, "autoencoder_seconds": ae_seconds, "run_overhead_s": run_overhead_s}

@@ -133,16 +133,24 @@ def log_to_mlflow(records: Sequence[Mapping[str, Any]], uri: str, experiment: st
                                                 "epochs", "tta", "select_metric", "select_split", "subset",
                                                 "duplicates", "fingerprint")},
                   "overrides": json.dumps(record.get("overrides", {}), sort_keys=True)}
+        params.update(env=record.get("env"), sets=json.dumps(record.get("sets", [])))
         metrics = {k: float(v) for k, v in record.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seed", "epochs", "subset")
                    and math.isfinite(float(v))}
-        for group in ("val_recall", "test_recall", "test_f1"):
+        for group in ("val_recall", "test_recall", "test_f1", "test_clean_recall"):
             for name, value in (record.get(group) or {}).items():
                 metrics[f"{group}.{name}"] = float(value)
+        machine = record.get("machine") or {}
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"{record['strategy']}-seed{record['seed']}"):
             mlflow.log_params({k: str(v) for k, v in params.items()})
             mlflow.log_metrics(metrics)
+            for row in record.get("history") or []:  # the epoch curves, as a training run's
+                mlflow.log_metrics({f"epoch.{k}": float(v) for k, v in row.items()
+                                    if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(float(v))},
+                                   step=int(row["epoch"]))
             mlflow.set_tags({"strategy": record["strategy"], "seed": str(record["seed"]), "ablation_key": key,
-                             "device": str(record.get("device")), "source": "benchmarks/ablation.py report"})
+                             "device": str(record.get("device")), "precision": str(record.get("precision")),
+                             "torch": str(record.get("torch") or machine.get("torch")),
+                             "source": "benchmarks/ablation.py"})
         logged += 1
     return {"experiment": experiment, "experiment_id": experiment_id, "logged": logged, "skipped": skipped}

@@ -14,7 +14,7 @@ import logging
 import os
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,6 +72,7 @@ class SyntheticCache:
 def run_one(dataset: Mapping[str, Any], params: Mapping[str, Any], strategy: str, seed: int,
             cache: SyntheticCache) -> dict[str, Any]:
     """Train and evaluate one (strategy, seed); returns its record (without the bookkeeping keys)."""
+    started = time.perf_counter()
     synthetic, ae_seconds, ae_source = None, 0.0, None
     if params["augmentation"]["use_synthetic"]:
         synthetic, ae_seconds, ae_source = cache.get(dataset, params["autoencoder"])
@@ -87,15 +88,19 @@ def run_one(dataset: Mapping[str, Any], params: Mapping[str, Any], strategy: str
                  for split in ("val", "test"))
     train_cfg = result.train_config
     rates = [row["images_per_s"] for row in result.history]
+    clean = test.get("without_leaked_duplicates") or {}
     record = {
         "strategy": strategy, "seed": seed,
-        "loss": train_cfg["loss"], "sampler": train_cfg["sampler"],
+        "loss": train_cfg["loss"], "sampler": train_cfg["sampler"], "optimizer": train_cfg["optimizer"],
         "use_synthetic": bool(params["augmentation"]["use_synthetic"]),
         "aux_weight": train_cfg["aux_weight"], "classifier": result.config.get("classifier"),
         "epochs": train_cfg["epochs"], "select_metric": train_cfg["select_metric"], "select_split": "val", "tta": tta,
         "best_epoch": result.best_epoch,
         **{f"val_{k}": val[k] for k in HEADLINE_KEYS},
         **{f"test_{k}": test[k] for k in HEADLINE_KEYS},
+        # PrivateTest without the copies of training faces (None: the dataset has none there)
+        **{f"test_clean_{k}": clean.get(k) for k in HEADLINE_KEYS}, "test_clean_excluded": clean.get("excluded"),
+        "test_clean_recall": clean.get("recall"),
         "val_recall": {row["class"]: row["recall"] for row in val["per_class"]},
         "test_recall": {row["class"]: row["recall"] for row in test["per_class"]},
         "test_f1": {row["class"]: row["f1"] for row in test["per_class"]},
@@ -105,6 +110,9 @@ def run_one(dataset: Mapping[str, Any], params: Mapping[str, Any], strategy: str
         "autoencoder_seconds": ae_seconds, "autoencoder_source": ae_source,
         "peak_gpu_memory_mb": result.device_info.get("peak_memory_mb"),
         "device": result.device_info.get("name"),
+        "machine": result.device_info, "precision": result.device_info.get("autocast"),
+        "torch": torch.__version__, "history": result.history,
+        "wall_seconds": time.perf_counter() - started,  # autoencoder (when trained now), training, evaluation
     }
     del result
     if device.type == "cuda":
@@ -147,8 +155,10 @@ def merge_done(runs_path: Path, done_files: Sequence[str | os.PathLike], write: 
 
 def run_planned(todo: Sequence[PlannedRun], dataset: Mapping[str, Any], ablation: Mapping[str, Any],
                 ingestion_params: Mapping[str, Any], sets: Sequence[str], subset: int | None, work: Path,
-                runs_path: Path) -> None:
-    """Train and record each run of ``todo`` in turn, appending its line as soon as it ends."""
+                runs_path: Path, env: str | None = None,
+                on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Train and record each run of ``todo`` in turn, appending its line as soon as it ends
+    (then ``on_record(record)``: its MLflow run). ``env``: the conf environment of the defaults."""
     cache = SyntheticCache(work / "ablation")
     schedule = digest({"common": ablation["common"], "sets": list(sets), "subset": subset})
     for index, planned in enumerate(todo, 1):
@@ -159,9 +169,11 @@ def run_planned(todo: Sequence[PlannedRun], dataset: Mapping[str, Any], ablation
         record = run_one(dataset, planned.params, planned.strategy, planned.seed, cache)
         record.update(fingerprint=planned.fingerprint, schedule=schedule,
                       overrides=ablation["strategies"][planned.strategy], sets=list(sets), subset=subset,
-                      duplicates=ingestion_params["duplicates"],
+                      duplicates=ingestion_params["duplicates"], env=env,
                       finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         append_run(runs_path, record)
+        if on_record is not None:
+            on_record(record)
         log.info("  %s seed %d: val macro-F1 %.4f, test acc %.4f, test macro-F1 %.4f (%.0f s)", planned.strategy,
                  planned.seed, record["val_macro_f1"], record["test_accuracy"], record["test_macro_f1"],
                  record["train_seconds"])

@@ -110,6 +110,20 @@ def device_info(device: torch.device) -> dict[str, Any]:
         info["cuda"] = torch.version.cuda
         info["cudnn"] = torch.backends.cudnn.version()
     else:
-        info["name"] = platform.processor() or platform.machine()
+        info["name"] = cpu_model()
         info["threads"] = torch.get_num_threads()
+        info["bf16_units"] = cpu_bf16_units()
     return info
+
+
+def cpu_model() -> str:
+    """The processor's marketing name (Linux ``/proc/cpuinfo``'s ``model name``), else what
+    ``platform`` knows: results measured on 'AMD EPYC 9B14' and on 'x86_64' compare differently."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
