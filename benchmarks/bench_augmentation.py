@@ -24,13 +24,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from fer_pipeline.core.augment import (
+from fer_pipeline.core.augmentation.transforms import (
     DEFAULT_POLICY,
     BatchAugment,
     build_per_image_transform,
 )
-from fer_pipeline.core.data import to_float
-from fer_pipeline.dataset_loading import load_split
+from fer_pipeline.core.pixels import to_float
+from fer_pipeline.runner.dataset_loading import load_split
 
 
 class FaceDataset(torch.utils.data.Dataset):

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from fer_pipeline.core.autoencoder import (
+from fer_pipeline.core.autoencoder.network import (
     AutoencoderConfig,
     latent_smote,
     oversampling_targets,
@@ -27,7 +27,7 @@ from fer_pipeline.core.autoencoder import (
 )
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.device import autocast_dtype_for, precision_name, resolve_device
-from fer_pipeline.dataset_loading import load_split
+from fer_pipeline.runner.dataset_loading import load_split
 
 
 def main(argv: list[str] | None = None) -> None:

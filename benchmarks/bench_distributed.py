@@ -24,11 +24,11 @@ import statistics
 import numpy as np
 import torch
 
-from fer_pipeline.core.augment import DEFAULT_POLICY
-from fer_pipeline.core.distributed import DistributedConfig
+from fer_pipeline.core.augmentation.transforms import DEFAULT_POLICY
 from fer_pipeline.core.models import STEMS
-from fer_pipeline.core.train import TrainConfig, train_classifier
-from fer_pipeline.core.training_job import train_in_workers
+from fer_pipeline.core.training.distributed import DistributedConfig
+from fer_pipeline.core.training.job import train_in_workers
+from fer_pipeline.core.training.loop import TrainConfig, train_classifier
 
 
 def main(argv: list[str] | None = None) -> None:

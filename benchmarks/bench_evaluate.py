@@ -30,10 +30,10 @@ from fer_pipeline.core.device import (
     cpu_bf16_units,
     precision_name,
 )
+from fer_pipeline.core.evaluation.metrics import compute_metrics
 from fer_pipeline.core.inference import predict_logits
-from fer_pipeline.core.metrics import compute_metrics
 from fer_pipeline.core.models import STEMS
-from fer_pipeline.dataset_loading import load_split
+from fer_pipeline.runner.dataset_loading import load_split
 
 PRIVATE_TEST_SIZE = 3589
 

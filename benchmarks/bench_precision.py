@@ -21,12 +21,12 @@ import time
 
 import torch
 
-from fer_pipeline.core.augment import DEFAULT_POLICY
+from fer_pipeline.core.augmentation.transforms import DEFAULT_POLICY
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.device import amp_mode, autocast_dtype_for, cpu_bf16_units, precision_name
 from fer_pipeline.core.models import STEMS
-from fer_pipeline.core.train import TrainConfig, train_classifier
-from fer_pipeline.dataset_loading import load_split
+from fer_pipeline.core.training.loop import TrainConfig, train_classifier
+from fer_pipeline.runner.dataset_loading import load_split
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,9 +26,7 @@ import numpy as np
 import torch
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.data import MEAN, STD
-from fer_pipeline.core.models import STEMS, build_resnet34, load_model, model_config
-from fer_pipeline.core.predict import (
+from fer_pipeline.core.faces.library import (
     DETECT_MAX_SIDE,
     FaceDetector,
     box_iou,
@@ -40,6 +38,8 @@ from fer_pipeline.core.predict import (
     predict_photos,
     to_gray,
 )
+from fer_pipeline.core.models import STEMS, build_resnet34, load_model, model_config
+from fer_pipeline.core.pixels import MEAN, STD
 from fer_pipeline.demo import draw_photo, write_demo_photos
 
 
@@ -126,7 +126,7 @@ def write_clip(path: Path, frames: int, fps: float = 25.0, size: tuple[int, int]
 
 
 def bench_video(args: argparse.Namespace, model, config) -> None:
-    from fer_pipeline.core.video import predict_video
+    from fer_pipeline.core.predict.video import predict_video
 
     with tempfile.TemporaryDirectory() as tmp:
         clip = write_clip(Path(tmp) / "clip.avi", args.frames)

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.serving import ServingConfig, request_json
+from fer_pipeline.core.serving.requests import ServingConfig, request_json
 from fer_pipeline.demo import draw_face, write_demo_photos
 from fer_pipeline.processes import free_port, start, stop, wait_http
 from fer_pipeline.project import project_root

@@ -1,5 +1,5 @@
 """Training throughput: the on-device fast path of core.train vs a JPEG DataLoader baseline,
-side by side in one run (``fer_pipeline.throughput`` holds both paths).
+side by side in one run (``fer_pipeline.runner.throughput`` holds both paths).
 
 Usage::
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from fer_pipeline.core.augment import DEFAULT_POLICY
+from fer_pipeline.core.augmentation.transforms import DEFAULT_POLICY
 from fer_pipeline.core.device import (
     amp_mode,
     autocast_dtype_for,
@@ -29,7 +29,7 @@ from fer_pipeline.core.device import (
     resolve_device,
 )
 from fer_pipeline.core.models import STEMS
-from fer_pipeline.throughput import StepSettings, naive_vs_fast, write_random_jpegs
+from fer_pipeline.runner.throughput import StepSettings, naive_vs_fast, write_random_jpegs
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,5 +1,5 @@
 """The whole default FER pipeline without Kedro or MLflow, for a GPU machine: a thin command line
-over ``fer_pipeline.runner`` (read its docstring for the stages, outputs and resumption).
+over ``fer_pipeline.runner.run`` (read its docstring for the stages, outputs and resumption).
 
 On the GPU machine, from the repository root (the package is not installed there)::
 
@@ -28,7 +28,7 @@ effective parameters as JSON and exits; ``--params-json FILE`` reads them from s
 import sys
 
 try:
-    from fer_pipeline.runner import main
+    from fer_pipeline.runner.run import main
 except ModuleNotFoundError as exc:  # pragma: no cover - a checkout where the package is not importable
     if exc.name != "fer_pipeline":
         raise

@@ -1,4 +1,4 @@
-"""fer_pipeline.dataset_loading: a canonical .npz, an archive extracted once, a stratified subset."""
+"""fer_pipeline.runner.dataset_loading: a canonical .npz, an archive extracted once, a stratified subset."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import tarfile
 import numpy as np
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.dataset_loading import load_dataset, resolve_data, subset_dataset
+from fer_pipeline.runner.dataset_loading import load_dataset, resolve_data, subset_dataset
 
 PARAMS = {"source_kind": "auto", "on_error": "quarantine", "colour": "convert", "size": "convert",
           "duplicates": "keep", "val_fraction": 0.1, "test_fraction": 0.1, "seed": 0, "workers": 1}

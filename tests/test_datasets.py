@@ -5,7 +5,13 @@ import pytest
 import torch
 from kedro.io import DatasetError
 
-from fer_pipeline.datasets import FigureFolderDataset, ModelFile, NpzDataset, TorchModelDataset, VideoFolderDataset
+from fer_pipeline.kedro_glue.datasets import (
+    FigureFolderDataset,
+    ModelFile,
+    NpzDataset,
+    TorchModelDataset,
+    VideoFolderDataset,
+)
 
 
 def test_npz_round_trip_keeps_dtypes_and_refuses_pickles(tmp_path):

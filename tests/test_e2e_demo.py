@@ -131,7 +131,7 @@ def _runs(project, experiment_name):
 
 def test_evaluate_refuses_a_model_trained_on_another_dataset(demo_project, tmp_path):
     """The demo's model in a real project's place, beside another dataset: refused, then allowed."""
-    from fer_pipeline.datasets import NpzDataset
+    from fer_pipeline.kedro_glue.datasets import NpzDataset
 
     project = make_project(tmp_path / "real")
     (project / "data/06_models").mkdir(parents=True)
@@ -162,7 +162,7 @@ def test_an_ingestion_that_keeps_no_face_stops_and_writes_nothing(tmp_path):
     """FER2013's files without the <class>/ level: reasons counted, the previous dataset kept."""
     from PIL import Image
 
-    from fer_pipeline.datasets import NpzDataset
+    from fer_pipeline.kedro_glue.datasets import NpzDataset
 
     project = make_project(tmp_path / "project")
     previous = project / "data/03_primary/fer_dataset.npz"
@@ -259,7 +259,7 @@ def test_evaluate_a_model_logged_by_run_id(demo_project):
 
 
 def test_evaluate_without_a_model_says_how_to_get_one(tmp_path):
-    from fer_pipeline.datasets import NpzDataset
+    from fer_pipeline.kedro_glue.datasets import NpzDataset
 
     project = make_project(tmp_path / "no_model")
     NpzDataset(filepath=(project / "data/demo/03_primary/fer_dataset.npz").as_posix()).save({

@@ -1,10 +1,10 @@
-"""fer_pipeline.model_transport: a file cut into parts and joined back, sha256-checked."""
+"""fer_pipeline.runner.model_transport: a file cut into parts and joined back, sha256-checked."""
 
 from __future__ import annotations
 
 import pytest
 
-from fer_pipeline.model_transport import join_files, model_parts, split_file
+from fer_pipeline.runner.model_transport import join_files, model_parts, split_file
 
 
 def test_split_and_join_round_trip(tmp_path):

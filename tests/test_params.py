@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from fer_pipeline import runner
-from fer_pipeline.params import (apply_sets, load_environment_parameters, load_parameters, read_yaml_file,
-                                 resolve_globals)
+from fer_pipeline.params import (
+    apply_sets,
+    load_environment_parameters,
+    load_parameters,
+    read_yaml_file,
+    resolve_globals,
+)
+from fer_pipeline.runner import run as runner
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from fer_pipeline.core.augment import DEFAULT_POLICY
-from fer_pipeline.core.autoencoder import ConvAutoencoder
-from fer_pipeline.core.class_balance import split_class_table
+from fer_pipeline.core.augmentation.transforms import DEFAULT_POLICY
+from fer_pipeline.core.autoencoder.network import ConvAutoencoder
+from fer_pipeline.core.class_balance.weights import split_class_table
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.metrics import compute_metrics
+from fer_pipeline.core.evaluation.metrics import compute_metrics
 from fer_pipeline.plots import (
     plot_ablation,
     plot_class_counts,
@@ -62,7 +62,7 @@ def test_plots_render() -> None:
 
 
 def test_confusion_matrix_with_a_no_face_column() -> None:
-    from fer_pipeline.core.metrics import NO_PREDICTION, prediction_metrics
+    from fer_pipeline.core.evaluation.metrics import NO_PREDICTION, prediction_metrics
 
     report = prediction_metrics(LABELS, np.where(np.arange(len(PREDS)) == 2, NO_PREDICTION, PREDS), CLASSES5)
     fig = plot_confusion_matrix(report["confusion"], CLASSES5, title="set: accuracy")

@@ -1,4 +1,4 @@
-"""fer_pipeline.resume_check: a stopped-and-resumed run against the same run uninterrupted."""
+"""fer_pipeline.runner.resume_check: a stopped-and-resumed run against the same run uninterrupted."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from fer_pipeline import resume_check
-from fer_pipeline.core import checkpoint
-from fer_pipeline.dataset_loading import load_dataset
+from fer_pipeline.core.training import checkpoint
 from fer_pipeline.params import apply_sets, load_parameters
+from fer_pipeline.runner.dataset_loading import load_dataset
+from fer_pipeline.runner import resume_check
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""fer_pipeline.runner through scripts/gpu_pipeline.py, as on the GPU machine, on tiny generated data."""
+"""fer_pipeline.runner.run through scripts/gpu_pipeline.py, as on the GPU machine, on tiny generated data."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from fer_pipeline import runner
 from fer_pipeline.core.classes import CLASSES
+from fer_pipeline.runner import run as runner
 from tests.gpu_machine import GPU_PIPELINE, TINY, run_like_gpu_machine
 
 
@@ -113,16 +113,16 @@ def test_gpu_pipeline_end_to_end(fer_demo_folder, tmp_path, capsys, runner_log_h
     # box (Pillow) trained on: the evaluation's dataset check accepts the returned model
     import shutil
 
-    from fer_pipeline.core import stages
-    from fer_pipeline.core.dataset_identity import dataset_id
+    from fer_pipeline.core.evaluation.dataset_identity import dataset_id
     from fer_pipeline.core.ingestion import decoder_name
+    from fer_pipeline.core.ingestion.dataset import build_dataset
     from fer_pipeline.params import load_parameters
 
     here = tmp_path / "fer2013_here"
     shutil.copytree(fer_demo_folder, here)
     shutil.copy(next((here / "train" / "happy").glob("*.jpg")), here / "test" / "happy" / "PrivateTest_99999.jpg")
     ingestion = load_parameters(GPU_PIPELINE.parents[1] / "conf" / "base")["ingestion"]
-    dataset_here, _ = stages.build_dataset(here, ingestion)
+    dataset_here, _ = build_dataset(here, ingestion)
     assert decoder_name().startswith("opencv")
     assert config["training_data"]["dataset_id"] == dataset_id(dataset_here)
     reference, _ = load_model(work / "resnet34.pt")
@@ -167,8 +167,7 @@ def test_compile_probe_is_timed_beside_the_eager_fast_path(small_run, monkeypatc
 
 
 def test_a_failed_measurement_is_recorded_unless_the_run_is_being_stopped(small_run, monkeypatch):
-    from fer_pipeline import throughput
-
+    from fer_pipeline.runner import throughput
     def broken(*args, **kwargs):
         raise RuntimeError("DataLoader worker is killed by signal: Terminated")
 
@@ -182,7 +181,7 @@ def test_a_failed_measurement_is_recorded_unless_the_run_is_being_stopped(small_
 
 
 def test_training_epochs_are_cut_to_the_time_left_never_raised(small_run, fer_demo_folder):
-    from fer_pipeline.dataset_loading import load_dataset
+    from fer_pipeline.runner.dataset_loading import load_dataset
 
     dataset, _ = load_dataset(fer_demo_folder, small_run.params["ingestion"], small_run.work)
     small_run.out.mkdir()

@@ -1,11 +1,11 @@
-"""fer_pipeline.runner_results: the GPU runner's closing table, on the committed H200 run."""
+"""fer_pipeline.runner.results: the GPU runner's closing table, on the committed H200 run."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from fer_pipeline.runner_results import results_table
+from fer_pipeline.runner.results import results_table
 
 METRICS = Path(__file__).resolve().parents[1] / "docs" / "gpu" / "metrics.json"
 

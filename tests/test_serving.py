@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.serving import ServingConfig, request_json
+from fer_pipeline.core.serving.requests import ServingConfig, request_json
 from fer_pipeline.demo import draw_face
 from fer_pipeline.processes import alive, free_port, start, stop, wait_http
 

@@ -1,10 +1,10 @@
-"""fer_pipeline.throughput: sizing a schedule to the time a machine is lent for."""
+"""fer_pipeline.runner.throughput: sizing a schedule to the time a machine is lent for."""
 
 from __future__ import annotations
 
 import pytest
 
-from fer_pipeline.throughput import epochs_that_fit
+from fer_pipeline.runner.throughput import epochs_that_fit
 
 
 def test_epochs_that_fit_fill_the_time_and_never_exceed_the_schedule():

@@ -1,6 +1,6 @@
 """Training in two processes end to end (gloo on CPU): `kedro run` with
 `training.distributed.nproc_per_node=2`, and the cluster route, `torchrun ... -m
-fer_pipeline.train_cli` followed by `kedro run --pipeline evaluate` on the model it wrote."""
+fer_pipeline.cli.train` followed by `kedro run --pipeline evaluate` on the model it wrote."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_pipeline import train_cli
+from fer_pipeline.cli import train as train_cli
 from fer_pipeline.core.models import load_model
 from tests.conftest import make_project, run_kedro
 
@@ -45,7 +45,7 @@ def test_kedro_run_trains_in_two_worker_processes(trained_inputs_project):
     assert result.returncode == 0, result.stderr[-6000:]
     output = result.stdout + result.stderr
     assert "training in 2 worker processes (gloo backend)" in " ".join(output.split())
-    assert "[rank 0] INFO fer_pipeline.core.train: epoch 0:" in output and "[rank 1] INFO" not in output
+    assert "[rank 0] INFO fer_pipeline.core.training.loop: epoch 0:" in output and "[rank 1] INFO" not in output
     client = _mlflow_client(project)
     experiment = client.get_experiment_by_name("fer_pipeline_demo")
     (run,) = client.search_runs([experiment.experiment_id])
@@ -63,7 +63,7 @@ def test_torchrun_trains_and_the_evaluate_pipeline_scores_its_model(trained_inpu
     out = project / "data" / "demo" / "06_models" / "resnet34.pt"
     env = {**os.environ, "DO_NOT_TRACK": "true", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "fer_pipeline.train_cli", "--env", "demo",
+        [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "fer_pipeline.cli.train", "--env", "demo",
          "--conf", str(project / "conf"), "--set", ONE_EPOCH, "--set", "training.config.checkpoint_dir=null"],
         cwd=project, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-6000:]

@@ -12,9 +12,9 @@ from __future__ import annotations
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
+from fer_pipeline.kedro_glue.served_model import logs_served_model, packages_served_model
 from fer_pipeline.pipelines.package_model import create_pipeline as create_package_pipeline
 from fer_pipeline.pipelines.serving import create_pipeline as create_serving_pipeline
-from fer_pipeline.pipelines.serving.model import logs_served_model, packages_served_model
 
 SERVING = "serving"
 PACKAGE = "package_model"

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from fer_pipeline.core import augment as augment_module
-from fer_pipeline.core import autoencoder
+from fer_pipeline.core.augmentation import transforms as augment_module
+from fer_pipeline.core.autoencoder import network as autoencoder
 from fer_pipeline.core.classes import CLASSES, SPLITS
-from fer_pipeline.core.metrics import softmax
+from fer_pipeline.core.evaluation.metrics import softmax
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure

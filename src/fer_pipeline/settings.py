@@ -5,7 +5,7 @@ from pathlib import Path
 from kedro.config import OmegaConfigLoader
 from kedro.utils import find_kedro_project
 
-from fer_pipeline.hooks import ParameterChecks
+from fer_pipeline.kedro_glue.hooks import ParameterChecks
 
 
 def _project_root() -> str:

@@ -8,16 +8,16 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import v2
 
-from fer_pipeline.core.augment import (
+from fer_pipeline.core.augmentation.transforms import (
     DEFAULT_POLICY,
     BatchAugment,
+    SoftTargetMix,
     adjust_brightness,
     adjust_contrast,
     batch_affine,
     batch_crop,
     batch_hflip,
     batch_resized_crop,
-    SoftTargetMix,
     build_mixup_cutmix,
     build_per_image_transform,
     center_crop,

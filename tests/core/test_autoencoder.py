@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from fer_pipeline.core.autoencoder import (
+from fer_pipeline.core.autoencoder.network import (
     AutoencoderConfig,
     ConvAutoencoder,
     latent_smote,
@@ -19,7 +19,7 @@ from fer_pipeline.core.autoencoder import (
     train_autoencoder,
     weighted_reconstruction_loss,
 )
-from fer_pipeline.core.class_balance import class_weights
+from fer_pipeline.core.class_balance.weights import class_weights
 from fer_pipeline.core.classes import CLASSES
 
 TINY = {"latent_dim": 16, "base_channels": 4}
@@ -250,7 +250,7 @@ def test_latent_smote_single_sample_class_and_small_k():
 
 
 def test_deepsmote_penalty_uses_one_class_per_step():
-    from fer_pipeline.core.autoencoder import _deepsmote_penalty
+    from fer_pipeline.core.autoencoder.network import _deepsmote_penalty
 
     class Recorder(PixelAutoencoder):
         def encode(self, x):

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from fer_pipeline.core import checkpoint
+from fer_pipeline.core.training import checkpoint
 
 
 def _draws(generator: torch.Generator) -> tuple:

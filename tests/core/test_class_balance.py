@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from fer_pipeline.core import class_balance as cb
+from fer_pipeline.core.class_balance import weights as cb
 
 
 def test_inverse_frequency_matches_hand_computed_values():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.dataset_identity import (
+from fer_pipeline.core.evaluation.dataset_identity import (
     DatasetMismatchError,
     check_trained_on,
     dataset_id,
@@ -63,7 +63,7 @@ def test_record_and_check(dataset, caplog):
     assert f"the dataset to score is dataset {dataset_id(dataset)}" in message
     assert "--params evaluate.allow_dataset_mismatch=true" in message
 
-    with caplog.at_level(logging.WARNING, logger="fer_pipeline.core.dataset_identity"):
+    with caplog.at_level(logging.WARNING, logger="fer_pipeline.core.evaluation.dataset_identity"):
         outcome = check_trained_on(config, dataset, allow_mismatch=True)
     assert outcome == {"status": "mismatch_allowed", "dataset_id": dataset_id(dataset),
                        "model_dataset_id": dataset_id(demo)}
@@ -73,6 +73,6 @@ def test_record_and_check(dataset, caplog):
     with pytest.raises(DatasetMismatchError, match="records no training dataset.*allow_dataset_mismatch=true"):
         check_trained_on({"arch": "resnet34"}, dataset)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="fer_pipeline.core.dataset_identity"):
+    with caplog.at_level(logging.WARNING, logger="fer_pipeline.core.evaluation.dataset_identity"):
         assert check_trained_on({"arch": "resnet34"}, dataset, allow_mismatch=True)["status"] == "unrecorded_allowed"
     assert "records no training dataset" in caplog.text

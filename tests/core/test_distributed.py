@@ -10,11 +10,21 @@ import pytest
 import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from fer_pipeline.core.distributed import (DistributedConfig, GlooSyncBatchNorm2d, World, all_gather_rows,
-                                           all_reduce_mean, current_world, init_from_env, rank_batch, rank_rows,
-                                           shutdown, sync_batch_norm)
 from fer_pipeline.core.models import build_resnet34
-from fer_pipeline.core.training_job import launch
+from fer_pipeline.core.training.distributed import (
+    DistributedConfig,
+    GlooSyncBatchNorm2d,
+    World,
+    all_gather_rows,
+    all_reduce_mean,
+    current_world,
+    init_from_env,
+    rank_batch,
+    rank_rows,
+    shutdown,
+    sync_batch_norm,
+)
+from fer_pipeline.core.training.job import launch
 
 
 def test_rank_batch_shares_are_disjoint_and_make_the_global_batch():

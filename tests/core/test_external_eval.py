@@ -12,9 +12,9 @@ import re
 import numpy as np
 import pytest
 
-from fer_pipeline.core import external_eval as ee
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.predict import FaceDetector, find_faces, load_image
+from fer_pipeline.core.evaluation import external_sets as ee
+from fer_pipeline.core.faces.library import FaceDetector, find_faces, load_image
 from tests.core.external_sets import (
     CROP_MAP,
     ConstantModel,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_pipeline.core.losses import LOSS_NAMES, build_loss
+from fer_pipeline.core.training.losses import LOSS_NAMES, build_loss
 
 LOGITS = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
 TARGETS = np.array([0, 2])

@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.metrics import (
+from fer_pipeline.core.evaluation.metrics import (
     NO_PREDICTION,
     classification_metrics,
     compute_metrics,

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.predict import (
+from fer_pipeline.core.faces.library import (
     FaceDetector,
     UnreadableImageError,
     collect_image_files,
@@ -232,7 +232,7 @@ def test_small_face_crops_are_classified_whole(tmp_path: Path, model_and_config)
 
 
 def test_result_table_matches_the_csv(photo_folder: Path, model_and_config, tmp_path: Path) -> None:
-    from fer_pipeline.core.predict import csv_columns, result_table
+    from fer_pipeline.core.faces.library import csv_columns, result_table
 
     model, config = model_and_config
     result = predict_photos([photo_folder], model, config, progress=False, device="cpu")
@@ -249,7 +249,7 @@ def test_result_table_matches_the_csv(photo_folder: Path, model_and_config, tmp_
 
 
 def test_decode_image_refuses_more_pixels_than_allowed_from_the_header(tmp_path: Path, monkeypatch) -> None:
-    from fer_pipeline.core.predict import ImageTooLargeError, decode_image, image_size
+    from fer_pipeline.core.faces.library import ImageTooLargeError, decode_image, image_size
 
     raw = cv2.imencode(".png", np.zeros((30, 40), np.uint8))[1].tobytes()
     assert image_size(raw) == (40, 30) and image_size(b"not an image") is None

@@ -18,9 +18,9 @@ import torch
 import yaml
 
 from fer_pipeline.core.classes import CLASSES
+from fer_pipeline.core.faces.library import FaceDetector, predict_photos
 from fer_pipeline.core.models import build_resnet34, model_config, save_model
-from fer_pipeline.core.predict import FaceDetector, predict_photos
-from fer_pipeline.core.serving import (
+from fer_pipeline.core.serving.requests import (
     MAX_REPORTED_ERRORS,
     ServingConfig,
     ServingInputError,
@@ -248,7 +248,7 @@ def test_concurrent_requests_share_one_model_safely(model_file, photo, tmp_path)
     (tmp_path / "photo.jpg").write_bytes(photo)
     code = textwrap.dedent(f"""
         import base64, threading, numpy as np
-        from fer_pipeline.core.serving import ServingConfig, classify_request_faces, find_request_faces
+        from fer_pipeline.core.serving.requests import ServingConfig, classify_request_faces, find_request_faces
         config = ServingConfig(device="cpu")
         photo = base64.b64encode(open({str(tmp_path / "photo.jpg")!r}, "rb").read()).decode()
         rows = [{{"pixels": np.full((48, 48), k * 20).tolist()}} for k in range(3)] + [{{"image": photo}}]
@@ -295,8 +295,7 @@ def test_serving_config_rejects_typos_and_bad_values():
 
 
 def test_one_detector_per_detection_scale_shared_by_the_threads():
-    from fer_pipeline.core import serving
-
+    from fer_pipeline.core.serving import requests as serving
     first = serving.shared_detector(320)
     assert serving.shared_detector(320) is first and isinstance(first, FaceDetector)
     assert serving.shared_detector(None) is not first and serving.shared_detector(None).detect_max_side is None

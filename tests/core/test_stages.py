@@ -10,14 +10,23 @@ import numpy as np
 import pytest
 import torch
 
-from fer_pipeline.core import stages
-from fer_pipeline.core.autoencoder import ConvAutoencoder, save_autoencoder
+from fer_pipeline.core.augmentation.training_set import assemble_training_set
+from fer_pipeline.core.autoencoder.network import ConvAutoencoder, save_autoencoder
+from fer_pipeline.core.autoencoder.oversampling import oversample
+from fer_pipeline.core.autoencoder.training import autoencoder_config, train_autoencoder
+from fer_pipeline.core.class_balance.summary import class_balance_summary
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.dataset_identity import (
+from fer_pipeline.core.evaluation.dataset_identity import (
     DatasetMismatchError,
     dataset_id,
     training_data_record,
 )
+from fer_pipeline.core.evaluation.split import EVALUATE_KEYS, evaluate_split
+from fer_pipeline.core.ingestion.dataset import INGESTION_KEYS, build_dataset
+from fer_pipeline.core.predict.params import PREDICT_KEYS, check_predict_params
+from fer_pipeline.core.training import job
+from fer_pipeline.core.training.job import train_resnet
+from fer_pipeline.core.training.loop import train_classifier
 from fer_pipeline.demo import draw_face
 
 #: Train / val / test faces per class; "test" lacks the last class (surprise).
@@ -74,7 +83,7 @@ def test_build_dataset_reads_a_fer_folder_and_applies_the_duplicate_policy(tmp_p
     params = {"source_kind": "auto", "on_error": "quarantine", "colour": "convert", "size": "convert",
               "duplicates": "keep", "val_fraction": 0.1, "test_fraction": 0.1, "seed": 0, "workers": 1}
 
-    dataset, report = stages.build_dataset(root, params)
+    dataset, report = build_dataset(root, params)
     assert set(dataset) == {"images", "labels", "splits", "source_ids", "classes", "label_mode", "leaked"}
     assert str(dataset["label_mode"]) == "fer2013"
     assert dataset["images"].shape == (36, 48, 48) and dataset["images"].dtype == np.uint8
@@ -89,8 +98,8 @@ def test_build_dataset_reads_a_fer_folder_and_applies_the_duplicate_policy(tmp_p
     assert flagged.tolist() == ["test/happy/PrivateTest_99.jpg"] and dataset["leaked"].dtype == bool
 
     with pytest.raises(ValueError, match=r"'required_split' \(did you mean 'required_splits'\?\)"):
-        stages.build_dataset(root, {**params, "required_split": ["train"]})
-    dropped, report = stages.build_dataset(root, {**params, "duplicates": "drop_leaked"})
+        build_dataset(root, {**params, "required_split": ["train"]})
+    dropped, report = build_dataset(root, {**params, "duplicates": "drop_leaked"})
     assert report["kept"] == 35 and len(dropped["labels"]) == 35
     assert not any(s.endswith("PrivateTest_99.jpg") for s in dropped["source_ids"])
     assert not dropped["leaked"].any()  # nothing left to leak
@@ -100,7 +109,7 @@ def test_build_dataset_reads_a_fer_folder_and_applies_the_duplicate_policy(tmp_p
 
 
 def test_class_balance_summary_numbers(dataset):
-    summary, table = stages.class_balance_summary(dataset, {"beta": 0.9})
+    summary, table = class_balance_summary(dataset, {"beta": 0.9})
     counts = np.array(TRAIN_COUNTS, dtype=float)
     assert summary["classes"] == list(CLASSES)
     assert summary["train_counts"] == TRAIN_COUNTS and summary["beta"] == 0.9
@@ -121,15 +130,15 @@ def test_class_balance_summary_numbers(dataset):
 
 
 def test_autoencoder_config_sets_the_stage_keys_aside_and_takes_overrides():
-    cfg = stages.autoencoder_config(TINY_AE, weighting="none")
+    cfg = autoencoder_config(TINY_AE, weighting="none")
     assert cfg.latent_dim == 16 and cfg.weighting == "none" and cfg.epochs == 1
     assert not hasattr(cfg, "oversampling") and not hasattr(cfg, "compare_unweighted")
     with pytest.raises(ValueError, match=r"'lattent_dim' \(did you mean 'latent_dim'\?\)"):
-        stages.autoencoder_config({**TINY_AE, "lattent_dim": 8})  # a typo is not silently ignored
+        autoencoder_config({**TINY_AE, "lattent_dim": 8})  # a typo is not silently ignored
 
 
 def test_train_autoencoder_error_table_with_and_without_twin(dataset):
-    run = stages.train_autoencoder(dataset, TINY_AE)
+    run = train_autoencoder(dataset, TINY_AE)
     assert len(run.history) == 1 and len(run.twin_history) == 1
     assert list(run.errors[0]) == ["class", "n", "mse_effective_number", "mae_effective_number", "mse_none",
                                    "mae_none", "mse_change_pct"]
@@ -140,17 +149,17 @@ def test_train_autoencoder_error_table_with_and_without_twin(dataset):
     assert run.device_info["device"] == "cpu" and "torch" in run.device_info
     assert (run.device_info["amp"], run.device_info["autocast"]) == ("off", "float32")  # YAML's `amp: false`
 
-    alone = stages.train_autoencoder(dataset, TINY_AE, twin=False)
+    alone = train_autoencoder(dataset, TINY_AE, twin=False)
     assert alone.twin_history is None
     assert list(alone.errors[0]) == ["class", "n", "mse_effective_number", "mae_effective_number"]
     # the same seed and data: the weighted model does not depend on whether a twin ran
     assert [r["mse_effective_number"] for r in alone.errors] == [r["mse_effective_number"] for r in run.errors]
-    unweighted = stages.train_autoencoder(dataset, {**TINY_AE, "weighting": "none"})
+    unweighted = train_autoencoder(dataset, {**TINY_AE, "weighting": "none"})
     assert unweighted.twin_history is None and "mse_none" in unweighted.errors[0]
 
 
 def test_oversample_reaches_the_targets_from_train_faces_only(dataset, autoencoder, tmp_path):
-    synthetic, info = stages.oversample(dataset, autoencoder, TINY_AE)
+    synthetic, info = oversample(dataset, autoencoder, TINY_AE)
     targets = np.maximum(TRAIN_COUNTS, math.ceil(0.5 * max(TRAIN_COUNTS)))  # 6 for every smaller class
     assert info["targets"] == dict(zip(CLASSES, targets.tolist()))
     assert info["added"] == dict(zip(CLASSES, (targets - TRAIN_COUNTS).tolist()))
@@ -163,16 +172,16 @@ def test_oversample_reaches_the_targets_from_train_faces_only(dataset, autoencod
     changed["images"] = dataset["images"].copy()
     changed["images"][held_out] = 255 - changed["images"][held_out]
     changed["labels"] = np.where(held_out, 1, dataset["labels"])  # every held-out face "disgust"
-    again, again_info = stages.oversample(changed, autoencoder, TINY_AE)
+    again, again_info = oversample(changed, autoencoder, TINY_AE)
     assert again_info == info
     assert np.array_equal(again["images"], synthetic["images"]) and np.array_equal(again["labels"], synthetic["labels"])
 
     # from the model file (what the Kedro node passes); disabled: nothing added, targets = counts
     save_autoencoder(tmp_path / "ae.pt", autoencoder)
-    from_file, _ = stages.oversample(dataset, tmp_path / "ae.pt", TINY_AE)
+    from_file, _ = oversample(dataset, tmp_path / "ae.pt", TINY_AE)
     assert np.array_equal(from_file["images"], synthetic["images"])
     off = {**TINY_AE, "oversampling": {**TINY_AE["oversampling"], "enabled": False}}
-    none, none_info = stages.oversample(dataset, tmp_path / "missing.pt", off)  # not loaded when disabled
+    none, none_info = oversample(dataset, tmp_path / "missing.pt", off)  # not loaded when disabled
     assert len(none["labels"]) == 0 and none["images"].shape == (0, 48, 48)
     assert none_info["targets"] == dict(zip(CLASSES, TRAIN_COUNTS)) and set(none_info["added"].values()) == {0}
 
@@ -185,26 +194,26 @@ def test_assemble_training_set_with_and_without_synthetic(dataset):
     synthetic_images, synthetic_labels = _faces([0, 4, 2, 0, 0, 1, 3], rng)
     synthetic = {"images": synthetic_images, "labels": synthetic_labels, "classes": np.array(CLASSES)}
 
-    real, info = stages.assemble_training_set(dataset, synthetic, {"use_synthetic": False, "sampler": "shuffle"})
+    real, info = assemble_training_set(dataset, synthetic, {"use_synthetic": False, "sampler": "shuffle"})
     assert info["training_set_size"] == sum(TRAIN_COUNTS) and info["synthetic_faces"] == 0
     assert not real["synthetic"].any() and np.array_equal(real["labels"], dataset["labels"][dataset["splits"] == "train"])
     assert info["counts"] == dict(zip(CLASSES, TRAIN_COUNTS)) and info["sampler"] == "shuffle"
     assert list(info["sampled_share"].values()) == pytest.approx(np.array(TRAIN_COUNTS) / sum(TRAIN_COUNTS))
 
-    mixed, info = stages.assemble_training_set(dataset, synthetic, {"use_synthetic": True, "sampler": "shuffle"})
+    mixed, info = assemble_training_set(dataset, synthetic, {"use_synthetic": True, "sampler": "shuffle"})
     total = np.array(TRAIN_COUNTS) + np.bincount(synthetic_labels, minlength=7)
     assert info["training_set_size"] == total.sum() and info["synthetic_faces"] == len(synthetic_labels) == 10
     assert mixed["synthetic"].sum() == 10 and np.array_equal(mixed["images"][mixed["synthetic"]], synthetic_images)
     assert info["counts"] == dict(zip(CLASSES, total.tolist()))
     assert mixed["labels"].dtype == np.int64 and list(mixed["classes"]) == list(CLASSES)
 
-    _, balanced = stages.assemble_training_set(dataset, synthetic, {"use_synthetic": True, "sampler": "class_balanced"})
+    _, balanced = assemble_training_set(dataset, synthetic, {"use_synthetic": True, "sampler": "class_balanced"})
     assert list(balanced["sampled_share"].values()) == pytest.approx([1 / 7] * 7)
-    _, sqrt = stages.assemble_training_set(dataset, synthetic, {"use_synthetic": True, "sampler": "sqrt"})
+    _, sqrt = assemble_training_set(dataset, synthetic, {"use_synthetic": True, "sampler": "sqrt"})
     assert list(sqrt["sampled_share"].values()) == pytest.approx(np.sqrt(total) / np.sqrt(total).sum())
 
     with pytest.raises(ValueError, match="no synthetic faces"):
-        stages.assemble_training_set(dataset, None, {"use_synthetic": True, "sampler": "shuffle"})
+        assemble_training_set(dataset, None, {"use_synthetic": True, "sampler": "shuffle"})
 
 
 # ------------------------------------------------------------------------------ training
@@ -212,18 +221,18 @@ def test_assemble_training_set_with_and_without_synthetic(dataset):
 
 def test_train_resnet_needs_a_val_split(dataset):
     no_val = {**dataset, "splits": np.where(dataset["splits"] == "val", "test", dataset["splits"])}
-    training_set, _ = stages.assemble_training_set(no_val, None, {"use_synthetic": False, "sampler": "shuffle"})
+    training_set, _ = assemble_training_set(no_val, None, {"use_synthetic": False, "sampler": "shuffle"})
     with pytest.raises(ValueError, match="no validation split"):
-        stages.train_resnet(training_set, no_val, {"model": {}, "config": {}},
+        train_resnet(training_set, no_val, {"model": {}, "config": {}},
                             {"sampler": "shuffle", "policy": None})
 
 
 def test_train_resnet_returns_the_result_with_the_model_file_config(dataset):
-    training_set, _ = stages.assemble_training_set(dataset, None, {"use_synthetic": False, "sampler": "sqrt"})
+    training_set, _ = assemble_training_set(dataset, None, {"use_synthetic": False, "sampler": "sqrt"})
     params = {"model": {"arch": "resnet18", "stem": "imagenet"},
               "config": {"epochs": 1, "batch_size": 16, "steps_per_epoch": 1, "warmup_epochs": 0, "amp": False,
                          "device": "cpu", "ema": False}}
-    result = stages.train_resnet(training_set, dataset, params, {"sampler": "sqrt", "policy": None})
+    result = train_resnet(training_set, dataset, params, {"sampler": "sqrt", "policy": None})
     assert result.config["classes"] == list(CLASSES) and result.config["arch"] == "resnet18"
     assert result.train_config["sampler"] == "sqrt"  # the augmentation stage's sampler
     assert result.train_config["epochs"] == 1 and len(result.history) == 1
@@ -236,8 +245,8 @@ def test_train_resnet_returns_the_result_with_the_model_file_config(dataset):
 
 
 def test_evaluate_split_scores_with_and_without_the_leaked_flag(dataset):
+    from fer_pipeline.core.evaluation.metrics import compute_metrics
     from fer_pipeline.core.inference import predict_logits
-    from fer_pipeline.core.metrics import compute_metrics
     from fer_pipeline.core.models import build_resnet34, model_config
 
     torch.manual_seed(0)
@@ -247,7 +256,7 @@ def test_evaluate_split_scores_with_and_without_the_leaked_flag(dataset):
     test = dataset["splits"] == "test"
     # the flag, not the pixels, decides what is left out: flag two test faces that have no copy
     flagged = {**dataset, "leaked": test & (np.cumsum(test) <= 2)}
-    scored = stages.evaluate_split(model, config, flagged, "test", "flip", params)  # the flag is not in the id
+    scored = evaluate_split(model, config, flagged, "test", "flip", params)  # the flag is not in the id
     assert np.array_equal(scored.mask, test) and scored.logits.shape == (test.sum(), 7)
     expected = predict_logits(model, dataset["images"][test], config, tta="flip", device="cpu")
     np.testing.assert_allclose(scored.logits, expected, atol=1e-5)
@@ -260,15 +269,15 @@ def test_evaluate_split_scores_with_and_without_the_leaked_flag(dataset):
     assert clean["accuracy"] == compute_metrics(dataset["labels"][test][2:], scored.logits[2:])["accuracy"]
 
     # no flag stored (a dataset ingested before it was): found from the pixels, here none leaked
-    assert stages.evaluate_split(model, config, dataset, "test", "none", params).report[
+    assert evaluate_split(model, config, dataset, "test", "none", params).report[
         "without_leaked_duplicates"] is None
     for amp, precision in (("off", "float32"), ("on", "bfloat16")):  # how the logits were computed, reported
-        assert stages.evaluate_split(model, config, dataset, "test", "none", {**params, "amp": amp}).report[
+        assert evaluate_split(model, config, dataset, "test", "none", {**params, "amp": amp}).report[
             "precision"] == precision
     with pytest.raises(ValueError, match=r"'allow_dataset_mismatchh' \(did you mean 'allow_dataset_mismatch'\?\)"):
-        stages.evaluate_split(model, config, dataset, "test", "none", {**params, "allow_dataset_mismatchh": True})
+        evaluate_split(model, config, dataset, "test", "none", {**params, "allow_dataset_mismatchh": True})
     with pytest.raises(ValueError, match="split 'nope' is empty"):
-        stages.evaluate_split(model, config, dataset, "nope", "none", params)
+        evaluate_split(model, config, dataset, "nope", "none", params)
 
 
 def test_evaluate_split_refuses_a_model_trained_on_another_dataset_unless_allowed(dataset):
@@ -280,23 +289,23 @@ def test_evaluate_split_refuses_a_model_trained_on_another_dataset_unless_allowe
     config = {**model_config(arch="resnet18", stem="imagenet"), "training_data": training_data_record(other)}
     params = {"batch_size": 8, "device": "cpu"}
     with pytest.raises(DatasetMismatchError, match="evaluate.allow_dataset_mismatch=true") as raised:
-        stages.evaluate_split(model, config, dataset, "test", "none", params, model_name="the model m.pt")
+        evaluate_split(model, config, dataset, "test", "none", params, model_name="the model m.pt")
     assert str(raised.value).startswith("the model m.pt was trained on dataset " + dataset_id(other))
-    allowed = stages.evaluate_split(model, config, dataset, "test", "none", {**params, "allow_dataset_mismatch": True})
+    allowed = evaluate_split(model, config, dataset, "test", "none", {**params, "allow_dataset_mismatch": True})
     assert allowed.report["dataset_check"] == {"status": "mismatch_allowed", "dataset_id": dataset_id(dataset),
                                                "model_dataset_id": dataset_id(other)}
     same = {**config, "training_data": training_data_record(dataset)}
-    assert stages.evaluate_split(model, same, dataset, "test", "none", params).report["dataset_check"]["status"] == "match"
+    assert evaluate_split(model, same, dataset, "test", "none", params).report["dataset_check"]["status"] == "match"
 
 
 def test_the_stage_key_lists_are_conf_base():
     from fer_pipeline.params import load_parameters
 
     conf = load_parameters(Path(__file__).resolve().parents[2] / "conf" / "base")
-    assert set(stages.INGESTION_KEYS) == set(conf["ingestion"])
-    assert set(stages.EVALUATE_KEYS) == set(conf["evaluate"])
-    assert set(stages.PREDICT_KEYS) == set(conf["predict"])
-    stages.check_predict_params(conf["predict"])  # the defaults pass
+    assert set(INGESTION_KEYS) == set(conf["ingestion"])
+    assert set(EVALUATE_KEYS) == set(conf["evaluate"])
+    assert set(PREDICT_KEYS) == set(conf["predict"])
+    check_predict_params(conf["predict"])  # the defaults pass
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -311,9 +320,9 @@ def test_the_stage_key_lists_are_conf_base():
 ])
 def test_predict_params_refuse_typos_and_bad_values_up_front(change, message):
     params = {"inputs": "photos", "margin": 0.2, "tta": "none", "device": "cpu", "amp": "auto"}
-    stages.check_predict_params({**params, "workers": None, "detect_max_side": None, "every_n_frames": 3})
+    check_predict_params({**params, "workers": None, "detect_max_side": None, "every_n_frames": 3})
     with pytest.raises(ValueError, match=message):
-        stages.check_predict_params({**params, **change})
+        check_predict_params({**params, **change})
 
 
 
@@ -340,7 +349,7 @@ def _with_votes(dataset: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def test_evaluate_split_scores_the_same_logits_against_ferplus_majority(dataset):
-    from fer_pipeline.core.metrics import compute_metrics
+    from fer_pipeline.core.evaluation.metrics import compute_metrics
     from fer_pipeline.core.models import build_resnet34, model_config
 
     torch.manual_seed(0)
@@ -348,7 +357,7 @@ def test_evaluate_split_scores_the_same_logits_against_ferplus_majority(dataset)
     voted = _with_votes(dataset)
     config = {**model_config(arch="resnet18", stem="imagenet"), "training_data": training_data_record(voted)}
     params = {"batch_size": 8, "device": "cpu", "label_sets": "auto"}
-    scored = stages.evaluate_split(model, config, voted, "val", "none", params)
+    scored = evaluate_split(model, config, voted, "val", "none", params)
     assert list(scored.report["label_sets"]) == ["ferplus_majority"]  # auto: not the dataset's own fer2013
     majority = scored.report["label_sets"]["ferplus_majority"]
     index = np.flatnonzero(scored.mask)
@@ -362,18 +371,18 @@ def test_evaluate_split_scores_the_same_logits_against_ferplus_majority(dataset)
     agree = (expected[named] == voted["labels"][index][named]).mean()
     assert majority["agreement_with_dataset_labels"] == pytest.approx(agree) and agree < 1
     # asked for explicitly, and refused where the dataset has no votes
-    both = stages.evaluate_split(model, config, voted, "val", "none", {**params, "label_sets": ["fer2013",
+    both = evaluate_split(model, config, voted, "val", "none", {**params, "label_sets": ["fer2013",
                                                                                                  "ferplus_plurality"]})
     assert list(both.report["label_sets"]) == ["ferplus_plurality"]  # fer2013 is the dataset's own
-    assert stages.evaluate_split(model, config, voted, "val", "none", {**params, "label_sets": []}).report[
+    assert evaluate_split(model, config, voted, "val", "none", {**params, "label_sets": []}).report[
         "label_sets"] == {}
     plain_config = {**config, "training_data": training_data_record(dataset)}
-    assert stages.evaluate_split(model, plain_config, dataset, "val", "none", params).report["label_sets"] == {}
+    assert evaluate_split(model, plain_config, dataset, "val", "none", params).report["label_sets"] == {}
     with pytest.raises(ValueError, match="needs the FER\\+ votes"):
-        stages.evaluate_split(model, plain_config, dataset, "val", "none",
+        evaluate_split(model, plain_config, dataset, "val", "none",
                               {**params, "label_sets": ["ferplus_majority"]})
     with pytest.raises(ValueError, match="unknown label set"):
-        stages.evaluate_split(model, config, voted, "val", "none", {**params, "label_sets": ["ferplus_majoirty"]})
+        evaluate_split(model, config, voted, "val", "none", {**params, "label_sets": ["ferplus_majoirty"]})
 
 
 def test_soft_targets_reach_the_training_set_and_the_trainer(dataset, monkeypatch):
@@ -382,7 +391,7 @@ def test_soft_targets_reach_the_training_set_and_the_trainer(dataset, monkeypatc
     soft = {**dataset, "labels": targets.argmax(1), "targets": targets, "label_mode": np.array("ferplus_probability")}
     synthetic_images, synthetic_labels = _faces([0, 2, 0, 0, 0, 1, 0], rng)
     synthetic = {"images": synthetic_images, "labels": synthetic_labels, "classes": np.array(CLASSES)}
-    training_set, _ = stages.assemble_training_set(soft, synthetic, {"use_synthetic": True, "sampler": "shuffle"})
+    training_set, _ = assemble_training_set(soft, synthetic, {"use_synthetic": True, "sampler": "shuffle"})
     train = soft["splits"] == "train"
     np.testing.assert_array_equal(training_set["targets"][:train.sum()], targets[train])
     np.testing.assert_array_equal(training_set["targets"][train.sum():], np.eye(7)[synthetic_labels])
@@ -390,14 +399,14 @@ def test_soft_targets_reach_the_training_set_and_the_trainer(dataset, monkeypatc
               "config": {"epochs": 1, "batch_size": 16, "steps_per_epoch": 1, "warmup_epochs": 0, "amp": False,
                          "device": "cpu", "ema": False, "loss": "focal"}}
     given = {}
-    trainer = stages.train_classifier
+    trainer = train_classifier
 
     def spy(*args, **kwargs):
         given["targets"], given["counts"] = args[1], args[4]
         return trainer(*args, **kwargs)
 
-    monkeypatch.setattr(stages, "train_classifier", spy)
-    result = stages.train_resnet(training_set, soft, params, {"sampler": "shuffle", "policy": None})
+    monkeypatch.setattr(job, "train_classifier", spy)
+    result = train_resnet(training_set, soft, params, {"sampler": "shuffle", "policy": None})
     assert np.isfinite(result.history[0]["train_loss"])
     assert given["targets"] is training_set["targets"]
     # the class counts (weights, priors, margins) count each face once, at its most voted class

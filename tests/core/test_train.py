@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from fer_pipeline.core import train as train_module
 from fer_pipeline.core.models import load_model
-from fer_pipeline.core.train import PIPELINE_CHOSEN_FIELDS, TrainConfig, evaluate, train_classifier
+from fer_pipeline.core.training import loop as train_module
+from fer_pipeline.core.training.loop import PIPELINE_CHOSEN_FIELDS, TrainConfig, evaluate, train_classifier
 from tests.core.tiny_faces import tiny_faces
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,8 +138,8 @@ def test_training_run_history_metrics_and_saved_best(faces, tmp_path):
     assert again["macro_f1"] == pytest.approx(result.best_metrics["macro_f1"])
     assert again["loss"] == pytest.approx(result.best_metrics["loss"], rel=1e-4)
     # ... and equals the evaluation stage's inference + metrics on the same faces
+    from fer_pipeline.core.evaluation.metrics import compute_metrics
     from fer_pipeline.core.inference import predict_logits
-    from fer_pipeline.core.metrics import compute_metrics
 
     logits = predict_logits(result.model, faces[2], result.config, device="cpu", channels_last=False)
     assert compute_metrics(faces[3], logits)["macro_f1"] == pytest.approx(result.best_metrics["macro_f1"])

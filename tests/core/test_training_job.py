@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from fer_pipeline.core import stages
-from fer_pipeline.core.distributed import DistributedConfig, init_from_env, shutdown
-from fer_pipeline.core.train import TrainConfig, train_classifier
-from fer_pipeline.core.training_job import DistributedTrainingError, launch, train_in_workers
+from fer_pipeline.core.training import job
+from fer_pipeline.core.training.distributed import DistributedConfig, init_from_env, shutdown
+from fer_pipeline.core.training.job import DistributedTrainingError, launch, train_in_workers, train_resnet
+from fer_pipeline.core.training.loop import TrainConfig, train_classifier
 from tests.core.tiny_faces import tiny_faces
 
 TINY_MODEL = {"arch": "resnet18", "stem": "imagenet"}
@@ -155,7 +155,7 @@ def test_the_training_stage_switches_to_workers_by_parameter(faces, monkeypatch)
         seen["nproc"] = args[8].nproc_per_node
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(stages, "train_in_workers", fake_workers)
+    monkeypatch.setattr(job, "train_in_workers", fake_workers)
     train_images, train_labels, val_images, val_labels, _ = faces
     training_set = {"images": train_images, "labels": train_labels, "synthetic": np.zeros(len(train_labels), bool)}
     dataset = {"images": np.concatenate([train_images, val_images]),
@@ -165,22 +165,22 @@ def test_the_training_stage_switches_to_workers_by_parameter(faces, monkeypatch)
     params = {"model": TINY_MODEL, "config": {"epochs": 1}, "distributed": {"nproc_per_node": 2}}
     augmentation = {"sampler": "shuffle", "policy": None}
     with pytest.raises(RuntimeError, match="stop here"):
-        stages.train_resnet(training_set, dataset, params, augmentation)
+        train_resnet(training_set, dataset, params, augmentation)
     assert seen == {"nproc": 2}
     with pytest.raises(ValueError, match="unknown training parameter.*'distributd'"):
-        stages.train_resnet(training_set, dataset, {**params, "distributd": {}}, augmentation)
+        train_resnet(training_set, dataset, {**params, "distributd": {}}, augmentation)
     # inside a torchrun worker (here one of a world of one) the process trains as its rank
     for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
                         "MASTER_PORT": "29500"}.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(stages, "train_classifier", lambda *args, **kwargs: (_ for _ in ()).throw(
+    monkeypatch.setattr(job, "train_classifier", lambda *args, **kwargs: (_ for _ in ()).throw(
         RuntimeError("trained as a rank")))
     with pytest.raises(RuntimeError, match="trained as a rank"):
-        stages.train_resnet(training_set, dataset, params, augmentation)
+        train_resnet(training_set, dataset, params, augmentation)
 
 
 def test_the_job_folder_keeps_soft_targets_and_class_labels_as_they_are(tmp_path):
-    from fer_pipeline.core.training_job import JOB_INPUTS, write_job
+    from fer_pipeline.core.training.job import JOB_INPUTS, write_job
 
     images, labels, val_images, val_labels, counts = tiny_faces(14, 7)
     targets = np.eye(7, dtype=np.float32)[labels] * 0.75 + 0.25 / 7

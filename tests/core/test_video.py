@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.predict import FaceDetector, box_iou, map_ordered
-from fer_pipeline.core.video import (
+from fer_pipeline.core.faces.library import FaceDetector, box_iou, map_ordered
+from fer_pipeline.core.predict.video import (
     IoUTracker,
     UnreadableVideoError,
     predict_video,

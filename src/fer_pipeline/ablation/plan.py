@@ -92,7 +92,7 @@ def epochs_for_time(fit_seconds: float, pipeline_metrics: Mapping[str, Any], run
     run adds ``run_overhead_s`` (model build, evaluation). ``margin`` covers the larger
     oversampled training sets. At most the runs' configured epochs, at least 1. Returns the count
     with the figures it came from."""
-    from fer_pipeline.throughput import epochs_that_fit
+    from fer_pipeline.runner.throughput import epochs_that_fit
 
     training = pipeline_metrics.get("training") or {}
     if not training.get("epochs_run") or not training.get("epoch_seconds_total"):

@@ -23,9 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from fer_pipeline.core import stages
+from fer_pipeline.core.augmentation.training_set import assemble_training_set
+from fer_pipeline.core.autoencoder.oversampling import oversample
+from fer_pipeline.core.autoencoder.training import autoencoder_epoch_logger, train_autoencoder
 from fer_pipeline.core.device import resolve_device, synchronize
-from fer_pipeline.core.metrics import HEADLINE_KEYS
+from fer_pipeline.core.evaluation.metrics import HEADLINE_KEYS
+from fer_pipeline.core.evaluation.split import evaluate_split
+from fer_pipeline.core.training.job import train_resnet
 
 from .plan import digest, run_fingerprint, run_parameters
 from .records import append_run, read_runs, run_key
@@ -56,9 +60,9 @@ class SyntheticCache:
                 synthetic = {k: stored[k] for k in ("images", "labels", "classes")}
             source = "disk"
         else:
-            run = stages.train_autoencoder(dataset, ae_params, twin=False,
-                                           on_epoch=stages.autoencoder_epoch_logger(ae_params))
-            synthetic, _ = stages.oversample(dataset, run.model, ae_params)
+            run = train_autoencoder(dataset, ae_params, twin=False,
+                                           on_epoch=autoencoder_epoch_logger(ae_params))
+            synthetic, _ = oversample(dataset, run.model, ae_params)
             del run
             self.folder.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.stem + ".tmp.npz")
@@ -76,15 +80,15 @@ def run_one(dataset: Mapping[str, Any], params: Mapping[str, Any], strategy: str
     synthetic, ae_seconds, ae_source = None, 0.0, None
     if params["augmentation"]["use_synthetic"]:
         synthetic, ae_seconds, ae_source = cache.get(dataset, params["autoencoder"])
-    training_set, aug_info = stages.assemble_training_set(dataset, synthetic, params["augmentation"])
+    training_set, aug_info = assemble_training_set(dataset, synthetic, params["augmentation"])
     device = resolve_device(params["training"]["config"]["device"])
     synchronize(device)
     start = time.perf_counter()
-    result = stages.train_resnet(training_set, dataset, params["training"], params["augmentation"])
+    result = train_resnet(training_set, dataset, params["training"], params["augmentation"])
     synchronize(device)
     train_seconds = time.perf_counter() - start
     tta = params["evaluate"]["tta"]
-    val, test = (stages.evaluate_split(result.model, result.config, dataset, split, tta, params["evaluate"]).report
+    val, test = (evaluate_split(result.model, result.config, dataset, split, tta, params["evaluate"]).report
                  for split in ("val", "test"))
     train_cfg = result.train_config
     rates = [row["images_per_s"] for row in result.history]

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .classes import CLASSES
-from .data import MEAN, STD, to_float
-from .device import autocast_dtype_for, resolve_device
+from fer_pipeline.core.classes import CLASSES
+from fer_pipeline.core.device import autocast_dtype_for, resolve_device
+from fer_pipeline.core.pixels import MEAN, STD, to_float
 
 try:
     from tqdm.auto import tqdm

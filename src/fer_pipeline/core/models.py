@@ -18,7 +18,7 @@
 
 Model files are ``model_bundle(...)``: ``{"config": model_config(...), "state_dict": ...}`` (see
 docs/DESIGN.md), loaded with ``torch.load(weights_only=True)``; ``save_model(dtype=torch.float16)``
-halves them (``fer_pipeline.model_transport`` carries one through a per-file size limit).
+halves them (``fer_pipeline.runner.model_transport`` carries one through a per-file size limit).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from .classes import CLASSES, IMAGE_SIZE
-from .data import MEAN, STD
+from fer_pipeline.core.classes import CLASSES, IMAGE_SIZE
+from fer_pipeline.core.pixels import MEAN, STD
 
 ARCHITECTURES = ("resnet18", "resnet34")
 STEMS = ("small", "small_pool", "imagenet")

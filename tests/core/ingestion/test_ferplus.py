@@ -9,8 +9,8 @@ import pytest
 
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.ingestion import IngestionError, ingest, join_ferplus
+from fer_pipeline.core.ingestion.dataset import build_dataset
 from fer_pipeline.core.ingestion.ferplus import ferplus_labels, read_votes
-from fer_pipeline.core.stages import build_dataset
 
 from .ferplus_files import FERPLUS_HEADER, noisy_rows, vote_row, write_contest_files
 from .helpers import check_consistent, make_fer_folder
@@ -174,7 +174,7 @@ def test_a_folder_source_with_votes_names_the_contest_csv_route(tmp_path: Path, 
     make_fer_folder(tmp_path / "folder")
     _, votes_path = contest_files
     # refused before a single image is decoded (the real folder takes minutes)
-    monkeypatch.setattr("fer_pipeline.core.stages.ingest", lambda *a, **k: pytest.fail("decoded first"))
+    monkeypatch.setattr("fer_pipeline.core.ingestion.dataset.ingest", lambda *a, **k: pytest.fail("decoded first"))
     with pytest.raises(IngestionError, match="contest CSV source.*fer2013.csv"):
         build_dataset(tmp_path / "folder", ingestion_params(tmp_path / "folder", votes_path, "ferplus_majority"))
     with pytest.raises(IngestionError, match="no FER\\+ votes file there"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_pipeline.core.augment import DEFAULT_POLICY
+from fer_pipeline.core.augmentation.transforms import DEFAULT_POLICY
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.pipelines.augmentation.nodes import assemble_training_set, preview_augmentation
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fer_pipeline.core.autoencoder import load_autoencoder
-from fer_pipeline.datasets import TorchModelDataset
+from fer_pipeline.core.autoencoder.network import load_autoencoder
+from fer_pipeline.kedro_glue.datasets import TorchModelDataset
 from fer_pipeline.pipelines.autoencoder.nodes import oversample_minorities, train_autoencoder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

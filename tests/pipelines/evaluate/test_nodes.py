@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.dataset_identity import (
+from fer_pipeline.core.evaluation.dataset_identity import (
     DatasetMismatchError,
     training_data_record,
 )
 from fer_pipeline.core.models import build_model, build_resnet34, model_config, save_model
-from fer_pipeline.datasets import FigureFolderDataset, ModelFile
+from fer_pipeline.kedro_glue.datasets import FigureFolderDataset, ModelFile
 from fer_pipeline.pipelines.evaluate.nodes import evaluate_external, evaluate_model
 from tests.core.external_sets import CROP_MAP, write_crops, write_photos
 

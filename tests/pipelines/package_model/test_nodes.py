@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from fer_pipeline.core.models import build_resnet34, model_config, save_model
-from fer_pipeline.datasets import ModelFile
+from fer_pipeline.kedro_glue.datasets import ModelFile
 from fer_pipeline.pipelines.package_model.nodes import describe_served_model
 from tests.conftest import REPO
 

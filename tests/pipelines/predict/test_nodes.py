@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fer_pipeline.core.models import build_resnet34, model_config, save_model
-from fer_pipeline.datasets import ModelFile, VideoFolderDataset
+from fer_pipeline.kedro_glue.datasets import ModelFile, VideoFolderDataset
 from fer_pipeline.pipelines.predict.nodes import (
     predict_emotions,
     predict_videos,

@@ -11,8 +11,8 @@ from kedro.pipeline import Pipeline
 from kedro_mlflow.pipeline.pipeline_ml import PipelineML
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.serving import INPUT_COLUMNS, output_columns
-from fer_pipeline.pipelines.serving.model import (
+from fer_pipeline.core.serving.requests import INPUT_COLUMNS, output_columns
+from fer_pipeline.kedro_glue.served_model import (
     INPUT_NAME,
     TrainingPipelineML,
     input_example,

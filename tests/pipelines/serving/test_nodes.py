@@ -14,8 +14,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
 
 from fer_pipeline.core.models import build_resnet34, model_config, save_model
-from fer_pipeline.datasets import ModelFile
 from fer_pipeline.demo import draw_face, draw_photo
+from fer_pipeline.kedro_glue.datasets import ModelFile
 from fer_pipeline.pipelines.serving.nodes import classify_request_faces, find_request_faces
 from tests.conftest import REPO
 

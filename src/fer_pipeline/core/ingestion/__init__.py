@@ -25,24 +25,16 @@ import os
 import numpy as np
 
 from fer_pipeline.core.classes import IMAGE_SIZE
-
-from .csv_source import ingest_csv
-from .decode import decode_items, decoder_name, opencv
-from .duplicates import (
+from fer_pipeline.core.ingestion.csv_source import ingest_csv
+from fer_pipeline.core.ingestion.decode import decode_items, decoder_name, opencv
+from fer_pipeline.core.ingestion.duplicates import (
     DUPLICATE_POLICIES,
     apply_duplicate_policy,
     find_duplicates,
     leaked_mask,
     leaked_mask_from_groups,
 )
-from .report import (
-    REASON_CATEGORIES,
-    WARNING_CATEGORIES,
-    check_required_splits,
-    quality_report,
-    reason_category,
-)
-from .ferplus import (
+from fer_pipeline.core.ingestion.ferplus import (
     CONTEMPT_OPTIONS,
     HARD_LABEL_MODES,
     LABEL_MODES,
@@ -50,16 +42,23 @@ from .ferplus import (
     join_ferplus,
     label_set,
 )
-from .ferplus import check_settings as check_ferplus_settings
-from .result import DATASET_META_KEYS, IngestionError, IngestionResult
-from .sources import (
+from fer_pipeline.core.ingestion.ferplus import check_settings as check_ferplus_settings
+from fer_pipeline.core.ingestion.report import (
+    REASON_CATEGORIES,
+    WARNING_CATEGORIES,
+    check_required_splits,
+    quality_report,
+    reason_category,
+)
+from fer_pipeline.core.ingestion.result import DATASET_META_KEYS, IngestionError, IngestionResult
+from fer_pipeline.core.ingestion.sources import (
     SOURCE_KINDS,
     detect_source_kind,
     list_fer_folder,
     list_image_folder,
     resolve_path,
 )
-from .splits import assign_missing_splits, carve_missing_splits
+from fer_pipeline.core.ingestion.splits import assign_missing_splits, carve_missing_splits
 
 
 def _check_options(kind: str, on_error: str, colour: str, size: str, image_size: int,

@@ -19,11 +19,10 @@ from fer_pipeline.core.classes import (
     FER_PREFIX_TO_SPLIT,
     IMAGE_SIZE,
 )
-
-from .decode import byte_hash, resize_area
-from .progress import progress_bar
-from .result import IngestionError, IngestionResult
-from .sources import CSV_FILE_NAME
+from fer_pipeline.core.ingestion.decode import byte_hash, resize_area
+from fer_pipeline.core.ingestion.progress import progress_bar
+from fer_pipeline.core.ingestion.result import IngestionError, IngestionResult
+from fer_pipeline.core.ingestion.sources import CSV_FILE_NAME
 
 CSV_COLUMNS: tuple[str, ...] = ("emotion", "pixels", "usage")
 

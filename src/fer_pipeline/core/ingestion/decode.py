@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .progress import progress_bar
-from .result import IngestionError
-from .sources import Item
+from fer_pipeline.core.ingestion.progress import progress_bar
+from fer_pipeline.core.ingestion.result import IngestionError
+from fer_pipeline.core.ingestion.sources import Item
 
 # Items per thread-pool task: one future per file costs more than decoding a 48x48 JPEG.
 _CHUNK = 256

@@ -7,8 +7,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from fer_pipeline.core.classes import CLASSES
-
-from .result import IngestionResult
+from fer_pipeline.core.ingestion.result import IngestionResult
 
 DUPLICATE_POLICIES: tuple[str, ...] = ("keep", "drop_leaked")
 

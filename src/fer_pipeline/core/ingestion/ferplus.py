@@ -37,8 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_pipeline.core.classes import CLASSES, CONTEMPT, SPLIT_TO_FER_NAME
-
-from .result import IngestionError, IngestionResult
+from fer_pipeline.core.ingestion.result import IngestionError, IngestionResult
 
 LABEL_MODES: tuple[str, ...] = ("fer2013", "ferplus_majority", "ferplus_plurality", "ferplus_probability")
 #: The label modes that give one class per face (what evaluation can score against).

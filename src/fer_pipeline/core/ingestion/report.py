@@ -8,9 +8,8 @@ from typing import Any
 import numpy as np
 
 from fer_pipeline.core.classes import CLASSES, SPLITS
-
-from .ferplus import EXCLUSION_REASONS
-from .result import IngestionError, IngestionResult
+from fer_pipeline.core.ingestion.ferplus import EXCLUSION_REASONS
+from fer_pipeline.core.ingestion.result import IngestionError, IngestionResult
 
 #: Reason categories (the text before the first ':' of every quarantine/warning reason).
 REASON_CATEGORIES: tuple[str, ...] = (

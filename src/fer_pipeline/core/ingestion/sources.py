@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from fer_pipeline.core.classes import CLASSES, FER_PREFIX_TO_SPLIT
-
-from .result import IngestionError
+from fer_pipeline.core.ingestion.result import IngestionError
 
 SOURCE_KINDS: tuple[str, ...] = ("fer_folder", "csv", "image_folder")
 CSV_FILE_NAME = "fer2013.csv"

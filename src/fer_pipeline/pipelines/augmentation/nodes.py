@@ -7,15 +7,15 @@ from typing import Any
 import numpy as np
 
 from fer_pipeline import plots
-from fer_pipeline.core import stages
-from fer_pipeline.pipelines.tracking import point_metrics
+from fer_pipeline.core.augmentation import training_set as training_sets
+from fer_pipeline.kedro_glue.tracking import point_metrics
 
 
 def assemble_training_set(
     fer_dataset: dict[str, np.ndarray], synthetic_faces: dict[str, np.ndarray], params: dict[str, Any]
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Real train faces plus, when enabled, the autoencoder's synthetic ones (train split only)."""
-    training_set, info = stages.assemble_training_set(fer_dataset, synthetic_faces, params)
+    training_set, info = training_sets.assemble_training_set(fer_dataset, synthetic_faces, params)
     metrics = {"augmentation.training_set_size": float(info["training_set_size"]),
                "augmentation.synthetic_faces": float(info["synthetic_faces"])}
     for name, n in info["counts"].items():

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from fer_pipeline import plots
-from fer_pipeline.core.stages import class_balance_summary
-from fer_pipeline.pipelines.tracking import point_metrics
+from fer_pipeline.core.class_balance.summary import class_balance_summary
+from fer_pipeline.kedro_glue.tracking import point_metrics
 
 
 def analyse_class_balance(

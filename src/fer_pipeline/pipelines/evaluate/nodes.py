@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 
 from fer_pipeline import plots
-from fer_pipeline.core import stages
-from fer_pipeline.core.metrics import HEADLINE_KEYS, softmax
+from fer_pipeline.core.evaluation.metrics import HEADLINE_KEYS, softmax
+from fer_pipeline.core.evaluation.split import EVALUATE_KEYS, evaluate_split
+from fer_pipeline.core.ingestion.dataset import class_names
 from fer_pipeline.core.models import load_model
-from fer_pipeline.datasets import ModelFile
-from fer_pipeline.pipelines.tracking import point_metrics, set_tags
+from fer_pipeline.kedro_glue.datasets import ModelFile
+from fer_pipeline.kedro_glue.tracking import point_metrics, set_tags
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,13 @@ def evaluate_model(resnet_model: ModelFile, fer_dataset: dict[str, np.ndarray], 
     model, config = load_model(path, map_location="cpu")
     split, tta = params["split"], params["tta"]
     name = f"the model of MLflow run {run_id}" if run_id else f"the model {path}"
-    evaluation = stages.evaluate_split(model, config, fer_dataset, split, tta, params, progress=True, model_name=name)
+    evaluation = evaluate_split(model, config, fer_dataset, split, tta, params, progress=True, model_name=name)
     report = {**evaluation.report, "model": path.as_posix(),
               "training_run_id": run_id or config.get("mlflow_run_id")}
     _tag_training_run(report["training_run_id"])
     set_tags({"evaluate.dataset_check": report["dataset_check"]["status"]})
 
-    classes = stages.class_names(fer_dataset)
+    classes = class_names(fer_dataset)
     images, labels = fer_dataset["images"][evaluation.mask], fer_dataset["labels"][evaluation.mask]
     probs = softmax(evaluation.logits)
     predictions = pd.DataFrame({
@@ -109,10 +110,10 @@ def evaluate_external(resnet_model: ModelFile, params: dict[str, Any], predict_p
     """Cross-dataset evaluation on the sets of ``evaluate.external_sets`` (``core.external_eval``):
     (report {set name: entry}, MLflow metrics ``eval.external.<name>.*``, {set name: confusion
     figure}). No sets: an empty report, no metrics, no figures, and the model is not read."""
-    from fer_pipeline.core import external_eval
     from fer_pipeline.core.config import reject_unknown_keys
+    from fer_pipeline.core.evaluation import external_sets as external_eval
 
-    reject_unknown_keys(params, stages.EVALUATE_KEYS, "evaluate")
+    reject_unknown_keys(params, EVALUATE_KEYS, "evaluate")
     external_sets = params.get("external_sets") or {}
     if not external_sets:
         return {}, {}, {}

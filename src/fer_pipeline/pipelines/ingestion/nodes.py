@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from fer_pipeline.core.classes import SPLITS
-from fer_pipeline.core.stages import build_dataset
-from fer_pipeline.pipelines.tracking import point_metrics
+from fer_pipeline.core.ingestion.dataset import build_dataset
+from fer_pipeline.kedro_glue.tracking import point_metrics
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fer_pipeline.datasets import ModelFile
-from fer_pipeline.pipelines.serving.model import served_model_card
+from fer_pipeline.kedro_glue.datasets import ModelFile
+from fer_pipeline.kedro_glue.served_model import served_model_card
 
 
 def describe_served_model(resnet_model: ModelFile, params: dict[str, Any]) -> dict[str, Any]:

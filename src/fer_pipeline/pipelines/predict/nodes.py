@@ -12,24 +12,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_pipeline.core.models import load_model
-from fer_pipeline.core.predict import (
+from fer_pipeline.core.faces.library import (
     DETECT_MAX_SIDE,
     FaceDetector,
     predict_photos,
     result_table,
     unique_name,
 )
-from fer_pipeline.core.stages import check_predict_params
-from fer_pipeline.core.video import (
+from fer_pipeline.core.models import load_model
+from fer_pipeline.core.predict.params import check_predict_params
+from fer_pipeline.core.predict.video import (
     UnreadableVideoError,
     VideoResult,
     predict_video,
     split_media,
     video_table,
 )
-from fer_pipeline.datasets import ModelFile
-from fer_pipeline.pipelines.tracking import point_metrics
+from fer_pipeline.kedro_glue.datasets import ModelFile
+from fer_pipeline.kedro_glue.tracking import point_metrics
 
 log = logging.getLogger(__name__)
 

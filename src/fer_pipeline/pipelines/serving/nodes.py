@@ -10,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from fer_pipeline.core import serving
-from fer_pipeline.datasets import ModelFile
+from fer_pipeline.core.serving import requests as serving
+from fer_pipeline.kedro_glue.datasets import ModelFile
 
 
 def _bad_request(error: serving.ServingInputError) -> Exception:

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 
 from fer_pipeline import plots
-from fer_pipeline.core import stages
 from fer_pipeline.core.models import model_bundle
-from fer_pipeline.pipelines.tracking import active_run_id, metric_history, set_tags
+from fer_pipeline.core.training import job
+from fer_pipeline.kedro_glue.tracking import active_run_id, metric_history, set_tags
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def train_resnet(
     augmentation_params: dict[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any], Any, dict[str, list[dict]]]:
     """Train, keep the best epoch by the validation metric; the test split is never touched here."""
-    result = stages.train_resnet(training_set, fer_dataset, training_params, augmentation_params, progress=True)
+    result = job.train_resnet(training_set, fer_dataset, training_params, augmentation_params, progress=True)
     # Lets `kedro run --pipeline evaluate` link its MLflow run to the one that trained the model.
     config = {**result.config, "mlflow_run_id": active_run_id()}
     history = pd.DataFrame(result.history)

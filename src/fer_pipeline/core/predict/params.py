@@ -1,0 +1,36 @@
+"""The predict stage's parameters, checked before a photo is read or a model loaded."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fer_pipeline.core.config import reject_unknown_keys
+from fer_pipeline.core.device import amp_mode
+from fer_pipeline.core.faces.library import CASCADE_WINDOW
+from fer_pipeline.core.inference import TTA_MODES
+
+#: The predict stage's parameters (conf/base/parameters_predict.yml).
+PREDICT_KEYS = ("inputs", "margin", "tta", "device", "amp", "detect_max_side", "workers", "every_n_frames",
+                "demo_photos")
+
+
+def check_predict_params(params: Mapping[str, Any]) -> None:
+    """Typos and bad values in params:predict fail at the stage's first node, before a photo is
+    read or a model loaded, not when the first video (or face) reaches the bad value."""
+    reject_unknown_keys(params, PREDICT_KEYS, "predict")
+    amp_mode(params.get("amp", "auto"))
+    if params.get("tta", "none") not in TTA_MODES:
+        raise ValueError(f"predict.tta must be one of {', '.join(TTA_MODES)}, got {params.get('tta')!r}")
+    for key, default, least in (("margin", 0.2, 0), ("every_n_frames", 1, 1), ("workers", None, 1),
+                                ("detect_max_side", None, 0)):
+        value = params.get(key, default)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < least):
+            raise ValueError(f"predict.{key} must be a number >= {least}" + (" or null" if default is None else "")
+                             + f", got {value!r}")
+    if not isinstance(params.get("every_n_frames", 1), int):
+        raise ValueError(f"predict.every_n_frames must be a whole number, got {params['every_n_frames']!r}")
+    side = params.get("detect_max_side")
+    if side and side < CASCADE_WINDOW:
+        raise ValueError(f"predict.detect_max_side must be 0/null (full resolution) or >= {CASCADE_WINDOW} "
+                         f"(the face detector's window), got {side!r}")

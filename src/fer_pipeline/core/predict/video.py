@@ -1,0 +1,475 @@
+"""Videos -> faces per frame -> emotions, with a per-frame CSV, face tracks and an annotated video.
+
+Kedro-free, like ``core.predict`` whose pieces it reuses (``FaceDetector``, ``find_faces``,
+``classify_crops``, ``label_faces``, ``annotate``). A video is streamed: frames are decoded in
+order by one thread (``cv2.VideoCapture`` is not thread-safe) and searched for faces by a few
+(``map_ordered``), while the calling thread classifies the crops of ``batch_frames`` frames in
+one model call, tracks the faces and writes the annotated frames, so memory stays bounded
+whatever the video's length.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fer_pipeline.core.classes import CLASSES
+from fer_pipeline.core.faces.library import (
+    FaceDetector,
+    FoundFaces,
+    annotate,
+    box_iou,
+    classify_crops,
+    find_faces,
+    label_faces,
+    map_ordered,
+)
+
+log = logging.getLogger(__name__)
+
+#: Extensions taken as videos (case-insensitive), in folders and when named explicitly.
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv")
+
+#: Container -> FourCC the installed opencv-python-headless (FFmpeg backend) writes. ``avc1``
+#: (H.264) has no encoder in the wheel; ``mp4v`` (MPEG-4 Part 2) and ``MJPG`` always work.
+VIDEO_CODECS: dict[str, str] = {".mp4": "mp4v", ".avi": "MJPG"}
+
+#: Frame rate assumed when the container does not say (some streams report 0 or NaN).
+FALLBACK_FPS = 25.0
+
+
+class UnreadableVideoError(ValueError):
+    """The file cannot be opened as a video, or not one frame of it could be decoded."""
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def split_media(paths: Iterable[str | os.PathLike]) -> tuple[list[str], list[Path]]:
+    """Inputs -> (what ``predict_photos`` takes: folders and non-video files, as given; the video
+    files: named ones plus the videos in the folders, sorted by name, duplicates dropped).
+    Raises FileNotFoundError for a path that does not exist."""
+    photos: list[str] = []
+    videos: dict[Path, Path] = {}  # resolved -> as given, first occurrence kept
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise FileNotFoundError(f"no such file or folder: {path}")
+        if path.is_dir():
+            photos.append(str(raw))
+            found = sorted(p for p in path.iterdir() if p.is_file() and is_video(p))
+        elif is_video(path):
+            found = [path]
+        else:
+            photos.append(str(raw))
+            found = []
+        for video in found:
+            videos.setdefault(video.resolve(), video)
+    return photos, list(videos.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Tracking
+# --------------------------------------------------------------------------------------------
+
+
+class IoUTracker:
+    """Gives each face a ``track_id`` kept across frames: a box continues the track whose last
+    box it overlaps most (IoU >= ``min_iou``, greedy, best pairs first), else starts a new one.
+    A track unseen for more than ``max_missed`` processed frames ends (its id is not reused).
+    Enough for the few, slowly moving faces of a video call or a clip; not a re-identifier."""
+
+    def __init__(self, min_iou: float = 0.3, max_missed: int = 5) -> None:
+        self.min_iou = min_iou
+        self.max_missed = max_missed
+        self._tracks: dict[int, tuple[tuple[int, int, int, int], int]] = {}  # id -> (last box, missed)
+        self._next_id = 0
+
+    def update(self, boxes: Sequence[tuple[int, int, int, int]]) -> list[int]:
+        """Track ids of ``boxes`` (one processed frame), in the same order."""
+        pairs = sorted(
+            ((box_iou(box, last), i, track) for i, box in enumerate(boxes) for track, (last, _) in self._tracks.items()),
+            reverse=True,
+        )
+        ids: list[int | None] = [None] * len(boxes)
+        taken: set[int] = set()
+        for iou, i, track in pairs:
+            if iou < self.min_iou:
+                break
+            if ids[i] is None and track not in taken:
+                ids[i] = track
+                taken.add(track)
+        for i, track in enumerate(ids):
+            if track is None:
+                ids[i] = track = self._next_id
+                self._next_id += 1
+                taken.add(track)
+        self._tracks = {
+            track: (last, missed + 1) for track, (last, missed) in self._tracks.items()
+            if track not in taken and missed + 1 <= self.max_missed
+        }
+        self._tracks.update({track: (tuple(boxes[i]), 0) for i, track in enumerate(ids)})
+        return ids  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------
+# Reading and writing
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says: frames per second, (width, height), frame count (0: unknown)."""
+
+    fps: float
+    size: tuple[int, int]
+    frame_count: int
+
+
+def open_video(path: str | os.PathLike):  # -> (cv2.VideoCapture, VideoInfo)
+    """``cv2.VideoCapture`` on ``path`` and its ``VideoInfo``; ``UnreadableVideoError`` naming the
+    file when OpenCV cannot open it (not a video, or an MP4 cut before its index, the moov atom)."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableVideoError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise UnreadableVideoError(f"{path}: empty file (0 bytes)")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise UnreadableVideoError(
+            f"{path}: OpenCV cannot open it as a video (not a video, an unsupported codec, or a file cut "
+            "short before its index, e.g. an MP4 without its moov atom)")
+    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    info = VideoInfo(
+        fps=fps if math.isfinite(fps) and fps > 0 else FALLBACK_FPS,
+        size=(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))),
+        frame_count=max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)),
+    )
+    return capture, info
+
+
+def read_frames(capture) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, BGR frame) until the stream ends or breaks; the caller compares the count with
+    the container's to tell a break from the end."""
+    index = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok or frame is None:
+            return
+        yield index, frame
+        index += 1
+
+
+class AnnotatedVideoWriter:
+    """``cv2.VideoWriter`` into a temporary file beside ``path``, renamed onto ``path`` by
+    ``close()``: a run killed half-way never leaves a video that looks finished (an MP4 without
+    its index). The codec follows the extension (``VIDEO_CODECS``); opened on the first frame,
+    whose size the video takes."""
+
+    def __init__(self, path: str | os.PathLike, fps: float) -> None:
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in VIDEO_CODECS:
+            raise ValueError(f"annotated video must be one of {sorted(VIDEO_CODECS)}, got {self.path.name}")
+        self.fps = fps
+        self.frames = 0
+        self._writer = None
+        self._tmp: Path | None = None
+
+    def write(self, frame_bgr: np.ndarray) -> None:
+        import cv2
+
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # The FFmpeg backend picks the container from the name's extension, so the temp keeps it.
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=self.path.suffix)
+            os.close(fd)
+            self._tmp = Path(tmp)
+            height, width = frame_bgr.shape[:2]
+            fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[self.path.suffix.lower()])
+            self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, (width, height))
+            if not self._writer.isOpened():
+                self.discard()
+                raise RuntimeError(f"OpenCV cannot write {self.path.suffix} video ({VIDEO_CODECS[self.path.suffix.lower()]})")
+        self._writer.write(frame_bgr)
+        self.frames += 1
+
+    def close(self) -> Path | None:
+        """Finish the file and move it into place; None when no frame was written."""
+        if self._writer is None:
+            return None
+        self._writer.release()
+        self._writer = None
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        if self._tmp is not None and self._tmp.exists():
+            self._tmp.unlink()
+
+
+# --------------------------------------------------------------------------------------------
+# Video -> predictions
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VideoResult:
+    """Outcome of ``predict_video``. ``rows``: one dict per face of each processed frame (file,
+    frame, time_s, track_id, x, y, w, h, emotion, confidence, prob_<class>...) and one with only
+    file/frame/time_s for a processed frame without a face. ``error``: why reading stopped early
+    (the frames before it are in ``rows`` and the annotated video), None for a complete read."""
+
+    file: str
+    classes: tuple[str, ...]
+    info: VideoInfo
+    every_n_frames: int = 1
+    frames_read: int = 0
+    frames_processed: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    annotated: Path | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def num_faces(self) -> int:
+        return sum(1 for row in self.rows if row.get("track_id") is not None)
+
+    @property
+    def num_tracks(self) -> int:
+        return len({row["track_id"] for row in self.rows if row.get("track_id") is not None})
+
+    @property
+    def frames_per_second(self) -> float:
+        """Frames read (every frame, also the skipped ones) per second of processing."""
+        return self.frames_read / self.seconds if self.seconds > 0 else 0.0
+
+
+def video_csv_columns(classes: Sequence[str]) -> list[str]:
+    return ["file", "frame", "time_s", "track_id", "x", "y", "w", "h", "emotion", "confidence",
+            *[f"prob_{c}" for c in classes]]
+
+
+@dataclass
+class _Frame:
+    """A decoded frame waiting for its labels: the faces found when it was processed, else None."""
+
+    index: int
+    image: np.ndarray
+    found: FoundFaces | None
+
+
+class _FrameLabeller:
+    """The per-video state between batches: the tracker, and the labelled faces of the last
+    processed frame, which skipped frames show. ``flush`` classifies a batch of frames' crops in
+    one model call, adds their CSV rows and writes the annotated frames in order."""
+
+    def __init__(self, result: VideoResult, model: nn.Module, config: dict, writer: AnnotatedVideoWriter | None,
+                 classify: dict[str, Any], tracker: IoUTracker) -> None:
+        self.result, self.model, self.config, self.writer = result, model, config, writer
+        self.classify, self.tracker = classify, tracker
+        self.shown: list[dict[str, Any]] = []
+
+    def flush(self, frames: list[_Frame]) -> None:
+        crops = [f.found.crops for f in frames if f.found is not None and len(f.found.boxes)]
+        probabilities = (classify_crops(self.model, np.concatenate(crops), self.config, **self.classify)
+                         if crops else np.zeros((0, len(self.result.classes)), np.float32))
+        offset = 0
+        for frame in frames:
+            if frame.found is not None:
+                count = len(frame.found.boxes)
+                self.shown = self._label(frame, probabilities[offset:offset + count])
+                offset += count
+            if self.writer is not None:
+                self._write(frame.image, self.shown)
+
+    def _label(self, frame: _Frame, probabilities: np.ndarray) -> list[dict[str, Any]]:
+        result, boxes = self.result, frame.found.boxes
+        identity = {"file": result.file, "frame": frame.index, "time_s": round(frame.index / result.info.fps, 4)}
+        result.frames_processed += 1
+        if not boxes:
+            self.tracker.update([])  # a frame without faces counts as a miss for every open track
+            result.rows.append(dict(identity))
+            return []
+        faces = [{**identity, "track_id": track, "x": x, "y": y, "w": w, "h": h}
+                 for track, (x, y, w, h) in zip(self.tracker.update(boxes), boxes, strict=True)]
+        label_faces(faces, probabilities, result.classes)
+        result.rows.extend(faces)
+        return faces
+
+    def _write(self, frame_bgr: np.ndarray, faces: list[dict[str, Any]]) -> None:
+        import cv2
+
+        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+        # annotate() writes "no face found" on a frame without faces: right for a photo, noise in a video.
+        canvas = annotate(rgb, faces, max_side=None) if faces else rgb
+        self.writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+
+
+def _find_frame_faces(item: tuple[int, np.ndarray], detector: FaceDetector, margin: float,
+                      every_n_frames: int) -> _Frame:
+    """Worker: the faces of every ``every_n_frames``-th frame (found on a grey copy, downscaled
+    inside ``find_faces``; boxes in the frame's own pixels)."""
+    import cv2
+
+    index, frame = item
+    if index % every_n_frames:
+        return _Frame(index, frame, None)
+    gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    return _Frame(index, frame, find_faces(gray, detector, margin=margin, whole_image_max_side=0))
+
+
+def _truncation_error(path: Path, frames_read: int, frame_count: int) -> str | None:
+    """The message for a stream that ended before the container's frame count (a cut or corrupt
+    file), allowing 1% / 2 frames: some containers only estimate the count from the duration."""
+    if frame_count <= 0 or frames_read >= frame_count - max(2, int(0.01 * frame_count)):
+        return None
+    return (f"{path}: video broke off at frame {frames_read} of {frame_count} (truncated or corrupt); "
+            f"kept the {frames_read} frames read before it")
+
+
+def predict_video(
+    path: str | os.PathLike,
+    model: nn.Module,
+    config: dict,
+    detector: FaceDetector | None = None,
+    annotated_path: str | os.PathLike | None = None,
+    every_n_frames: int = 1,
+    margin: float = 0.2,
+    tta: str = "none",
+    device: str | torch.device | None = "auto",
+    amp: bool | str = "auto",
+    batch_frames: int = 32,
+    workers: int | None = None,
+    progress: bool = True,
+    tracker: IoUTracker | None = None,
+) -> VideoResult:
+    """Detect and classify the faces of every ``every_n_frames``-th frame of a video, track them
+    (``IoUTracker``), and write an annotated copy to ``annotated_path`` (``.mp4`` or ``.avi``;
+    None: no video), where the frames in between show the last processed frame's boxes.
+
+    The crops of ``batch_frames`` processed frames go through one ``classify_crops`` call.
+    ``UnreadableVideoError`` when the file cannot be opened or yields no frame. A stream that
+    breaks off early is not raised: the frames before the break are kept (rows, annotated
+    video) and ``result.error`` says at which frame it broke; it is logged as a warning too.
+    """
+    if every_n_frames < 1:
+        raise ValueError(f"every_n_frames must be >= 1, got {every_n_frames}")
+    path = Path(path)
+    detector = detector or FaceDetector()
+    capture, info = open_video(path)
+    result = VideoResult(file=str(path), classes=tuple(config.get("classes", CLASSES)), info=info,
+                         every_n_frames=every_n_frames)
+    writer = AnnotatedVideoWriter(annotated_path, info.fps) if annotated_path is not None else None
+    labeller = _FrameLabeller(result, model, config, writer, {"tta": tta, "device": device, "amp": amp},
+                              tracker or IoUTracker())
+    start = time.perf_counter()
+    try:
+        _stream(capture, info, labeller, detector, margin, every_n_frames, batch_frames, workers, progress)
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+    finally:
+        capture.release()
+    result.seconds = time.perf_counter() - start
+    if result.frames_read == 0:
+        if writer is not None:
+            writer.discard()
+        raise UnreadableVideoError(f"{path}: not one frame could be decoded (corrupt, truncated, or an "
+                                   "unsupported codec)")
+    result.annotated = writer.close() if writer is not None else None
+    result.error = _truncation_error(path, result.frames_read, info.frame_count)
+    if result.error:
+        log.warning("%s", result.error)
+    return result
+
+
+def _stream(capture, info: VideoInfo, labeller: _FrameLabeller, detector: FaceDetector, margin: float,
+            every_n_frames: int, batch_frames: int, workers: int | None, progress: bool) -> None:
+    """Decode, detect (threads), and hand frames to ``labeller`` in batches of ``batch_frames``
+    processed frames (at most ``batch_frames x (every_n_frames + 1)`` frames held at once)."""
+    def find(item: tuple[int, np.ndarray]) -> _Frame:
+        return _find_frame_faces(item, detector, margin, every_n_frames)
+
+    # Up to a batch of frames decoded and searched ahead: while this thread classifies one batch,
+    # the workers prepare the next instead of idling.
+    frames: Iterable[_Frame] = map_ordered(find, read_frames(capture), workers, ahead=batch_frames)
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            frames = tqdm(frames, total=info.frame_count or None, desc=f"video {Path(labeller.result.file).name}",
+                          unit="frame")
+        except ImportError:  # pragma: no cover
+            pass
+    batch: list[_Frame] = []
+    processed = 0
+    for frame in frames:
+        labeller.result.frames_read += 1
+        # A batch ends just before a processed frame, so skipped frames flush with the one they follow.
+        if frame.found is not None and processed == batch_frames:
+            labeller.flush(batch)
+            batch, processed = [], 0
+        batch.append(frame)
+        processed += frame.found is not None
+    if batch:
+        labeller.flush(batch)
+
+
+def write_video_csv(result: VideoResult, path: str | os.PathLike) -> Path:
+    """``result.rows`` as CSV (``video_csv_columns``; floats to 6 decimals, empty cells off face
+    rows), written to a temporary file and renamed: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=video_csv_columns(result.classes), restval="")
+            writer.writeheader()
+            for row in result.rows:
+                writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def video_table(results: Sequence[VideoResult], classes: Sequence[str] = CLASSES):  # -> pandas.DataFrame
+    """All videos' rows as one DataFrame (``video_csv_columns``): nullable Int64 frame / track /
+    box columns, float64 time, confidence and probabilities (NaN off face rows)."""
+    import pandas as pd
+
+    classes = results[0].classes if results else tuple(classes)
+    columns = video_csv_columns(classes)
+    table = pd.DataFrame([row for result in results for row in result.rows], columns=columns)
+    for column in ("frame", "track_id", "x", "y", "w", "h"):
+        table[column] = pd.to_numeric(table[column]).astype("Int64")
+    for column in ("time_s", "confidence", *[f"prob_{c}" for c in classes]):
+        table[column] = pd.to_numeric(table[column]).astype("float64")
+    return table

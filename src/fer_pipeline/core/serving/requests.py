@@ -1,0 +1,347 @@
+"""Requests to the served model -> faces -> emotions: the work of the serving pipeline.
+
+A request is a table, one row per input (what the MLflow scoring server makes of
+``dataframe_records``, ``dataframe_split`` or ``inputs``), each row holding one of:
+
+* ``image``: an encoded image file (JPEG, PNG, BMP, WebP, TIFF), as base64 text (JSON) or bytes
+  (Python). A photo, whose faces the detector finds, or a small face crop, classified whole:
+  exactly what ``fer-predict`` does with the same file (``core.predict.find_faces``).
+* ``pixels``: a ready 48x48 grey face, integers 0-255 (nested lists in JSON, or an array).
+
+The answer is a table with one row per face (``input_index`` = the request row, its box, the
+emotion, the seven probabilities) and one ``status="no_face"`` row per input without a face.
+A request with a bad input is refused as a whole (``ServingInputError``), naming every bad row
+and what is wrong with it, before any face is classified.
+
+Kedro-free and MLflow-free like the rest of ``core``; pandas is imported where it is needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fer_pipeline.core.classes import CLASSES, IMAGE_SIZE
+from fer_pipeline.core.config import from_params
+from fer_pipeline.core.device import amp_mode
+from fer_pipeline.core.faces.library import (
+    CASCADE_WINDOW,
+    DETECT_MAX_SIDE,
+    WHOLE_IMAGE_MAX_SIDE,
+    FaceDetector,
+    FoundFaces,
+    ImageTooLargeError,
+    UnreadableImageError,
+    classify_crops,
+    decode_image,
+    find_faces,
+    label_faces,
+)
+from fer_pipeline.core.inference import TTA_MODES
+
+#: The request's columns; each row fills exactly one.
+INPUT_COLUMNS: tuple[str, ...] = ("image", "pixels")
+#: At most this many bad rows are spelt out in a refusal (the count says how many there were).
+MAX_REPORTED_ERRORS = 10
+
+
+class ServingInputError(ValueError):
+    """The request cannot be answered as sent; the message names each bad row and its problem."""
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """``params:serving`` (conf/base/parameters_serving.yml): the same face finding as
+    ``fer-predict`` (margin, whole-image rule, detection scale, TTA, precision) and the limits
+    of one request."""
+
+    margin: float = 0.2
+    tta: str = "none"
+    device: str = "auto"
+    amp: str = "auto"
+    detect_max_side: int | None = DETECT_MAX_SIDE
+    whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE
+    max_pixels: int = 50_000_000
+    max_inputs: int = 256
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        import torch
+
+        if self.tta not in TTA_MODES:
+            raise ValueError(f"serving.tta must be one of {TTA_MODES}, got {self.tta!r}")
+        if self.margin < 0:
+            raise ValueError(f"serving.margin must be >= 0, got {self.margin}")
+        if self.whole_image_max_side < 0:
+            raise ValueError(f"serving.whole_image_max_side must be >= 0, got {self.whole_image_max_side}")
+        object.__setattr__(self, "amp", amp_mode(self.amp))  # YAML's bare on/off arrive as booleans
+        side = self.detect_max_side
+        if side is not None and (side < 0 or 0 < side < CASCADE_WINDOW):
+            raise ValueError(f"serving.detect_max_side must be 0/null (full resolution) or >= {CASCADE_WINDOW}, "
+                             f"got {self.detect_max_side}")
+        for name in ("max_pixels", "max_inputs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"serving.{name} must be >= 1, got {getattr(self, name)}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError as error:
+                raise ValueError(f"serving.device must be auto, cpu, cuda, cuda:1, ..., got {self.device!r}") from error
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> ServingConfig:
+        return from_params(cls, params, "serving")
+
+
+@dataclass
+class RequestFaces:
+    """What ``find_request_faces`` found: the face rows (``input_index``, face_index, box,
+    box_source) in request order, their crops (F, 48, 48) uint8, and the inputs with no face."""
+
+    num_inputs: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    crops: np.ndarray = field(default_factory=lambda: np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8))
+    no_face: list[int] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# Request rows -> faces
+# --------------------------------------------------------------------------------------------
+
+
+def _missing(value: Any) -> bool:
+    """A cell the request left empty: None, NaN or pandas' NA (a row of a mixed request)."""
+    import pandas as pd
+
+    if isinstance(value, (list, tuple, np.ndarray, str, bytes, bytearray, memoryview)):
+        return False  # a value, however malformed: the checks below name what is wrong with it
+    return bool(pd.isna(value))
+
+
+def _image_bytes(value: Any) -> bytes:
+    """The file bytes of an ``image`` cell: raw bytes, or base64 text (whitespace and a
+    ``data:image/...;base64,`` prefix allowed)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if not isinstance(value, str):
+        raise ServingInputError(f"image must be base64 text of an image file, got {type(value).__name__}")
+    text = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ServingInputError(f"image is not valid base64 ({error})") from error
+
+
+def crop_from_pixels(value: Any) -> np.ndarray:
+    """A ``pixels`` cell -> (48, 48) uint8, or ``ServingInputError`` naming what is wrong."""
+    try:
+        array = np.asarray(value)
+    except ValueError as error:  # ragged nested lists
+        raise ServingInputError(f"pixels must be a {IMAGE_SIZE}x{IMAGE_SIZE} array, got ragged lists") from error
+    if array.dtype == object:
+        raise ServingInputError(f"pixels must be a {IMAGE_SIZE}x{IMAGE_SIZE} array of numbers, got ragged or "
+                                "non-numeric values")
+    if array.shape != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ServingInputError(f"pixels must be a {IMAGE_SIZE}x{IMAGE_SIZE} grey face, got shape {array.shape}"
+                                + ("" if array.ndim != 3 else " (one grey channel, no colour axis)"))
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ServingInputError(f"pixels must be numbers 0-255, got {array.dtype}")
+    if not np.isfinite(array).all():
+        raise ServingInputError("pixels must be numbers 0-255, got NaN or infinity")
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 255:
+        raise ServingInputError(f"pixels must be 0-255, got values from {low:g} to {high:g}")
+    if np.issubdtype(array.dtype, np.floating) and not np.array_equal(array, np.round(array)):
+        hint = ": multiply them by 255" if high <= 1.0 else ""
+        raise ServingInputError(f"pixels must be whole numbers 0-255, got fractions from {low:g} to {high:g}{hint}")
+    return array.astype(np.uint8)
+
+
+def _faces_of_row(row: Mapping[str, Any], config: ServingConfig, detector: FaceDetector) -> FoundFaces:
+    image, pixels = row.get("image"), row.get("pixels")
+    has_image, has_pixels = not _missing(image), not _missing(pixels)
+    if has_image and has_pixels:
+        raise ServingInputError("give either image or pixels, not both")
+    if has_pixels:
+        crop = crop_from_pixels(pixels)
+        return FoundFaces([(0, 0, IMAGE_SIZE, IMAGE_SIZE)], "crop", crop[None])
+    if not has_image:
+        raise ServingInputError("no image and no pixels")
+    try:
+        decoded = decode_image(_image_bytes(image), max_pixels=config.max_pixels)
+    except ImageTooLargeError as error:
+        raise ServingInputError(f"{error} (serving.max_pixels)") from error
+    except UnreadableImageError as error:
+        raise ServingInputError(str(error)) from error
+    return find_faces(decoded, detector, margin=config.margin, whole_image_max_side=config.whole_image_max_side)
+
+
+def request_rows(requests: Any) -> list[dict[str, Any]]:
+    """The request (a DataFrame, or a list of row dicts) as row dicts holding only
+    ``INPUT_COLUMNS``; refuses a request with no rows or with neither column."""
+    import pandas as pd
+
+    if isinstance(requests, list):
+        requests = pd.DataFrame(requests)
+    if not isinstance(requests, pd.DataFrame):
+        raise ServingInputError(f"the request must be a table of inputs, got {type(requests).__name__}")
+    columns = [c for c in INPUT_COLUMNS if c in requests.columns]
+    example = '{"dataframe_records": [{"image": "<base64 of a JPEG or PNG>"}, {"pixels": [[0, ...], ...]}]}'
+    if not columns:
+        # MLflow has already dropped the columns its signature does not name, which leaves an
+        # empty table for {"photo": ...} as for {"dataframe_records": []}: one message for both.
+        raise ServingInputError("the request has no image and no pixels column (or no inputs at all); "
+                                f"send for example {example}")
+    if len(requests) == 0:
+        raise ServingInputError(f"the request has no inputs; send for example {example}")
+    values = {c: requests[c].tolist() for c in columns}
+    return [{c: values[c][i] for c in columns} for i in range(len(requests))]
+
+
+def request_json(inputs: Sequence[bytes | np.ndarray]) -> bytes:
+    """The scoring server's JSON body for ``inputs``, one row each: the bytes of an image file
+    (sent base64 as ``image``) or a 48x48 face array (sent as ``pixels``): what a client sends."""
+    import json
+
+    records = [{"image": base64.b64encode(item).decode("ascii")} if isinstance(item, (bytes, bytearray))
+               else {"pixels": np.asarray(item).tolist()} for item in inputs]
+    return json.dumps({"dataframe_records": records}).encode("utf-8")
+
+
+# One detector per detection scale, shared by the scoring server's request threads: a
+# FaceDetector keeps one cascade per thread itself. Made under a lock: threads importing cv2
+# together found it half-initialised ("module 'cv2' has no attribute 'data'", seen in the
+# concurrency test).
+_detectors: dict[int | None, FaceDetector] = {}
+_detectors_lock = threading.Lock()
+
+
+def shared_detector(detect_max_side: int | None) -> FaceDetector:
+    with _detectors_lock:
+        if detect_max_side not in _detectors:
+            _detectors[detect_max_side] = FaceDetector(detect_max_side=detect_max_side)
+        return _detectors[detect_max_side]
+
+
+def find_request_faces(requests: Any, config: ServingConfig, detector: FaceDetector | None = None) -> RequestFaces:
+    """Decode every input of the request and find its faces (``find_faces`` for an image, the
+    given crop for pixels). Raises ``ServingInputError`` for a request with bad rows, naming
+    each (up to ``MAX_REPORTED_ERRORS``), or more than ``config.max_inputs`` rows."""
+    rows = request_rows(requests)
+    if len(rows) > config.max_inputs:
+        raise ServingInputError(f"the request has {len(rows)} inputs, over the limit of {config.max_inputs} "
+                                "(serving.max_inputs): send them in several requests")
+    detector = detector or shared_detector(config.detect_max_side)
+    found = RequestFaces(num_inputs=len(rows))
+    crops: list[np.ndarray] = []
+    errors: list[str] = []
+    for index, row in enumerate(rows):
+        try:
+            faces = _faces_of_row(row, config, detector)
+        except ServingInputError as error:
+            errors.append(f"row {index}: {error}")
+            continue
+        if faces.boxes:
+            found.rows.extend(faces.rows(input_index=index))
+            crops.append(faces.crops)
+        else:
+            found.no_face.append(index)
+    if errors:
+        shown = "; ".join(errors[:MAX_REPORTED_ERRORS])
+        more = f"; and {len(errors) - MAX_REPORTED_ERRORS} more" if len(errors) > MAX_REPORTED_ERRORS else ""
+        raise ServingInputError(f"{len(errors)} of {len(rows)} inputs refused: {shown}{more}")
+    if crops:
+        found.crops = np.concatenate(crops)
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Faces -> the answer
+# --------------------------------------------------------------------------------------------
+
+
+def output_columns(classes: Sequence[str] = CLASSES) -> list[str]:
+    return ["input_index", "status", "face_index", "x", "y", "w", "h", "box_source", "emotion", "confidence",
+            *[f"prob_{c}" for c in classes]]
+
+
+def answer_table(found: RequestFaces, probabilities: np.ndarray, classes: Sequence[str]):  # -> pandas.DataFrame
+    """One row per face and one ``no_face`` row per input without a face, in request order.
+    Object columns, with None (JSON null) where a no-face row has no value: a float column
+    would carry NaN, which is not JSON."""
+    import pandas as pd
+
+    columns = output_columns(classes)
+    faces = label_faces([{**row, "status": "face"} for row in found.rows], probabilities, classes)
+    no_face = [{"input_index": index, "status": "no_face"} for index in found.no_face]
+    rows = sorted([*faces, *no_face], key=lambda row: row["input_index"])  # stable: faces keep their order
+    records = [[row.get(column) for column in columns] for row in rows]
+    return pd.DataFrame(records, columns=columns, dtype=object)  # dtype=object keeps None and ints as they are
+
+
+def classify_request_faces(found: RequestFaces, model_path: str | os.PathLike, config: ServingConfig):
+    """The answer (``answer_table``) for the faces of a request, classified by the model file at
+    ``model_path`` (loaded once per process, ``cached_model``) with ``classify_crops``."""
+    served = cached_model(model_path, config.device)
+    classes = tuple(served.config.get("classes", CLASSES))
+    probabilities = np.zeros((0, len(classes)), dtype=np.float32)
+    if len(found.crops):
+        # One forward pass at a time: ``predict_logits`` sets the module's mode and memory format
+        # on each call, and two threads converting one module at once crashed torch (SIGSEGV in
+        # Module._apply, before ``cached_model`` converted it up front). Torch spreads each pass
+        # over the cores itself; decoding and face detection, before this, still run in
+        # parallel. Measured with benchmarks/bench_serving.py (8 clients, 600 requests): 27.7
+        # requests/s with the lock, 29.4 without, within the machine's noise.
+        with served.lock:
+            probabilities = classify_crops(served.model, found.crops, served.config, tta=config.tta,
+                                           device=config.device, batch_size=config.batch_size, amp=config.amp)
+    return answer_table(found, probabilities, classes)
+
+
+# --------------------------------------------------------------------------------------------
+# The model, loaded once per process
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ServedModel:
+    """A loaded model ready for inference, its config, and the lock its forward passes take."""
+
+    model: Any
+    config: dict
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_models: dict[tuple, ServedModel] = {}
+_models_lock = threading.Lock()
+
+
+def cached_model(path: str | os.PathLike, device: str = "auto") -> ServedModel:
+    """``core.models.load_model(path)`` in eval mode on ``device`` in channels_last (as
+    ``predict_logits`` runs it), loaded once per process and file version (path, size,
+    modification time): a server answers every request with the same weights without reading
+    the file each time. Keeps the newest model only."""
+    import torch
+
+    from fer_pipeline.core.device import resolve_device
+    from fer_pipeline.core.models import load_model
+
+    path = Path(path).resolve()
+    stat = path.stat()
+    device = resolve_device(device)
+    key = (str(path), stat.st_size, stat.st_mtime_ns, str(device))
+    with _models_lock:
+        if key not in _models:
+            model, model_config = load_model(path, map_location=device)  # in eval mode
+            model.to(memory_format=torch.channels_last)
+            _models.clear()
+            _models[key] = ServedModel(model, model_config)
+        return _models[key]
