@@ -19,12 +19,8 @@ import time
 import numpy as np
 import torch
 
-from fer_pipeline.core.autoencoder.network import (
-    AutoencoderConfig,
-    latent_smote,
-    oversampling_targets,
-    train_autoencoder,
-)
+from fer_pipeline.core.autoencoder.oversampling import latent_smote, oversampling_targets
+from fer_pipeline.core.autoencoder.training import AutoencoderConfig, fit_autoencoder
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.device import autocast_dtype_for, precision_name, resolve_device
 from fer_pipeline.runner.dataset_loading import load_split
@@ -78,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        model, history = train_autoencoder(images, labels, cfg, progress=False)
+        model, history = fit_autoencoder(images, labels, cfg, progress=False)
         total = time.perf_counter() - start
         device = next(model.parameters()).device
         print(f"{'epoch':>5} {'loss':>9} {'seconds':>8} {'images/s':>10}")

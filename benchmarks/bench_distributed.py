@@ -1,7 +1,7 @@
 """Data-parallel training throughput: 1 process against N worker processes, side by side in one run.
 
 Both train the same ResNet34 with the same global batch, augmentation policy and seed on random
-48x48 faces (``core.train.train_classifier``, and ``core.training_job.train_in_workers`` for N);
+48x48 faces (``core.training.loop.train_classifier``, and ``core.training.job.train_in_workers`` for N);
 the table gives the training images per second of each epoch after the first (the first pays for
 start-up). On CUDA each worker takes one GPU; on CPU the workers share the cores
 (``--threads`` is the one process's thread count; each of N workers gets threads / N).
@@ -26,9 +26,10 @@ import torch
 
 from fer_pipeline.core.augmentation.transforms import DEFAULT_POLICY
 from fer_pipeline.core.models import STEMS
+from fer_pipeline.core.training.config import TrainConfig
 from fer_pipeline.core.training.distributed import DistributedConfig
 from fer_pipeline.core.training.job import train_in_workers
-from fer_pipeline.core.training.loop import TrainConfig, train_classifier
+from fer_pipeline.core.training.loop import train_classifier
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,7 +5,7 @@ between seeds (the noise a precision difference has to be compared with), and wa
     python benchmarks/bench_precision.py --data ../shared/datasets/fer2013                 # defaults below
     python benchmarks/bench_precision.py --data data/03_primary/fer_dataset.npz --seeds 0,1 --epochs 2
 
-Each run trains ``core.train.train_classifier`` (the pipeline's training loop: AdamW, cosine, EMA,
+Each run trains ``core.training.loop.train_classifier`` (the pipeline's training loop: AdamW, cosine, EMA,
 label smoothing 0.1, the default augmentation) from scratch on ``--n`` training faces drawn at
 random (the same for every run) and selects its best epoch on ``--n-val`` PublicTest faces.
 Only ``amp`` differs between the two precisions; seeds change the initialisation, the batch
@@ -25,7 +25,8 @@ from fer_pipeline.core.augmentation.transforms import DEFAULT_POLICY
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.device import amp_mode, autocast_dtype_for, cpu_bf16_units, precision_name
 from fer_pipeline.core.models import STEMS
-from fer_pipeline.core.training.loop import TrainConfig, train_classifier
+from fer_pipeline.core.training.config import TrainConfig
+from fer_pipeline.core.training.loop import train_classifier
 from fer_pipeline.runner.dataset_loading import load_split
 
 

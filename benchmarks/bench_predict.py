@@ -7,7 +7,7 @@ to end for each detection scale, decode+detect thread count and precision (amp o
 auto = bf16 where the CPU has it).
 
 Video (``--video``): renders a 640x480 clip with the demo renderer (two faces, one moving), then
-times ``core.video.predict_video`` (annotated MP4 and CSV written) with every frame processed
+times ``core.predict.video.predict_video`` (annotated MP4 and CSV written) with every frame processed
 and with ``--every-n-frames`` 2 and 3, amp off vs auto.
 
     python benchmarks/bench_predict.py                       # random-weight default model
@@ -26,20 +26,14 @@ import numpy as np
 import torch
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.faces.library import (
-    DETECT_MAX_SIDE,
-    FaceDetector,
-    box_iou,
-    classify_crops,
-    collect_image_files,
-    crop_faces,
-    default_workers,
-    load_image,
-    predict_photos,
-    to_gray,
-)
+from fer_pipeline.core.faces.classify import classify_crops
+from fer_pipeline.core.faces.crops import crop_faces
+from fer_pipeline.core.faces.detector import DETECT_MAX_SIDE, FaceDetector, box_iou
+from fer_pipeline.core.faces.images import load_image, to_gray
 from fer_pipeline.core.models import STEMS, build_resnet34, load_model, model_config
 from fer_pipeline.core.pixels import MEAN, STD
+from fer_pipeline.core.predict.photos import collect_image_files, predict_photos
+from fer_pipeline.core.predict.workers import default_workers
 from fer_pipeline.demo import draw_photo, write_demo_photos
 
 

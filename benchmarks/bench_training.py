@@ -1,4 +1,4 @@
-"""Training throughput: the on-device fast path of core.train vs a JPEG DataLoader baseline,
+"""Training throughput: the on-device fast path of core.training.loop vs a JPEG DataLoader baseline,
 side by side in one run (``fer_pipeline.runner.throughput`` holds both paths).
 
 Usage::

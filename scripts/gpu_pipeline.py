@@ -28,7 +28,7 @@ effective parameters as JSON and exits; ``--params-json FILE`` reads them from s
 import sys
 
 try:
-    from fer_pipeline.runner.run import main
+    from fer_pipeline.runner.cli import main
 except ModuleNotFoundError as exc:  # pragma: no cover - a checkout where the package is not importable
     if exc.name != "fer_pipeline":
         raise

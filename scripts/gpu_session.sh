@@ -56,7 +56,7 @@ ablation_min=${ABLATION_MIN_S:-0}
 timeout -k 10 -s TERM $(( $(left) - 25 )) $python scripts/gpu_pipeline.py --data "$data" --out "$results/pipeline" \
   --work "$work" --fresh --naive-baseline-steps 200 --compile-probe-steps 30 --resume-check-steps 20 \
   --deadline-s $(( $(left) - ablation_min - 25 )) --reserve-s 75 --save-dataset "$work/dataset.npz" \
-  ${PIPELINE_ARGS:-}
+  --set evaluate.tta=choose_on_val ${PIPELINE_ARGS:-}
 echo "gpu_session: pipeline exit $?, $(left) s left"
 
 # 2. The ablation, sized to what is left (less 20 s to pack).

@@ -105,3 +105,12 @@ def runner_log_handlers_removed():
     for handler in [h for h in root.handlers if getattr(h, "_fer_runner", False)]:
         root.removeHandler(handler)
         handler.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """``slow``: what the quick loop (``pytest -m "not slow"``) leaves out: every test marked
+    ``e2e`` or ``browser``, every test of the shared demo run, and the ones marked ``slow``."""
+    for item in items:
+        marks = {mark.name for mark in item.iter_markers()}
+        if marks & {"e2e", "browser"} or "demo_project" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -33,7 +33,7 @@ def records(log: Path) -> list[dict]:
 
 
 def is_local(record: dict) -> bool:
-    """Written apart from fer_pipeline.cli.ui.is_loopback on purpose: the check must not share the
+    """Written apart from fer_pipeline.commands.ui.is_loopback on purpose: the check must not share the
     code it checks."""
     host = record.get("host")
     return bool(record.get("unix")) or host is None or host in ("localhost", "::1") or str(host).startswith("127.")

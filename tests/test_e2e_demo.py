@@ -60,7 +60,7 @@ def test_autoencoder_outputs_compare_weighted_and_unweighted(demo_project):
 
 def test_training_and_evaluation_outputs(demo_project):
     history = pd.read_csv(demo_project / "data/demo/07_model_output/training_history.csv")
-    assert list(history["epoch"]) == [0, 1]  # 0-based, as in core.train and the MLflow steps
+    assert list(history["epoch"]) == [0, 1]  # 0-based, as in core.training.loop and the MLflow steps
     assert (demo_project / "data/demo/06_models/resnet34.pt").exists()
     report = _json(demo_project, "data/demo/08_reporting/evaluation_metrics.json")
     assert report["split"] == "test"

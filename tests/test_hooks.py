@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 
-from fer_pipeline.core.evaluation.external_sets import ExternalSetError
+from fer_pipeline.core.evaluation.external_listing import ExternalSetError
 from fer_pipeline.kedro_glue.hooks import ParameterChecks
 from fer_pipeline.pipelines.evaluate import create_pipeline as evaluate_pipeline
 from fer_pipeline.pipelines.ingestion import create_pipeline as ingestion_pipeline

@@ -14,7 +14,7 @@ from fer_pipeline.params import (
     read_yaml_file,
     resolve_globals,
 )
-from fer_pipeline.runner import run as runner
+from fer_pipeline.runner import cli as runner
 
 REPO = Path(__file__).resolve().parents[1]
 

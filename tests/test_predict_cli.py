@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from fer_pipeline.cli.predict import DEFAULT_MODEL_RELATIVE, find_project_root, main
+from fer_pipeline.commands.predict import find_project_root, main
+
+DEFAULT_MODEL_RELATIVE = Path("data") / "06_models" / "resnet34.pt"  # conf/base/catalog.yml's resnet_model
 from fer_pipeline.core.models import build_resnet34, model_config, save_model
 from fer_pipeline.demo import draw_photo
 from tests.core.video_clips import read_video, write_clip
@@ -156,14 +158,14 @@ def test_find_project_root_falls_back_to_start(tmp_path: Path) -> None:
 
 def test_python_dash_m_entry_point(model_file: Path, photo: Path, tmp_path: Path) -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "fer_pipeline.cli.predict", str(photo), "--model", str(model_file),
+        [sys.executable, "-m", "fer_pipeline.commands.predict", str(photo), "--model", str(model_file),
          "--output", str(tmp_path / "out"), "--quiet", "--device", "cpu"],
         capture_output=True, text=True, timeout=120, env={**os.environ, "DO_NOT_TRACK": "true"},
     )
     assert completed.returncode == 0, completed.stderr
     assert "predictions.csv" in completed.stdout
     assert (tmp_path / "out" / "predictions.csv").is_file()
-    usage = subprocess.run([sys.executable, "-m", "fer_pipeline.cli.predict"], capture_output=True, text=True, timeout=60)
+    usage = subprocess.run([sys.executable, "-m", "fer_pipeline.commands.predict"], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "usage" in usage.stderr
 
 

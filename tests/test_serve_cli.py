@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_pipeline.cli.serve import (
+from fer_pipeline.commands.serve import (
     LOGGING_CONFIG,
     experiment_name,
     main,
@@ -21,7 +21,7 @@ from fer_pipeline.cli.serve import (
     serve_command,
     serve_environment,
 )
-from fer_pipeline.cli.ui import UsageError
+from fer_pipeline.commands.ui import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,7 +91,7 @@ def test_kedro_takes_the_logging_config_and_logs_only_warnings():
 
 
 def test_usage_errors_exit_2_before_any_server_starts(project, capsys, monkeypatch):
-    from fer_pipeline.cli.ui import OFFLINE_ENVIRONMENT
+    from fer_pipeline.commands.ui import OFFLINE_ENVIRONMENT
 
     for key in OFFLINE_ENVIRONMENT:  # main() switches telemetry off in os.environ: undone after the test
         monkeypatch.setenv(key, "true")

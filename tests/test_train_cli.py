@@ -1,6 +1,6 @@
 """Training in two processes end to end (gloo on CPU): `kedro run` with
 `training.distributed.nproc_per_node=2`, and the cluster route, `torchrun ... -m
-fer_pipeline.cli.train` followed by `kedro run --pipeline evaluate` on the model it wrote."""
+fer_pipeline.commands.train` followed by `kedro run --pipeline evaluate` on the model it wrote."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_pipeline.cli import train as train_cli
+from fer_pipeline.commands import train as train_cli
 from fer_pipeline.core.models import load_model
 from tests.conftest import make_project, run_kedro
 
@@ -63,7 +63,7 @@ def test_torchrun_trains_and_the_evaluate_pipeline_scores_its_model(trained_inpu
     out = project / "data" / "demo" / "06_models" / "resnet34.pt"
     env = {**os.environ, "DO_NOT_TRACK": "true", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "fer_pipeline.cli.train", "--env", "demo",
+        [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "fer_pipeline.commands.train", "--env", "demo",
          "--conf", str(project / "conf"), "--set", ONE_EPOCH, "--set", "training.config.checkpoint_dir=null"],
         cwd=project, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-6000:]

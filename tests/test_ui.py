@@ -104,7 +104,7 @@ def test_the_guard_refuses_every_host_but_the_loopback():
     """In a child process: an audit hook cannot be removed from this one."""
     code = """
 import socket, urllib.request
-from fer_pipeline.cli.ui import install_loopback_guard
+from fer_pipeline.commands.ui import install_loopback_guard
 install_loopback_guard()
 socket.getaddrinfo("127.0.0.1", 80)
 socket.getaddrinfo("localhost", 80)
@@ -133,7 +133,7 @@ except OSError as error:
 
 
 def test_loopback_hosts():
-    from fer_pipeline.cli.ui import is_loopback
+    from fer_pipeline.commands.ui import is_loopback
 
     for host in (None, "localhost", "127.0.0.1", "127.8.9.10", "::1", "[::1]", "::ffff:127.0.0.1", b"127.0.0.1"):
         assert is_loopback(host), host
@@ -142,7 +142,7 @@ def test_loopback_hosts():
 
 
 def test_pages_lose_only_the_tags_that_load_from_other_hosts():
-    from fer_pipeline.cli.ui import without_external_resources
+    from fer_pipeline.commands.ui import without_external_resources
 
     page = """<head><link rel="preconnect" href="https://fonts.gstatic.com" crossorigin />
 <link
@@ -161,7 +161,7 @@ def test_pages_lose_only_the_tags_that_load_from_other_hosts():
 
 def test_kedro_viz_version_check_answers_the_installed_version():
     code = """
-from fer_pipeline.cli.ui import answer_viz_version_check_locally
+from fer_pipeline.commands.ui import answer_viz_version_check_locally
 installed = answer_viz_version_check_locally()
 from kedro_viz.api.rest.responses.version import get_version_response
 print(installed, get_version_response().model_dump())
@@ -173,7 +173,7 @@ print(installed, get_version_response().model_dump())
 
 
 def test_usage_errors_exit_2_before_any_server_starts(tmp_path, capsys, monkeypatch):
-    from fer_pipeline.cli.ui import main
+    from fer_pipeline.commands.ui import main
 
     project = tmp_path / "project"
     project.mkdir()

@@ -2,7 +2,7 @@
 
 ``serving`` is not a stage of a run: it is the inference pipeline that every run which trains
 the classifier (``__default__``, and ``training``, which also runs ``package_model``) logs as the
-MLflow model ``emotion_model`` (kedro-mlflow's ``PipelineML``; ``pipelines/serving/model.py``).
+MLflow model ``emotion_model`` (kedro-mlflow's ``PipelineML``; ``kedro_glue/served_model.py``).
 Its input is a request, which only a served or loaded model receives. ``package_model`` alone
 logs the model file on disk the same way, without training.
 """

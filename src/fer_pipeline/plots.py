@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from fer_pipeline.core.augmentation import transforms as augment_module
-from fer_pipeline.core.autoencoder import network as autoencoder
+from fer_pipeline.core.autoencoder.training import reconstruct
 from fer_pipeline.core.classes import CLASSES, SPLITS
 from fer_pipeline.core.evaluation.metrics import softmax
 
@@ -43,7 +43,7 @@ def plot_confusion_matrix(
 ) -> Figure:
     """Heat map of a confusion matrix (rows = true class, one per ``classes``), values written
     in each cell. Square (K x K) by default; a K x (K+1) matrix has one more predicted column,
-    labelled ``no_face`` (rows without a prediction, ``core.metrics.prediction_metrics``) unless
+    labelled ``no_face`` (rows without a prediction, ``core.evaluation.metrics.prediction_metrics``) unless
     ``columns`` names them all."""
     matrix = np.asarray(confusion, dtype=np.float64)
     num_classes = len(classes)
@@ -279,7 +279,7 @@ def reconstruction_grid(
     rows, names = [], []
     for c, idx in enumerate(pick_per_class(labels, len(classes), per_class, seed)):
         real = np.asarray(images[idx], dtype=np.uint8)
-        rows += [real, autoencoder.reconstruct(model, real)]
+        rows += [real, reconstruct(model, real)]
         names += [f"{classes[c]}\nreal", f"{classes[c]}\nrecon"]
     return image_grid(rows, names, title="Autoencoder reconstructions")
 

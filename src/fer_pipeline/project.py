@@ -42,3 +42,21 @@ def environment_data_roots(root: Path) -> dict[str, Path]:
         if data_root:
             roots[path.parent.name] = root / data_root
     return roots
+
+
+def catalog_file(root: Path, name: str, env: str = "base") -> Path:
+    """Where catalog entry ``name`` of project ``root`` lives in environment ``env``: its
+    ``filepath`` (or that of the dataset a kedro-mlflow artifact dataset wraps), with
+    ``${globals:...}`` resolved from that environment's globals, as an absolute path. The
+    catalog owns the path; commands that need it (fer-predict's default model) ask here."""
+    from fer_pipeline.params import load_environment_globals, read_yaml_file, resolve_globals
+
+    entry = None
+    for folder in dict.fromkeys(("base", env)):
+        catalog = root / "conf" / folder / "catalog.yml"
+        entry = ((read_yaml_file(catalog) if catalog.is_file() else None) or {}).get(name, entry)
+    filepath = (entry or {}).get("filepath") or ((entry or {}).get("dataset") or {}).get("filepath")
+    if not filepath:
+        raise KeyError(f"the catalog (conf/base/catalog.yml) has no file entry {name!r}")
+    resolved = resolve_globals(filepath, load_environment_globals(root / "conf", env), where=f"catalog {name}")
+    return root / resolved

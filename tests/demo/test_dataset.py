@@ -132,7 +132,8 @@ def test_cli(tmp_path, capsys):
 
 
 def test_write_demo_photos_gives_detectable_faces_and_a_blank(tmp_path):
-    from fer_pipeline.core.faces.library import FaceDetector, load_image, to_gray
+    from fer_pipeline.core.faces.detector import FaceDetector
+    from fer_pipeline.core.faces.images import load_image, to_gray
     from fer_pipeline.demo.dataset import write_demo_photos
 
     paths = write_demo_photos(tmp_path, n_photos=4, seed=1)

@@ -13,7 +13,7 @@ from fer_pipeline.core.classes import SPLITS
 from fer_pipeline.files import write_json
 from fer_pipeline.params import apply_sets, deep_merge, load_environment_parameters, load_parameters
 from fer_pipeline.runner.dataset_loading import load_dataset, subset_dataset
-from fer_pipeline.runner.run import default_paths, setup_logging
+from fer_pipeline.runner.records import default_paths, setup_logging
 
 from .plan import epochs_for_time, load_ablation, run_parameters
 from .records import RUNS_FILE, read_runs

@@ -1,7 +1,7 @@
 """Running the ablation: one training and evaluation per (strategy, seed), recorded as it ends.
 
-Each run trains the ResNet-34 (``core.stages.train_resnet``: best epoch by PublicTest = val
-macro-F1) and scores PublicTest and PrivateTest (``core.stages.evaluate_split``), the Kedro
+Each run trains the ResNet-34 (``core.training.job.train_resnet``: best epoch by PublicTest = val
+macro-F1) and scores PublicTest and PrivateTest (``core.evaluation.split.evaluate_split``), the Kedro
 nodes' own stages. The oversampling autoencoder is trained once per seed, only when a strategy
 needs it (``augmentation.use_synthetic``); its synthetic faces are kept in memory and under
 ``work/ablation/`` and reused by every strategy and later commands on the same machine.

@@ -191,7 +191,7 @@ class VideoFolderDataset(AbstractDataset[dict, dict]):
         self.metadata = metadata
 
     def load(self) -> dict[str, Path]:
-        # Imported here: core.video imports torch, which a catalog that never loads videos need not.
+        # Imported here: core.predict.video imports torch, which a catalog that never loads videos need not.
         from fer_pipeline.core.predict.video import VIDEO_EXTENSIONS
 
         folder = Path(self._filepath)

@@ -69,7 +69,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def load_dataset(
     data: str | os.PathLike, params: Mapping[str, Any], work: Path
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The canonical dataset (``core.stages.build_dataset``, as the ingestion node) and a
+    """The canonical dataset (``core.ingestion.dataset.build_dataset``, as the ingestion node) and a
     compact quality report.
 
     ``data``: anything ``core.ingestion.ingest`` reads (FER folder, fer2013.csv, ImageFolder),

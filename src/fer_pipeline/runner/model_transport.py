@@ -107,6 +107,9 @@ def export_returned_model(
     for split in ("val", "test"):
         half = evaluate_split(half_model, config, dataset, split, "none", params)
         labels = dataset["labels"][half.mask]
+        if split not in float32_logits:  # the evaluation scored this split with TTA only, or not at all
+            float32_logits = {**float32_logits, split: evaluate_split(model, config, dataset, split, "none",
+                                                                      params).logits}
         full_predictions = float32_logits[split].argmax(1)
         comparison[split] = {
             "accuracy_float32": float((full_predictions == labels).mean()),

@@ -27,19 +27,24 @@ def results_table(metrics: Mapping[str, Any]) -> str:
         lines.append(f"{name:<16}{record['seconds']:>10.1f}{(f'{peak:,.0f}' if peak else '-'):>14}  {rate or ''}")
     lines.append(f"{'total':<16}{sum(r['seconds'] for r in metrics['stages'].values()):>10.1f}")
     selection = metrics["selection"]
+    chosen = (f"TTA chosen on val: {selection['tta_selected_on_val']}" if selection.get("tta_selected_on_val")
+              else f"TTA: {selection.get('tta', 'none')} (evaluate.tta)")
     lines += ["", f"model selected on {selection['fer_split']} ({selection['split']}) {selection['metric']}: "
-                  f"best epoch {selection['best_epoch']}; TTA chosen on val: {selection['tta_selected_on_val']}", "",
+                  f"best epoch {selection['best_epoch']}; {chosen}", "",
               f"{'split':<26}{'tta':<10}{'accuracy':>10}{'macro-F1':>10}{'bal. acc':>10}"]
+    evaluation = metrics["evaluation"]
     rows = [(f"{SPLIT_TO_FER_NAME[split]} ({split})", tta, report)
-            for split in ("val", "test") for tta, report in metrics["evaluation"][split].items()]
+            for split in ("val", "test") for tta, report in evaluation.get(split, {}).items()]
+    test = evaluation.get("test", {})
     rows += [(f"PrivateTest -{r['without_leaked_duplicates']['excluded']} leaked", tta, r["without_leaked_duplicates"])
-             for tta, r in metrics["evaluation"]["test"].items() if r.get("without_leaked_duplicates")]
+             for tta, r in test.items() if r.get("without_leaked_duplicates")]
     for label, tta, r in rows:
         lines.append(f"{label:<26}{tta:<10}{r['accuracy']:>10.4f}{r['macro_f1']:>10.4f}{r['balanced_accuracy']:>10.4f}")
-    test = metrics["evaluation"]["test"]
-    lines += ["", "PrivateTest recall per class: " + ", ".join(
-        f"{row['class']} {row['recall']:.3f}/{ten['recall']:.3f}"
-        for row, ten in zip(test["none"]["per_class"], test["ten_crop"]["per_class"])) + "  (none/ten_crop)"]
+    if test:
+        per_mode = [report["per_class"] for report in test.values()]
+        lines += ["", "PrivateTest recall per class: " + ", ".join(
+            f"{rows[0]['class']} " + "/".join(f"{row['recall']:.3f}" for row in rows) for rows in zip(*per_mode))
+            + f"  ({'/'.join(test)})"]
     naive = metrics.get("naive_baseline")
     if naive and naive.get("speedup"):  # None when only the fast path was timed (--deadline-s alone)
         lines += ["", f"training step throughput, same process: fast {naive['fast_images_per_s']:,.0f} img/s, "

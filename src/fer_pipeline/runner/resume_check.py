@@ -1,7 +1,7 @@
 """Resumption checked on the training device: a short run stopped after an epoch and resumed
 from its checkpoint is compared with the same run uninterrupted.
 
-The tests prove this bit for bit on the CPU (``tests/core/test_train.py``); on a GPU the saved
+The tests prove this bit for bit on the CPU (``tests/core/training/test_train.py``); on a GPU the saved
 state also carries the CUDA generator, cuDNN picks its kernels anew, and bf16 autocast rounds,
 so the GPU runner (``--resume-check-steps``) measures it there: the largest difference of any
 history value and of the final state (the last epoch's weights, EMA and optimiser, read from

@@ -1,12 +1,12 @@
-"""Training-step throughput: the on-device fast path of ``core.train`` vs a JPEG DataLoader.
+"""Training-step throughput: the on-device fast path of ``core.training.loop`` vs a JPEG DataLoader.
 
 Both paths train the same model (ResNet-34, same stem, SGD, ``amp``: bf16 autocast where native) on the same
 device, one after the other in one process:
 
 * fast:  the uint8 faces resident on the device; per step a batch is indexed there, augmented
-  per sample by ``BatchAugment`` and normalised (``core.batches.prepare_train_batch``);
+  per sample by ``BatchAugment`` and normalised (``core.training.batches.prepare_train_batch``);
 * naive: ``torch.utils.data.DataLoader`` over JPEG files: PIL decode + per-image torchvision v2
-  transforms (``core.augment.build_per_image_transform``) in ``workers`` processes, batches
+  transforms (``core.augmentation.transforms.build_per_image_transform``) in ``workers`` processes, batches
   copied to the device.
 
 Images/s counts training images through forward + backward + optimiser step, after ``warmup``

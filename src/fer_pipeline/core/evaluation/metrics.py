@@ -1,6 +1,6 @@
 """Classification and calibration metrics: the one implementation every caller scores with.
 
-The training loop's validation, the evaluation stage (``core.stages.evaluate_split``, which the
+The training loop's validation, the evaluation stage (``core.evaluation.split.evaluate_split``, which the
 Kedro node, the runner without Kedro and the ablation call), and the predict stage's
 probabilities all come from here. Counting is scikit-learn's; it is imported inside the
 functions that use it, so ``core`` still imports where it is missing.

@@ -20,7 +20,7 @@ from fer_pipeline.core.inference import predict_logits
 from fer_pipeline.core.ingestion import extra_label_sets, label_set
 from fer_pipeline.core.ingestion.dataset import Dataset, class_names, leaked_flags
 
-EVALUATE_KEYS = ("split", "tta", "batch_size", "device", "model_run_id", "allow_dataset_mismatch", "label_sets",
+EVALUATE_KEYS = ("split", "tta", "tta_candidates", "batch_size", "device", "model_run_id", "allow_dataset_mismatch", "label_sets",
                  "external_sets", "amp")
 
 
@@ -28,8 +28,8 @@ EVALUATE_KEYS = ("split", "tta", "batch_size", "device", "model_run_id", "allow_
 class SplitEvaluation:
     """What ``evaluate_split`` returns: the report, and the logits of the split's faces."""
 
-    #: ``core.metrics.compute_metrics`` + split, fer_split, tta, seconds, images_per_s,
-    #: ``without_leaked_duplicates`` (``core.metrics.without_leaked``; None when nothing leaked)
+    #: ``core.evaluation.metrics.compute_metrics`` + split, fer_split, tta, seconds, images_per_s,
+    #: ``without_leaked_duplicates`` (``core.evaluation.metrics.without_leaked``; None when nothing leaked)
     #: and ``label_sets`` (``score_label_set`` per other label set, e.g. FER+ majority)
     report: dict[str, Any]
     #: (n, K) float32, in dataset order

@@ -2,7 +2,8 @@
 
 OpenCV decodes when it is installed (its decoder releases the GIL, so threads decode in
 parallel); where it is missing (e.g. a bare GPU box) Pillow decodes, converts and resizes.
-``sniff_format`` and ``truncation`` also serve ``core.predict.load_image``.
+``sniff_format``, ``truncation`` and ``imdecode`` (the one OpenCV decode of the project) also
+serve the photo path, ``core.faces.images.decode_image``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,33 @@ def opencv():
     except ImportError:
         return None
     return cv2
+
+
+#: ``imdecode``'s modes: ``stored``, channels and depth as stored (1-channel stays 1-channel,
+#: 16-bit stays 16-bit: ingestion tells grey from colour); ``bgr``, 3-channel BGR uint8 (grey
+#: expanded, 16-bit reduced, EXIF orientation applied: photos); ``unchanged``, as stored with the
+#: alpha channel (photos' transparency).
+IMDECODE_MODES: tuple[str, ...] = ("stored", "bgr", "unchanged")
+
+
+def imdecode(data: bytes, mode: str = "stored") -> np.ndarray | None:
+    """Encoded image bytes -> pixels by OpenCV's decoder, read as ``mode`` (``IMDECODE_MODES``).
+
+    None when OpenCV is not installed or cannot decode the bytes (the callers decide: ingestion
+    falls back to Pillow, photos are unreadable); a ``cv2.error`` from the decoder propagates.
+    """
+    if mode not in IMDECODE_MODES:
+        raise ValueError(f"imdecode mode must be one of {', '.join(IMDECODE_MODES)}, got {mode!r}")
+    cv2 = opencv()
+    if cv2 is None:
+        return None
+    flags = {
+        "stored": cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH,
+        "bgr": cv2.IMREAD_COLOR,
+        "unchanged": cv2.IMREAD_UNCHANGED,
+    }[mode]
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    return None if pixels is None or pixels.size == 0 else pixels
 
 
 def decoder_name() -> str:
@@ -141,17 +169,14 @@ def _to_grey(pixels: np.ndarray, colour: str) -> tuple[np.ndarray | None, str | 
 
 def _decode(data: bytes, colour: str, size: str, image_size: int) -> tuple[np.ndarray | None, str | None]:
     """File bytes -> uint8 (S,S) grayscale face, or (None, reason)."""
-    cv2 = opencv()
     if not data:
         return None, "empty_file: file is empty (0 bytes)"
     fmt = sniff_format(data)
     problem = truncation(data, fmt)
     if problem:
         return None, problem
-    # ANYCOLOR keeps 1-channel files 1-channel (so colour can be told apart); ANYDEPTH keeps 16 bit.
-    pixels = None
-    if cv2 is not None:
-        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+    # "stored" keeps 1-channel files 1-channel (so colour can be told apart) and 16 bit 16 bit.
+    pixels = imdecode(data, "stored")
     if pixels is None:
         pixels, problem = _decode_pil(data, fmt)
         if pixels is None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from fer_pipeline.core.config import reject_unknown_keys
 from fer_pipeline.core.device import amp_mode
-from fer_pipeline.core.faces.library import CASCADE_WINDOW
+from fer_pipeline.core.faces.detector import CASCADE_WINDOW
 from fer_pipeline.core.inference import TTA_MODES
 
 #: The predict stage's parameters (conf/base/parameters_predict.yml).

@@ -1,7 +1,8 @@
 """Videos -> faces per frame -> emotions, with a per-frame CSV, face tracks and an annotated video.
 
-Kedro-free, like ``core.predict`` whose pieces it reuses (``FaceDetector``, ``find_faces``,
-``classify_crops``, ``label_faces``, ``annotate``). A video is streamed: frames are decoded in
+Kedro-free, like the photo path (``core.predict.photos``), and built from the same pieces of
+``core.faces`` (``FaceDetector``, ``find_faces``, ``classify_crops``, ``label_faces``,
+``annotate``) and ``core.predict.workers``. A video is streamed: frames are decoded in
 order by one thread (``cv2.VideoCapture`` is not thread-safe) and searched for faces by a few
 (``map_ordered``), while the calling thread classifies the crops of ``batch_frames`` frames in
 one model call, tracks the faces and writes the annotated frames, so memory stays bounded
@@ -26,16 +27,11 @@ import torch
 from torch import nn
 
 from fer_pipeline.core.classes import CLASSES
-from fer_pipeline.core.faces.library import (
-    FaceDetector,
-    FoundFaces,
-    annotate,
-    box_iou,
-    classify_crops,
-    find_faces,
-    label_faces,
-    map_ordered,
-)
+from fer_pipeline.core.faces.annotate import annotate
+from fer_pipeline.core.faces.classify import classify_crops, label_faces
+from fer_pipeline.core.faces.crops import FoundFaces, find_faces
+from fer_pipeline.core.faces.detector import FaceDetector, box_iou
+from fer_pipeline.core.predict.workers import map_ordered
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ A request is a table, one row per input (what the MLflow scoring server makes of
 
 * ``image``: an encoded image file (JPEG, PNG, BMP, WebP, TIFF), as base64 text (JSON) or bytes
   (Python). A photo, whose faces the detector finds, or a small face crop, classified whole:
-  exactly what ``fer-predict`` does with the same file (``core.predict.find_faces``).
+  exactly what ``fer-predict`` does with the same file (``core.faces.crops.find_faces``).
 * ``pixels``: a ready 48x48 grey face, integers 0-255 (nested lists in JSON, or an array).
 
 The answer is a table with one row per face (``input_index`` = the request row, its box, the
@@ -32,19 +32,10 @@ import numpy as np
 from fer_pipeline.core.classes import CLASSES, IMAGE_SIZE
 from fer_pipeline.core.config import from_params
 from fer_pipeline.core.device import amp_mode
-from fer_pipeline.core.faces.library import (
-    CASCADE_WINDOW,
-    DETECT_MAX_SIDE,
-    WHOLE_IMAGE_MAX_SIDE,
-    FaceDetector,
-    FoundFaces,
-    ImageTooLargeError,
-    UnreadableImageError,
-    classify_crops,
-    decode_image,
-    find_faces,
-    label_faces,
-)
+from fer_pipeline.core.faces.classify import classify_crops, label_faces
+from fer_pipeline.core.faces.crops import WHOLE_IMAGE_MAX_SIDE, FoundFaces, find_faces
+from fer_pipeline.core.faces.detector import CASCADE_WINDOW, DETECT_MAX_SIDE, FaceDetector
+from fer_pipeline.core.faces.images import ImageTooLargeError, UnreadableImageError, decode_image
 from fer_pipeline.core.inference import TTA_MODES
 
 #: The request's columns; each row fills exactly one.

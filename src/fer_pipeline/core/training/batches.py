@@ -1,9 +1,9 @@
 """The on-device data path of training: per-epoch batch indices, and a batch -> model input.
 
 The uint8 faces live on the training device; a step indexes its batch there, converts it to
-float, augments it with ``core.augment.BatchAugment`` (per-sample random parameters), mixes it
+float, augments it with ``core.augmentation.transforms.BatchAugment`` (per-sample random parameters), mixes it
 (mixup / cutmix), normalises it and lays it out for the model. No DataLoader, no per-image
-Python. ``core.train`` and ``fer_pipeline.runner.throughput`` use these.
+Python. ``core.training.loop`` and ``fer_pipeline.runner.throughput`` use these.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def prepare_train_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Index uint8 faces on the device -> augmented, normalised model input and targets.
 
-    ``augment``: a ``core.augment.BatchAugment`` (random parameters from ``generator``);
-    ``mix``: ``core.augment.build_mixup_cutmix`` output (soft targets; torch's global RNG).
+    ``augment``: a ``core.augmentation.transforms.BatchAugment`` (random parameters from ``generator``);
+    ``mix``: ``core.augmentation.transforms.build_mixup_cutmix`` output (soft targets; torch's global RNG).
     """
     x = to_float(images[batch_indices])
     y = labels[batch_indices]

@@ -2,7 +2,7 @@
 
 A checkpoint is a plain dict of tensors and Python values written with ``torch.save`` and read
 with ``torch.load(weights_only=True)``, so loading one can never run code: RNG states are
-stored as tensors / plain values (NumPy's key as an int64 tensor). ``core.train`` writes one
+stored as tensors / plain values (NumPy's key as an int64 tensor). ``core.training.loop`` writes one
 after every epoch and resumes from it only when its fingerprint matches the run's.
 """
 

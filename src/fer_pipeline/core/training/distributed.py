@@ -1,9 +1,9 @@
 """Data-parallel training across processes: PyTorch's process group, as ``torchrun`` starts it.
 
 Nothing here launches or schedules anything: ``torchrun`` (or its API, ``elastic_launch``, in
-``core.training_job``) starts the worker processes and sets ``RANK``, ``WORLD_SIZE``,
+``core.training.job``) starts the worker processes and sets ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR`` / ``MASTER_PORT`` in each; ``init_from_env`` joins the group
-they describe. ``core.train`` asks ``current_world()`` and, in a group of more than one process,
+they describe. ``core.training.loop`` asks ``current_world()`` and, in a group of more than one process,
 takes its rank's share of every batch, wraps the model in ``DistributedDataParallel`` and reduces
 losses and validation logits across ranks, so every rank takes the same decisions (best epoch,
 early stopping) and only rank 0 writes files.

@@ -1,7 +1,7 @@
 """Training in N worker processes on this machine, through PyTorch's elastic launcher.
 
 ``train_in_workers`` is what ``training.distributed.nproc_per_node: N`` (N > 1) runs in place of
-``core.train.train_classifier``: it writes the run's inputs to a job folder once, starts N
+``core.training.loop.train_classifier``: it writes the run's inputs to a job folder once, starts N
 workers with ``torch.distributed.launcher.api.elastic_launch`` (the engine behind ``torchrun``,
 not a launcher of ours), each of which joins the process group and calls ``train_classifier``
 as one rank (``run_job``), and reads back rank 0's result. The caller's process takes no part
@@ -35,6 +35,7 @@ from fer_pipeline.core.evaluation.dataset_identity import training_data_record
 from fer_pipeline.core.ingestion.dataset import Dataset, class_names
 from fer_pipeline.core.models import build_model
 from fer_pipeline.core.training import checkpoint
+from fer_pipeline.core.training.config import TrainConfig, TrainResult
 from fer_pipeline.core.training.distributed import (
     DistributedConfig,
     backend_for,
@@ -44,7 +45,8 @@ from fer_pipeline.core.training.distributed import (
     shutdown,
     worker_device,
 )
-from fer_pipeline.core.training.loop import TrainConfig, TrainResult, as_targets, train_classifier
+from fer_pipeline.core.training.loop import train_classifier
+from fer_pipeline.core.training.setup import as_targets
 
 log = logging.getLogger(__name__)
 
@@ -261,10 +263,10 @@ def train_resnet(
     """Train on ``training_set``, keep the best epoch by the val split's metric. The result's
     ``config`` is the model file's (with the dataset's class names); ``train_config`` the
     training parameters as run; ``config["training_data"]`` identifies ``dataset``
-    (``core.dataset_identity``). The test split is never passed to the trainer.
+    (``core.evaluation.dataset_identity``). The test split is never passed to the trainer.
 
     ``training_params["distributed"]["nproc_per_node"]`` > 1 trains in that many worker processes
-    (``core.training_job``, data-parallel with the same global batch); inside a torchrun worker
+    (``core.training.job``, data-parallel with the same global batch); inside a torchrun worker
     (``fer-train``) this process is one rank of the job."""
     reject_unknown_keys(training_params, TRAINING_KEYS, "training")
     classes = class_names(dataset)

@@ -12,7 +12,9 @@ import pandas as pd
 
 from fer_pipeline import plots
 from fer_pipeline.core.evaluation.metrics import HEADLINE_KEYS, softmax
-from fer_pipeline.core.evaluation.split import EVALUATE_KEYS, evaluate_split
+from fer_pipeline.core.evaluation.protocol import CHOOSE_ON_VAL
+from fer_pipeline.core.evaluation.protocol import evaluate_model as evaluate_protocol
+from fer_pipeline.core.evaluation.split import EVALUATE_KEYS
 from fer_pipeline.core.ingestion.dataset import class_names
 from fer_pipeline.core.models import load_model
 from fer_pipeline.kedro_glue.datasets import ModelFile
@@ -36,13 +38,19 @@ def resolve_model(model_file: ModelFile, run_id: str | None) -> tuple[Path, str 
 
 
 def evaluate_model(resnet_model: ModelFile, fer_dataset: dict[str, np.ndarray], params: dict[str, Any]):
+    """The split as ``evaluate.tta`` says (``core.evaluation.protocol``: a fixed mode, or the one
+    chosen on val), with its tables, figures and MLflow metrics."""
     path, run_id = resolve_model(resnet_model, params.get("model_run_id"))
     model, config = load_model(path, map_location="cpu")
-    split, tta = params["split"], params["tta"]
     name = f"the model of MLflow run {run_id}" if run_id else f"the model {path}"
-    evaluation = evaluate_split(model, config, fer_dataset, split, tta, params, progress=True, model_name=name)
+    protocol = evaluate_protocol(model, config, fer_dataset, params, progress=True, model_name=name)
+    evaluation, split, tta = protocol.chosen, params["split"], protocol.tta
     report = {**evaluation.report, "model": path.as_posix(),
               "training_run_id": run_id or config.get("mlflow_run_id")}
+    if protocol.selection:
+        report["tta_selection"] = {**protocol.selection, "reports": {
+            name: {mode: {key: scored[key] for key in HEADLINE_KEYS} for mode, scored in modes.items()}
+            for name, modes in protocol.reports.items()}}
     _tag_training_run(report["training_run_id"])
     set_tags({"evaluate.dataset_check": report["dataset_check"]["status"]})
 
@@ -82,7 +90,7 @@ def evaluate_model(resnet_model: ModelFile, fer_dataset: dict[str, np.ndarray], 
 
 def label_set_metrics(report: dict[str, Any], split: str) -> dict[str, float]:
     """``eval.<split>.<label set>.*`` for each other label set the split was scored against
-    (``core.stages.score_label_set``), each logged with how many faces it labels."""
+    (``core.evaluation.split.score_label_set``), each logged with how many faces it labels."""
     metrics = {}
     for name, scored in report.get("label_sets", {}).items():
         log.info("%s against %s labels (%d faces, %d without a label): %s", split, name, scored["n"],
@@ -106,10 +114,13 @@ def _tag_training_run(run_id: str | None) -> None:
         mlflow.set_tag("training_run_id", run_id)
 
 
-def evaluate_external(resnet_model: ModelFile, params: dict[str, Any], predict_params: dict[str, Any]):
-    """Cross-dataset evaluation on the sets of ``evaluate.external_sets`` (``core.external_eval``):
+def evaluate_external(resnet_model: ModelFile, params: dict[str, Any], predict_params: dict[str, Any],
+                      evaluation_report: dict[str, Any] | None = None):
+    """Cross-dataset evaluation on the sets of ``evaluate.external_sets`` (``core.evaluation.external_sets``):
     (report {set name: entry}, MLflow metrics ``eval.external.<name>.*``, {set name: confusion
-    figure}). No sets: an empty report, no metrics, no figures, and the model is not read."""
+    figure}). No sets: an empty report, no metrics, no figures, and the model is not read. The
+    sets are scored with the TTA mode the split was (``evaluation_report["tta"]``: the one chosen
+    on val under ``evaluate.tta: choose_on_val``)."""
     from fer_pipeline.core.config import reject_unknown_keys
     from fer_pipeline.core.evaluation import external_sets as external_eval
 
@@ -121,7 +132,7 @@ def evaluate_external(resnet_model: ModelFile, params: dict[str, Any], predict_p
     path, run_id = resolve_model(resnet_model, params.get("model_run_id"))
     model, config = load_model(path, map_location="cpu")
     reports = external_eval.evaluate_external_sets(
-        model, config, external_sets, tta=params["tta"], batch_size=params["batch_size"], device=params["device"],
+        model, config, external_sets, tta=reported_tta(params, evaluation_report), batch_size=params["batch_size"], device=params["device"],
         margin=predict_params["margin"], progress=True, amp=params.get("amp", "auto"))
     figures = {}
     for name, report in reports.items():
@@ -137,3 +148,13 @@ def evaluate_external(resnet_model: ModelFile, params: dict[str, Any], predict_p
             report["confusion"], report["classes"], normalized=False, columns=report["confusion_columns"],
             title=f"{name} ({report['kind']}): accuracy {scores['accuracy']:.3f}, n={scores['n']}")
     return reports, point_metrics(external_eval.flat_metrics(reports)), figures
+
+
+def reported_tta(params: dict[str, Any], evaluation_report: dict[str, Any] | None) -> str:
+    """The TTA mode the evaluate split was reported with: the fixed one, or the one chosen on val."""
+    if params["tta"] != CHOOSE_ON_VAL:
+        return params["tta"]
+    if not evaluation_report or "tta" not in evaluation_report:
+        raise ValueError("evaluate.tta is choose_on_val: the external sets are scored after evaluate_model "
+                         "has chosen the mode (run the whole evaluate pipeline)")
+    return evaluation_report["tta"]

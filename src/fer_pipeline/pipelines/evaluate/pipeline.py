@@ -19,7 +19,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             # Cross-dataset evaluation on evaluate.external_sets (CK+, JAFFE, ...); none by default.
             node(
                 evaluate_external,
-                ["resnet_model", "params:evaluate", "params:predict"],
+                ["resnet_model", "params:evaluate", "params:predict", "evaluation_report"],
                 ["external_evaluation", "external_evaluation_metrics", "external_confusion_plots"],
                 name="evaluate_external",
             ),

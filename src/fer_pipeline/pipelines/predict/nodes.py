@@ -12,15 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_pipeline.core.faces.library import (
-    DETECT_MAX_SIDE,
-    FaceDetector,
-    predict_photos,
-    result_table,
-    unique_name,
-)
+from fer_pipeline.core.faces.detector import DETECT_MAX_SIDE, FaceDetector
 from fer_pipeline.core.models import load_model
 from fer_pipeline.core.predict.params import check_predict_params
+from fer_pipeline.core.predict.photos import predict_photos, result_table, unique_name
 from fer_pipeline.core.predict.video import (
     UnreadableVideoError,
     VideoResult,
@@ -57,7 +52,7 @@ def prepare_photos(params: dict[str, Any]) -> dict[str, Any]:
 
 def prepare_videos(params: dict[str, Any]) -> dict[str, Any]:
     """The video files among ``predict.inputs``: named ones and those in its folders
-    (``core.video.split_media``). A node of its own, not a second output of ``prepare_photos``,
+    (``core.predict.video.split_media``). A node of its own, not a second output of ``prepare_photos``,
     so that photos and videos are separate in-memory hand-offs (one Airflow task each)."""
     existing = [p for p in _input_paths(params) if p.exists()]
     videos = split_media(existing)[1]

@@ -11,6 +11,7 @@ import pandas as pd
 from fer_pipeline import plots
 from fer_pipeline.core.models import model_bundle
 from fer_pipeline.core.training import job
+from fer_pipeline.core.training.summary import training_summary
 from fer_pipeline.kedro_glue.tracking import active_run_id, metric_history, set_tags
 
 log = logging.getLogger(__name__)
@@ -27,17 +28,7 @@ def train_resnet(
     # Lets `kedro run --pipeline evaluate` link its MLflow run to the one that trained the model.
     config = {**result.config, "mlflow_run_id": active_run_id()}
     history = pd.DataFrame(result.history)
-    summary = {
-        "best_epoch": result.best_epoch,
-        "best_val_metrics": result.best_metrics,
-        "select_metric": result.train_config["select_metric"],
-        "epochs_run": len(result.history),
-        "train_images": int(len(training_set["labels"])),
-        "synthetic_images": int(training_set["synthetic"].sum()),
-        "device": result.device_info,
-        "total_seconds": float(history["epoch_seconds"].sum()) if "epoch_seconds" in history else None,
-        "mlflow_run_id": config["mlflow_run_id"],
-    }
+    summary = {**training_summary(result, training_set), "mlflow_run_id": config["mlflow_run_id"]}
     metrics = metric_history(result.history, "train")
     for key, value in (result.best_metrics or {}).items():
         if isinstance(value, (int, float)):

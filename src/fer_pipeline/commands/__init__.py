@@ -1,0 +1,1 @@
+"""The command lines: fer-predict, fer-serve, fer-train, fer-ui."""

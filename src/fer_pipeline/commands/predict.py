@@ -1,0 +1,237 @@
+"""``fer-predict``: find faces in photos and videos and classify their emotions with a trained model.
+
+Exit codes: 0 success (whether or not faces were found; also when a video broke off part-way,
+its frames before the break are written and the break is reported on stderr), 1 no readable
+image or video among the inputs, 2 usage error or missing input path, 3 model file missing or
+invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fer_pipeline.project import catalog_file, environment_data_roots, find_project_root
+
+#: ``core.faces.detector.DETECT_MAX_SIDE``, repeated so that ``--help`` needs no torch/OpenCV import.
+DETECT_MAX_SIDE = 320
+
+#: The catalog entry of the trained classifier (conf/base/catalog.yml owns its path).
+MODEL_ENTRY = "resnet_model"
+
+EXIT_OK = 0
+EXIT_NO_READABLE_IMAGE = 1
+EXIT_USAGE = 2
+EXIT_BAD_MODEL = 3
+
+
+def default_model_path(start: Path | None = None, env: str = "base") -> Path:
+    """Where ``kedro run --env <env>`` saves the classifier: the catalog's ``resnet_model``."""
+    return catalog_file(find_project_root(start), MODEL_ENTRY, env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fer-predict",
+        description="Detect faces in photos and videos (OpenCV Haar cascade) and classify each face's "
+        "emotion with the ResNet trained by `kedro run`. Writes predictions.csv and annotated images; "
+        "for each video (.mp4 .avi .mov .mkv) videos/<name>.csv (one row per face per processed frame, "
+        "with a track id) and an annotated videos/<name>.mp4.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image or video files, or folders of them")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model file (default: the catalog's resnet_model, <kedro project root>/data/06_models/resnet34.pt, "
+        "written by the last `kedro run`; the demo's is data/demo/06_models/resnet34.pt)",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=Path("predictions"), help="output folder (default: ./predictions)"
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=0.2,
+        help="extra context around each face box, as a fraction of its side (default 0.2)",
+    )
+    parser.add_argument("--tta", choices=("none", "flip", "ten_crop"), default="none", help="test-time augmentation")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
+                        help="bf16 autocast: auto = where the device runs it natively (CUDA, AVX512-BF16/AMX CPUs)")
+    parser.add_argument(
+        "--whole-image-max-side",
+        type=int,
+        default=100,
+        metavar="PX",
+        help="an image with no detected face and no side longer than PX is classified whole, as an "
+        "already-cropped face such as FER2013's 48x48 images (default 100; 0 disables)",
+    )
+    parser.add_argument("--every-n-frames", type=int, default=1, metavar="N",
+                        help="videos: detect and classify every Nth frame; the frames between show the last "
+                        "boxes in the annotated video (default 1: every frame)")
+    parser.add_argument("--detect-max-side", type=int, default=DETECT_MAX_SIDE, metavar="PX",
+                        help=f"search faces on a copy at most PX long, boxes mapped back to full resolution "
+                        f"(default {DETECT_MAX_SIDE}; faces under 24 px of that copy are missed; 0: full resolution)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="decode+detect threads (default: one per core, at most 4)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _error(message: str) -> None:
+    print(f"fer-predict: error: {message}", file=sys.stderr)
+
+
+def _print_summary(result, paths: dict | None, videos: list, model_path: Path) -> None:
+    """What was read and written: the photos' ``PredictionResult`` (``paths`` None when no photo
+    was given) and each video's (``VideoResult``, csv path) or (file, error) when unreadable."""
+    from collections import Counter
+
+    lines = [("model", str(model_path))]
+    if paths is not None:
+        emotions = Counter(row["emotion"] for row in result.rows)
+        lines += [
+            ("image files", str(len(result.files))),
+            ("faces", str(result.num_faces)),
+            ("images without a face", str(len(result.no_face))),
+            ("unreadable files", str(len(result.unreadable))),
+        ]
+        if emotions:
+            lines.append(("emotions", ", ".join(f"{name} {count}" for name, count in emotions.most_common())))
+        lines += [("predictions", str(paths["csv"])), ("annotated images", str(paths["annotated_dir"]))]
+    for video, csv_path in videos:
+        if isinstance(csv_path, str):  # unreadable: (file, reason)
+            lines.append(("video", f"{video}: unreadable"))
+            continue
+        lines.append(("video", (f"{video.file}: {video.frames_read} frames ({video.frames_processed} processed), "
+                                f"{video.num_faces} faces in {video.num_tracks} tracks, "
+                                f"{video.frames_per_second:.1f} frames/s")))
+        lines.append(("  frames csv", str(csv_path)))
+        lines.append(("  annotated video", str(video.annotated)))
+    width = max(len(key) for key, _ in lines)
+    print("\n".join(f"{key:<{width}}  {value}" for key, value in lines))
+    if paths is not None:
+        for item in result.unreadable:
+            print(f"  unreadable: {item['file']}: {item['reason']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse exits 2 on usage errors, 0 for --help
+        return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
+    for name, value, minimum in (("--margin", args.margin, 0), ("--every-n-frames", args.every_n_frames, 1),
+                                 ("--workers", 1 if args.workers is None else args.workers, 1)):
+        if value < minimum:
+            _error(f"{name} must be >= {minimum}, got {value}")
+            return EXIT_USAGE
+
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        _error("no such file or folder: " + ", ".join(missing))
+        return EXIT_USAGE
+
+    # Heavy imports only after the cheap checks, so most usage errors answer instantly. The
+    # detector checks its own --detect-max-side (the cascade's window) before any model is read.
+    from fer_pipeline.core.faces.detector import FaceDetector
+    from fer_pipeline.core.predict.photos import predict_photos, write_outputs
+    from fer_pipeline.core.predict.video import split_media
+
+    try:
+        detector = FaceDetector(detect_max_side=args.detect_max_side)
+    except ValueError as error:
+        _error(f"--detect-max-side: {error}")
+        return EXIT_USAGE
+
+    loaded = _load_model(args.model)
+    if loaded is None:
+        return EXIT_BAD_MODEL
+    model, config, model_path = loaded
+
+    photo_paths, video_files = split_media(args.paths)
+    common = {"margin": args.margin, "tta": args.tta, "device": args.device, "progress": not args.quiet,
+              "amp": args.amp, "workers": args.workers}
+    result = predict_photos(photo_paths, model, config, detector=detector,
+                            whole_image_max_side=args.whole_image_max_side, **common)
+    paths = None
+    if result.num_readable or (result.files and video_files):
+        # Written before the videos are read: a video that fails in an unforeseen way (a codec,
+        # Ctrl-C on a long one) loses no photo prediction.
+        paths = write_outputs(result, args.output)
+    videos = _predict_videos(video_files, model, config, detector, args, common)
+    readable_videos = [v for v, csv_path in videos if not isinstance(csv_path, str)]
+    if result.num_readable == 0 and not readable_videos:
+        if not result.files and not video_files:
+            _error("no image or video files (.jpg .jpeg .png .bmp .webp .mp4 .avi .mov .mkv) in: "
+                   + ", ".join(args.paths))
+        else:
+            _error("none of the input files could be read as an image or a video")
+            for item in result.unreadable:
+                print(f"  {item['file']}: {item['reason']}", file=sys.stderr)
+        return EXIT_NO_READABLE_IMAGE
+    _print_summary(result, paths, videos, model_path)
+    return EXIT_OK
+
+
+def _load_model(model_arg: Path | None) -> tuple | None:
+    """(model, config, path) of ``--model``, or of ``default_model_path()`` when not given; None
+    once the reason it cannot be loaded is printed (a missing default names the models the
+    other environments wrote)."""
+    from fer_pipeline.core.models import load_model
+
+    model_path = model_arg if model_arg is not None else default_model_path()
+    hint = ("train one first with `kedro run`, or pass --model FILE (the demo, `kedro run --env demo`, "
+            "writes its model under data/demo/)")
+    if not model_path.is_file():
+        if model_arg is None:  # the default is missing: name the models the other environments wrote
+            found = [f"--model {default_model_path(env=env)} (--env {env})"
+                     for env in environment_data_roots(find_project_root())
+                     if env != "base" and default_model_path(env=env).is_file()]
+            if found:
+                hint += "; models of other environments: " + ", ".join(found)
+        _error(f"model file not found: {model_path}\n  {hint}")
+        return None
+
+    try:
+        model, config = load_model(model_path, map_location="cpu")
+    except Exception as error:  # noqa: BLE001 - any failure here means "not a usable model file"
+        _error(f"cannot load model {model_path}: {type(error).__name__}: {error}\n  {hint}")
+        return None
+    return model, config, model_path
+
+
+def _predict_videos(files: list[Path], model, config: dict, detector, args: argparse.Namespace,
+                    common: dict) -> list[tuple]:
+    """Each video -> ``<output>/videos/<name>.csv`` and ``<name>.mp4``; returns (VideoResult, csv
+    path) per readable video and (file, reason) per unreadable one. A video that breaks off
+    part-way keeps its frames before the break, and the break is reported on stderr."""
+    from fer_pipeline.core.predict.photos import unique_name
+    from fer_pipeline.core.predict.video import (
+        UnreadableVideoError,
+        predict_video,
+        write_video_csv,
+    )
+
+    out, taken, done = args.output / "videos", set(), []
+    for file in files:
+        name = unique_name(file.stem, taken)
+        taken.add(name)
+        try:
+            video = predict_video(file, model, config, detector=detector, annotated_path=out / f"{name}.mp4",
+                                  every_n_frames=args.every_n_frames, **common)
+        except UnreadableVideoError as error:
+            _error(str(error))
+            done.append((str(file), str(error)))
+            continue
+        if video.error:
+            _error(video.error)
+        done.append((video, write_video_csv(video, out / f"{name}.csv")))
+    return done
+
+
+if __name__ == "__main__":
+    sys.exit(main())

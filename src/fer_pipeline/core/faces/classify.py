@@ -1,0 +1,44 @@
+"""Face crops -> emotions: class probabilities from the model, and the labels they give each face row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fer_pipeline.core.evaluation.metrics import softmax
+from fer_pipeline.core.inference import predict_logits
+
+
+def classify_crops(
+    model: nn.Module,
+    crops: np.ndarray,
+    config: dict,
+    tta: str = "none",
+    device: str | torch.device | None = "auto",
+    batch_size: int = 256,
+    amp: bool | str = "auto",
+) -> np.ndarray:
+    """Class probabilities (F, K) of uint8 face crops (F, 48, 48): ``predict_logits`` (the
+    model's own normalisation and input size, TTA, ``amp``; float32 logits whatever the
+    autocast), then ``metrics.softmax`` in float64."""
+    logits = predict_logits(model, crops, config, tta=tta, batch_size=batch_size, device=device, progress=False,
+                            amp=amp)
+    return softmax(logits)
+
+
+def label_faces(
+    rows: Sequence[dict[str, Any]], probabilities: np.ndarray, classes: Sequence[str]
+) -> Sequence[dict[str, Any]]:
+    """Add ``emotion`` (the most probable class), ``confidence`` (its probability) and
+    ``prob_<class>`` to each face row, in place, row i from ``probabilities[i]``; returns ``rows``."""
+    for row, probs in zip(rows, probabilities, strict=True):
+        best = int(probs.argmax())
+        row["emotion"] = classes[best]
+        row["confidence"] = float(probs[best])
+        for class_name, p in zip(classes, probs, strict=True):
+            row[f"prob_{class_name}"] = float(p)
+    return rows

@@ -1,0 +1,251 @@
+"""Photos -> faces (OpenCV Haar cascade) -> emotions, with a CSV and annotated images.
+
+Everything runs locally: the Haar cascade ships inside opencv-python (``cv2.data``), nothing is
+downloaded. cv2 is imported lazily so ``core`` stays importable where OpenCV is missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Container, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fer_pipeline.core.classes import CLASSES
+from fer_pipeline.core.faces.annotate import annotate, preview_image
+from fer_pipeline.core.faces.classify import classify_crops, label_faces
+from fer_pipeline.core.faces.crops import WHOLE_IMAGE_MAX_SIDE, FoundFaces, find_faces
+from fer_pipeline.core.faces.detector import FaceDetector
+from fer_pipeline.core.faces.images import UnreadableImageError, load_image
+from fer_pipeline.core.predict.workers import map_ordered
+
+#: Extensions picked up when a folder is given (case-insensitive). Files named explicitly are
+#: tried whatever their extension.
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+CSV_STATUSES: tuple[str, ...] = ("face", "no_face", "unreadable")
+
+
+@dataclass
+class PredictionResult:
+    """Outcome of ``predict_photos``.
+
+    ``files``: every input file in processing order. ``rows``: one dict per face (file,
+    face_index, x, y, w, h, box_source, emotion, confidence, prob_<class>...). ``no_face``:
+    readable files without a detected face. ``unreadable``: {file, reason}. ``annotated``: unique name (file
+    stem) -> RGB uint8 preview with boxes and labels, for every readable file.
+    """
+
+    classes: tuple[str, ...]
+    files: list[str] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    no_face: list[str] = field(default_factory=list)
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+    annotated: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def num_faces(self) -> int:
+        return len(self.rows)
+
+    @property
+    def num_readable(self) -> int:
+        return len(self.files) - len(self.unreadable)
+
+    def csv_rows(self) -> list[dict[str, Any]]:
+        """One row per face, plus one per no-face and per unreadable file, in file order."""
+        faces_by_file: dict[str, list[dict[str, Any]]] = {}
+        for row in self.rows:
+            faces_by_file.setdefault(row["file"], []).append(row)
+        no_face = set(self.no_face)
+        reasons = {item["file"]: item["reason"] for item in self.unreadable}
+        columns = csv_columns(self.classes)
+        rows: list[dict[str, Any]] = []
+        for file in self.files:
+            if file in faces_by_file:
+                for face in faces_by_file[file]:
+                    rows.append({**dict.fromkeys(columns, ""), **face, "status": "face"})
+            elif file in no_face:
+                rows.append({**dict.fromkeys(columns, ""), "file": file, "status": "no_face"})
+            elif file in reasons:
+                rows.append(
+                    {**dict.fromkeys(columns, ""), "file": file, "status": "unreadable", "reason": reasons[file]}
+                )
+        return rows
+
+
+def csv_columns(classes: Sequence[str]) -> list[str]:
+    return [
+        "file", "status", "face_index", "x", "y", "w", "h", "box_source", "emotion", "confidence",
+        *[f"prob_{c}" for c in classes], "reason",
+    ]
+
+
+def result_table(result: PredictionResult):  # -> pandas.DataFrame (pandas imported lazily)
+    """``result.csv_rows()`` as a DataFrame with the ``csv_columns`` order: integer box columns
+    (nullable Int64), float confidence / probabilities (NaN off face rows), "" in text columns."""
+    import pandas as pd
+
+    columns = csv_columns(result.classes)
+    table = pd.DataFrame(result.csv_rows(), columns=columns)
+    for column in ("face_index", "x", "y", "w", "h"):
+        table[column] = pd.to_numeric(table[column].replace("", None)).astype("Int64")
+    for column in ("confidence", *[f"prob_{c}" for c in result.classes]):
+        table[column] = pd.to_numeric(table[column].replace("", None)).astype("float64")
+    return table
+
+
+def collect_image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files as given, folders expanded to their image files (not recursive, sorted by name).
+
+    Raises FileNotFoundError for a path that does not exist. Duplicates are dropped.
+    """
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(
+                sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            )
+        elif path.exists():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {path}")
+    seen: set[Path] = set()
+    unique = []
+    for file in files:
+        key = file.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(file)
+    return unique
+
+
+def unique_name(stem: str, taken: Container[str]) -> str:
+    """``stem``, or ``stem_2``, ``stem_3``, ... : the first not in ``taken`` (two inputs named
+    ``a/face.jpg`` and ``b/face.jpg`` must not overwrite each other's outputs)."""
+    name, counter = stem, 2
+    while name in taken:
+        name, counter = f"{stem}_{counter}", counter + 1
+    return name
+
+
+@dataclass(frozen=True)
+class _PhotoFaces:
+    """What a decode+detect thread hands back for one file (``_read_photo``)."""
+
+    name: str
+    found: FoundFaces | None = None
+    preview: np.ndarray | None = None
+    preview_scale: float = 1.0
+    reason: str = ""
+
+
+def _read_photo(file: Path, detector: FaceDetector, margin: float, whole_image_max_side: int) -> _PhotoFaces:
+    """Decode one file, find its faces and keep only a preview-sized copy of it (full-resolution
+    photos would pile up in memory over a big folder). Runs in a worker thread."""
+    name = str(file)
+    try:
+        image = load_image(file)
+    except UnreadableImageError as error:
+        return _PhotoFaces(name, reason=str(error))
+    found = find_faces(image, detector, margin=margin, whole_image_max_side=whole_image_max_side)
+    preview, scale = preview_image(image)
+    return _PhotoFaces(name, found, preview, scale)
+
+
+def predict_photos(
+    paths: Iterable[str | os.PathLike],
+    model: nn.Module,
+    config: dict,
+    detector: FaceDetector | None = None,
+    margin: float = 0.2,
+    tta: str = "none",
+    device: str | torch.device | None = "auto",
+    progress: bool = True,
+    batch_size: int = 256,
+    whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE,
+    amp: bool | str = "auto",
+    workers: int | None = None,
+) -> PredictionResult:
+    """Detect faces in photos (files or folders) and classify each face's emotion.
+
+    Each readable image goes through ``find_faces`` (so a small image with no detection is
+    classified whole, ``box_source="whole_image"``, up to ``whole_image_max_side`` px; 0
+    disables this), decoded and searched by ``workers`` threads (``map_ordered``; results in
+    input order); unreadable files are recorded, not raised; all faces go through one
+    batched ``classify_crops`` call. Raises FileNotFoundError for a missing input path.
+    """
+    classes = tuple(config.get("classes", CLASSES))
+    detector = detector or FaceDetector()
+    files = collect_image_files(paths)
+    result = PredictionResult(classes=classes, files=[str(f) for f in files])
+
+    def read(file: Path) -> _PhotoFaces:
+        return _read_photo(file, detector, margin, whole_image_max_side)
+
+    photos: Iterable[_PhotoFaces] = map_ordered(read, files, workers)
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            photos = tqdm(photos, total=len(files), desc="detect faces", unit="image")
+        except ImportError:  # pragma: no cover
+            pass
+
+    crops: list[np.ndarray] = []
+    # (file, preview image, preview / original scale, that file's face rows)
+    pending: list[tuple[str, np.ndarray, float, list[dict[str, Any]]]] = []
+    for photo in photos:
+        if photo.found is None:
+            result.unreadable.append({"file": photo.name, "reason": photo.reason})
+            continue
+        faces = photo.found.rows(file=photo.name)
+        if faces:
+            crops.append(photo.found.crops)
+        else:
+            result.no_face.append(photo.name)
+        pending.append((photo.name, photo.preview, photo.preview_scale, faces))
+
+    if crops:
+        probabilities = classify_crops(model, np.concatenate(crops), config, tta=tta, device=device,
+                                       batch_size=batch_size, amp=amp)
+        # In place: the annotation below reads each face's emotion from the same dicts.
+        result.rows.extend(label_faces([face for *_, faces in pending for face in faces], probabilities, classes))
+
+    for name, preview, scale, faces in pending:
+        key = unique_name(Path(name).stem, result.annotated)
+        scaled = [{**face, **{k: face[k] * scale for k in ("x", "y", "w", "h")}} for face in faces]
+        result.annotated[key] = annotate(preview, scaled, max_side=None)
+    return result
+
+
+def write_outputs(result: PredictionResult, output_dir: str | os.PathLike) -> dict[str, Any]:
+    """Write ``predictions.csv`` (status column: face / no_face / unreadable) and
+    ``annotated/<name>.png``. Returns {"csv": Path, "annotated_dir": Path, "annotated": [Path]}."""
+    import cv2
+
+    output_dir = Path(output_dir)
+    annotated_dir = output_dir / "annotated"
+    annotated_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = output_dir / "predictions.csv"
+    columns = csv_columns(result.classes)
+    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in result.csv_rows():
+            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+    written = []
+    for name, image in result.annotated.items():
+        path = annotated_dir / f"{name}.png"
+        ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if not ok:  # pragma: no cover
+            raise RuntimeError(f"could not encode {path}")
+        encoded.tofile(path)  # tofile: works with non-ASCII paths, unlike cv2.imwrite on Windows
+        written.append(path)
+    return {"csv": csv_path, "annotated_dir": annotated_dir, "annotated": written}

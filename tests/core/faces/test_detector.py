@@ -1,0 +1,31 @@
+"""Tests for core.faces.detector: the Haar cascade finds drawn faces, minimum sizes scale."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from fer_pipeline.core.faces.detector import FaceDetector
+from fer_pipeline.demo import draw_photo
+from tests.core.photo_files import PHOTO_FACES, PHOTO_SEEDS
+
+
+def test_detector_finds_drawn_faces_and_nothing_on_blank() -> None:
+    detector = FaceDetector()
+    found = 0
+    for seed in PHOTO_SEEDS:
+        photo = draw_photo(PHOTO_FACES, rng=np.random.default_rng(seed))
+        boxes = detector.detect(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY))
+        for _, (x, y, w, h) in PHOTO_FACES:
+            found += any(bx <= x + w / 2 <= bx + bw and by <= y + h / 2 <= by + bh for bx, by, bw, bh in boxes)
+        assert boxes == sorted(boxes)
+    assert found >= 3  # of 4 drawn faces
+    assert detector.detect(np.full((240, 320), 128, dtype=np.uint8)) == []
+
+
+def test_explicit_min_size_is_in_full_resolution_pixels() -> None:
+    gray = draw_photo(PHOTO_FACES, size=(960, 720), rng=np.random.default_rng(1), color=False)
+    # Faces of 130-150 px, searched at half size: a 110-px minimum must become 55 px there to keep them.
+    assert FaceDetector(detect_max_side=480, min_size=(110, 110)).detect(gray)
+    assert FaceDetector(detect_max_side=480, min_size=(200, 200)).detect(gray) == []  # 100 px at that scale
+    assert FaceDetector(detect_max_side=480, min_size=(10, 10))._min_size_for(gray[::2, ::2], 0.5) == (24, 24)

@@ -1,0 +1,56 @@
+"""Photos for the photo tests (faces, the photo path, serving): demo-renderer faces drawn into
+photos, a folder of good and bad image files, and a model that counts its calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from fer_pipeline.demo import draw_photo
+
+# Two drawn faces per photo; both are found by the Haar cascade for these seeds.
+PHOTO_FACES = [(3, (60, 90, 130, 150)), (5, (290, 80, 120, 140))]
+PHOTO_SEEDS = (1, 2)
+
+
+def write_image(path: Path, image: np.ndarray, rgb: bool = True) -> Path:
+    if rgb and image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(path.suffix, image)
+    assert ok
+    encoded.tofile(path)
+    return path
+
+
+class CountingModel(nn.Module):
+    """Wraps a model and counts forward calls (predict_photos must batch all faces at once)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.calls = 0
+        self.batch_sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.batch_sizes.append(int(x.shape[0]))
+        return self.inner(x)
+
+
+def write_photo_folder(folder: Path) -> Path:
+    """``folder`` with two group photos (``PHOTO_FACES``), a blank one, three unreadable files
+    (empty, text, truncated JPEG) and a text file that is not an image by its extension."""
+    for seed in PHOTO_SEEDS:
+        write_image(folder / f"group_{seed}.jpg", draw_photo(PHOTO_FACES, rng=np.random.default_rng(seed)))
+    write_image(folder / "blank.png", np.full((240, 320, 3), 128, dtype=np.uint8))
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("this is not an image\n")
+    photo = draw_photo(PHOTO_FACES, rng=np.random.default_rng(1))
+    jpeg = cv2.imencode(".jpg", photo)[1].tobytes()
+    (folder / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (folder / "readme.txt").write_text("ignored: not an image extension\n")
+    return folder

@@ -1,0 +1,34 @@
+"""core.predict.params: the predict stage's parameters, checked up front."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fer_pipeline.core.predict.params import PREDICT_KEYS, check_predict_params
+
+
+def test_the_predict_key_list_is_conf_base():
+    from fer_pipeline.params import load_parameters
+
+    conf = load_parameters(Path(__file__).resolve().parents[3] / "conf" / "base")
+    assert set(PREDICT_KEYS) == set(conf["predict"])
+    check_predict_params(conf["predict"])  # the defaults pass
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"every_n_frame": 2}, r"'every_n_frame' \(did you mean 'every_n_frames'\?\)"),
+    ({"amp": "fast"}, "amp='fast': use one of auto, on, off"),
+    ({"tta": "sideways"}, "predict.tta must be one of none, flip, ten_crop"),
+    ({"every_n_frames": 0}, "predict.every_n_frames must be a number >= 1"),
+    ({"every_n_frames": 1.5}, "predict.every_n_frames must be a whole number"),
+    ({"workers": 0}, "predict.workers must be a number >= 1 or null"),
+    ({"margin": -0.1}, "predict.margin must be a number >= 0"),
+    ({"detect_max_side": 16}, r"predict.detect_max_side must be 0/null \(full resolution\) or >= 24"),
+])
+def test_predict_params_refuse_typos_and_bad_values_up_front(change, message):
+    params = {"inputs": "photos", "margin": 0.2, "tta": "none", "device": "cpu", "amp": "auto"}
+    check_predict_params({**params, "workers": None, "detect_max_side": None, "every_n_frames": 3})
+    with pytest.raises(ValueError, match=message):
+        check_predict_params({**params, **change})

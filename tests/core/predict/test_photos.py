@@ -1,0 +1,132 @@
+"""Tests for core.predict.photos: photos -> faces -> emotions, the CSV, the table and the annotated images."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_pipeline.core.classes import CLASSES
+from fer_pipeline.core.faces.images import load_image
+from fer_pipeline.core.predict.photos import collect_image_files, predict_photos, write_outputs
+from tests.core.photo_files import PHOTO_SEEDS, CountingModel, write_image, write_photo_folder
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_photo_folder(tmp_path_factory.mktemp("photos"))
+
+
+def test_collect_image_files(photo_folder: Path, tmp_path: Path) -> None:
+    files = collect_image_files([photo_folder])
+    names = [f.name for f in files]
+    assert names == sorted(names) and "readme.txt" not in names and len(names) == 6
+    explicit = collect_image_files([photo_folder / "readme.txt", photo_folder / "readme.txt"])
+    assert [f.name for f in explicit] == ["readme.txt"]  # named files are tried, duplicates dropped
+    with pytest.raises(FileNotFoundError):
+        collect_image_files([tmp_path / "missing"])
+
+
+def test_predict_photos_end_to_end(photo_folder: Path, model_and_config, tmp_path: Path) -> None:
+    model, config = model_and_config
+    counting = CountingModel(model)
+    result = predict_photos([photo_folder], counting, config, progress=False, device="cpu")
+
+    assert counting.calls == 1  # one batched call for every face of every photo
+    assert counting.batch_sizes[0] == len(result.rows) >= 3
+    assert {row["file"] for row in result.rows} <= {str(photo_folder / f"group_{s}.jpg") for s in PHOTO_SEEDS}
+    for row in result.rows:
+        probs = np.array([row[f"prob_{c}"] for c in CLASSES])
+        assert probs.sum() == pytest.approx(1.0, abs=1e-5)
+        assert row["emotion"] == CLASSES[int(probs.argmax())]
+        assert row["confidence"] == pytest.approx(probs.max())
+        assert row["w"] > 50 and row["h"] > 50
+    assert result.no_face == [str(photo_folder / "blank.png")]
+    assert sorted(Path(item["file"]).name for item in result.unreadable) == ["empty.jpg", "notes.jpg", "truncated.jpg"]
+    assert all(item["reason"] for item in result.unreadable)
+    assert set(result.annotated) == {"blank", "group_1", "group_2"}
+    assert result.annotated["group_1"].shape == (360, 480, 3)
+
+    paths = write_outputs(result, tmp_path / "out")
+    with open(paths["csv"], newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(result.rows) + 1 + 3  # faces + no-face + unreadable: nothing vanishes
+    statuses = [row["status"] for row in rows]
+    assert statuses.count("face") == len(result.rows)
+    assert statuses.count("no_face") == 1 and statuses.count("unreadable") == 3
+    assert [row["file"] for row in rows] == sorted(row["file"] for row in rows)  # input order = sorted names
+    face_row = next(row for row in rows if row["status"] == "face")
+    assert sum(float(face_row[f"prob_{c}"]) for c in CLASSES) == pytest.approx(1.0, abs=1e-4)
+    assert face_row["emotion"] in CLASSES
+    unreadable_row = next(row for row in rows if row["status"] == "unreadable")
+    assert unreadable_row["reason"] and unreadable_row["emotion"] == ""
+    assert sorted(p.name for p in paths["annotated"]) == ["blank.png", "group_1.png", "group_2.png"]
+    annotated = load_image(paths["annotated_dir"] / "group_1.png")
+    original = load_image(photo_folder / "group_1.jpg")
+    assert annotated.shape == original.shape and not np.array_equal(annotated, original)  # boxes drawn
+
+
+def test_predict_photos_without_faces_skips_the_model(tmp_path: Path, model_and_config) -> None:
+    model, config = model_and_config
+    counting = CountingModel(model)
+    blank = write_image(tmp_path / "blank.jpg", np.full((200, 200, 3), 30, np.uint8))
+    result = predict_photos([blank], counting, config, progress=False, device="cpu")
+    assert counting.calls == 0 and result.rows == [] and result.no_face == [str(blank)]
+    paths = write_outputs(result, tmp_path / "out")
+    rows = list(csv.DictReader(open(paths["csv"], newline="", encoding="utf-8")))
+    assert [(r["status"], r["emotion"]) for r in rows] == [("no_face", "")]
+
+
+def test_annotated_names_are_unique_and_previews_are_bounded(tmp_path: Path, model_and_config) -> None:
+    model, config = model_and_config
+    big = np.full((1500, 2000, 3), 100, np.uint8)
+    (tmp_path / "a").mkdir()
+    a = write_image(tmp_path / "a" / "photo.jpg", big)
+    b = write_image(tmp_path / "photo.png", np.full((50, 50, 3), 100, np.uint8))
+    result = predict_photos([a, b], model, config, progress=False, device="cpu")
+    assert set(result.annotated) == {"photo", "photo_2"}
+    assert max(result.annotated["photo"].shape[:2]) == 1280
+
+
+def test_small_face_crops_are_classified_whole(tmp_path: Path, model_and_config) -> None:
+    from fer_pipeline.demo import draw_face
+
+    model, config = model_and_config
+    face = write_image(tmp_path / "face48.png", draw_face(3, np.random.default_rng(0)))
+    big_blank = write_image(tmp_path / "blank.png", np.full((200, 200), 128, np.uint8))
+    result = predict_photos([face, big_blank], model, config, progress=False, device="cpu")
+    assert [(r["file"], r["box_source"], r["w"], r["h"]) for r in result.rows] == [(str(face), "whole_image", 48, 48)]
+    assert result.no_face == [str(big_blank)]
+    assert result.annotated["face48"].shape == (192, 192, 3)  # enlarged so the label is legible
+    off = predict_photos([face], model, config, progress=False, device="cpu", whole_image_max_side=0)
+    assert off.rows == [] and off.no_face == [str(face)]
+
+
+def test_result_table_matches_the_csv(photo_folder: Path, model_and_config, tmp_path: Path) -> None:
+    from fer_pipeline.core.predict.photos import csv_columns, result_table
+
+    model, config = model_and_config
+    result = predict_photos([photo_folder], model, config, progress=False, device="cpu")
+    table = result_table(result)
+    assert list(table.columns) == csv_columns(CLASSES)
+    assert len(table) == len(result.rows) + len(result.no_face) + len(result.unreadable)
+    faces = table[table["status"] == "face"]
+    assert str(faces["x"].dtype) == "Int64" and faces["confidence"].dtype == np.float64
+    np.testing.assert_allclose(faces[[f"prob_{c}" for c in CLASSES]].sum(axis=1), 1.0, atol=1e-5)
+    assert table.loc[table["status"] != "face", "confidence"].isna().all()
+    assert table.loc[table["status"] == "unreadable", "reason"].str.len().gt(0).all()
+    empty = result_table(predict_photos([], model, config, progress=False))
+    assert empty.empty and list(empty.columns) == csv_columns(CLASSES)
+
+
+def test_threaded_decode_and_detect_match_the_serial_run(photo_folder: Path, model_and_config) -> None:
+    model, config = model_and_config
+    counting = CountingModel(model)
+    serial = predict_photos([photo_folder], model, config, progress=False, device="cpu", workers=1)
+    threaded = predict_photos([photo_folder], counting, config, progress=False, device="cpu", workers=3)
+    assert counting.calls == 1  # threads find the faces; still one batched model call
+    key = ("file", "face_index", "x", "y", "w", "h", "emotion")
+    assert [tuple(r[k] for k in key) for r in threaded.rows] == [tuple(r[k] for k in key) for r in serial.rows]
+    assert threaded.unreadable == serial.unreadable and list(threaded.annotated) == list(serial.annotated)
