@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,8 @@ def test_default_model_is_found_from_the_kedro_project_root(
     (project / "notebooks").mkdir(parents=True)
     (project / "pyproject.toml").write_text('[tool.kedro]\npackage_name = "x"\n')
     (project / "notebooks" / "pyproject.toml").write_text("[tool.black]\n")  # not a kedro project
+    (project / "conf").mkdir()
+    shutil.copytree(Path(__file__).resolve().parents[1] / "conf" / "base", project / "conf" / "base")  # the catalog
     monkeypatch.chdir(project / "notebooks")
     assert find_project_root() == project.resolve()
 
@@ -138,7 +141,7 @@ def test_default_model_is_found_from_the_kedro_project_root(
     assert str(project.resolve() / DEFAULT_MODEL_RELATIVE) in err and "kedro run --env demo" in err
     assert "other environments" not in err
 
-    (project / "conf" / "demo").mkdir(parents=True)
+    (project / "conf" / "demo").mkdir()
     (project / "conf" / "demo" / "globals.yml").write_text("data_root: data/demo\n")
     demo_model = project / "data" / "demo" / "06_models" / "resnet34.pt"
     demo_model.parent.mkdir(parents=True)

@@ -136,11 +136,6 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BI
     }
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
-    """ECE of top-1 softmax confidence over ``n_bins`` equal-width bins."""
-    return reliability_bins(probs, labels, n_bins)["ece"]
-
-
 def _per_class(confusion: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> list[dict]:
     from sklearn.metrics import precision_recall_fscore_support
 
@@ -268,8 +263,3 @@ def without_leaked(
         **{key: float(report[key]) for key in HEADLINE_KEYS},
         "recall": {row["class"]: float(row["recall"]) for row in report["per_class"]},
     }
-
-
-def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The scalar entries of ``compute_metrics`` output (what MLflow logs as metrics)."""
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
