@@ -6,12 +6,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from fer_pipeline.ablation.records import read_runs
 from tests.gpu_machine import REPO, TINY_ABLATION
 
 SCRIPT = REPO / "scripts" / "ablation_cpu.sh"
 
 
+@pytest.mark.slow
 def test_runs_each_strategy_and_seed_once_and_resumes(fer_demo_folder, tmp_path):
     out = tmp_path / "records"
     env = {**os.environ, "DATA": str(fer_demo_folder), "SEEDS": "0 1", "COMMIT": "0", "ABLATION_OUT": str(out),

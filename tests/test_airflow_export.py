@@ -156,6 +156,8 @@ import json, sys
 import airflow
 from airflow.models import DagBag
 
+pytestmark = pytest.mark.slow  # `kedro airflow create` in a subprocess, and Airflow runs
+
 bag = DagBag(dag_folder=sys.argv[1])
 print(json.dumps({
     "airflow": airflow.__version__,

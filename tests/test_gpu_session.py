@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tarfile
 
+import pytest
+
 from fer_pipeline.ablation.records import read_runs
 from tests.gpu_machine import REPO, TINY, bare_site_packages
 
@@ -21,6 +23,7 @@ TINY_RUNS = ["--set", "training.model.arch=resnet18", "--set", "training.model.s
              "--set", "autoencoder.base_channels=8", "--set", "autoencoder.batch_size=64", "--ae-epochs", "1"]
 
 
+@pytest.mark.slow
 def test_gpu_session_returns_pipeline_resume_check_and_fitted_ablation(fer_demo_folder, tmp_path):
     archive = tmp_path / "fer2013.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:

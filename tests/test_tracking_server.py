@@ -284,6 +284,7 @@ def _check_run(client, run, project: Path, n_train: int, n_test: int, tmp: Path)
     assert report == json.loads((project / "data/demo/08_reporting/data_quality.json").read_text())
 
 
+@pytest.mark.slow
 def test_team_runs_go_to_postgresql_through_the_shared_server(tracking_server, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 

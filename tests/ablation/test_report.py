@@ -21,6 +21,7 @@ def _record(strategy: str, seed: int, val_f1: float, test_f1: float) -> dict:
             "select_split": "val", "overrides": {}}
 
 
+@pytest.mark.slow
 def test_report_picks_best_on_val_not_test(tmp_path):
     # val says "val_winner", test says "test_winner": the choice must follow val
     records = [_record("val_winner", 0, 0.62, 0.50), _record("val_winner", 1, 0.64, 0.52),

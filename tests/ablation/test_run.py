@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fer_pipeline.ablation.cli import main
 from fer_pipeline.ablation.records import read_runs
 from fer_pipeline.core.classes import CLASSES
 from tests.gpu_machine import ABLATION, TINY_ABLATION, run_like_gpu_machine
 
 
+@pytest.mark.slow
 def test_ablation_runs_resume_and_skip_done(fer_demo_folder, tmp_path, runner_log_handlers_removed):
     out, work = tmp_path / "out", tmp_path / "work"
     common = ["run", "--data", str(fer_demo_folder), "--out", str(out), "--work", str(work), "--seeds", "0,1", *TINY_ABLATION]

@@ -14,6 +14,7 @@ from fer_pipeline.runner import measurements, records
 from tests.gpu_machine import GPU_PIPELINE, TINY, run_like_gpu_machine
 
 
+@pytest.mark.slow
 def test_gpu_pipeline_end_to_end(fer_demo_folder, tmp_path, capsys, runner_log_handlers_removed):
     """As on the GPU machine: the dataset comes as a .tar.gz, cv2 & co. are missing."""
     import tarfile

@@ -241,6 +241,7 @@ def test_the_model_is_loaded_once_per_file_version(model_file, tmp_path):
     assert cached_model(copy, "cpu") is not first
 
 
+@pytest.mark.slow
 def test_concurrent_requests_share_one_model_safely(model_file, photo, tmp_path):
     """Threads decode, detect and classify at once, as the scoring server's thread pool does, in
     a child process so that a crash fails one test. Seen before the fixes: SIGSEGV in torch's

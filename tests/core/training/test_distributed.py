@@ -112,6 +112,7 @@ def _batch_norm_worker() -> dict:
         shutdown()
 
 
+@pytest.mark.slow
 def test_gloo_sync_batch_norm_over_two_ranks_equals_batch_norm_over_the_global_batch():
     results = launch(_batch_norm_worker, (), DistributedConfig(nproc_per_node=2, timeout_s=60))
     norm = torch.nn.BatchNorm2d(3)

@@ -61,6 +61,7 @@ def history_without_timing(history):
     return [{k: v for k, v in row.items() if k not in ("epoch_seconds", "images_per_s")} for row in history]
 
 
+@pytest.mark.slow
 def test_two_gloo_workers_train_the_model_one_process_trains(faces, one_torch_thread):
     alone = train_classifier(*faces, TINY_MODEL, config(), progress=False)
     rows = []
@@ -92,12 +93,14 @@ def test_what_every_worker_would_refuse_is_refused_before_they_start(faces):
                          None, TWO)
 
 
+@pytest.mark.slow
 def test_a_reconstruction_head_that_no_loss_uses_does_not_stall_the_workers(faces):
     # no gradient reaches the decoder; DistributedDataParallel must not wait for one
     result = train_in_workers(*faces, {**TINY_MODEL, "aux_reconstruction": True}, config(epochs=1), None, TWO)
     assert len(result.history) == 1 and result.model.has_aux
 
 
+@pytest.mark.slow
 def test_an_error_inside_the_workers_reaches_the_caller_with_the_rank(faces):
     with pytest.raises(DistributedTrainingError, match=r"training worker rank \d failed.*aux_weight > 0 needs"):
         train_in_workers(*faces, TINY_MODEL, config(aux_weight=0.1), None, TWO)
@@ -117,6 +120,7 @@ def _rank_one_dies(ready_file: str) -> None:
         shutdown()
 
 
+@pytest.mark.slow
 def test_a_dying_rank_fails_the_run_with_its_error_instead_of_hanging(tmp_path):
     start = time.monotonic()
     with pytest.raises(DistributedTrainingError, match="rank 1 failed .*rank one lost its data") as raised:
@@ -139,6 +143,7 @@ def _rank_one_goes_silent(timeout_s: float) -> None:
         shutdown()
 
 
+@pytest.mark.slow
 def test_a_silent_rank_fails_the_run_after_the_group_timeout():
     start = time.monotonic()
     # rank 0's collective times out; the message says that this is another rank's silence
@@ -147,6 +152,7 @@ def test_a_silent_rank_fails_the_run_after_the_group_timeout():
     assert time.monotonic() - start < 90
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_written_by_another_number_of_processes(faces, tmp_path, one_torch_thread):
     full = config(epochs=3, checkpoint_dir=str(tmp_path / "checkpoints"))
     with pytest.raises(KeyboardInterrupt):  # one process, killed after epoch 0's checkpoint
