@@ -70,3 +70,30 @@ def test_a_run_on_an_environment_records_its_machine_and_reaches_mlflow(fer_demo
     curve = client.get_metric_history(logged.info.run_id, "epoch.val_macro_f1")
     assert [m.step for m in sorted(curve, key=lambda m: m.step)] == [0, 1]
     assert all(f"test_recall.{name}" in logged.data.metrics for name in CLASSES)
+
+
+@pytest.mark.slow
+def test_a_stopped_run_resumes_from_its_last_epoch(fer_demo_folder, tmp_path, monkeypatch, runner_log_handlers_removed):
+    """A command stopped mid-run (the session ended) loses at most an epoch: the next command
+    resumes the run from its checkpoint, records how many epochs it found done, and removes it."""
+    from fer_pipeline.ablation import run as ablation_run
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    args = ["run", "--data", str(fer_demo_folder), "--out", str(out), "--work", str(work), "--seeds", "0",
+            "--only", "ce", *TINY_ABLATION, "--epochs", "2"]
+    trainer = ablation_run.train_resnet
+
+    def stopped_after_one_epoch(*a, **k):
+        def stop(epoch, row):
+            raise KeyboardInterrupt("the session ended")
+        return trainer(*a, **k, on_epoch=stop)
+
+    monkeypatch.setattr(ablation_run, "train_resnet", stopped_after_one_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    assert (work / "checkpoints" / "ce_seed0" / "last.pt").is_file() and not (out / "ablation_runs.jsonl").exists()
+    monkeypatch.setattr(ablation_run, "train_resnet", trainer)
+    assert main(args) == 0
+    [record] = read_runs([out / "ablation_runs.jsonl"])
+    assert record["resumed_from_epoch"] == 1 and len(record["history"]) == 2
+    assert not (work / "checkpoints" / "ce_seed0").exists()

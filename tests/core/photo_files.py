@@ -1,5 +1,6 @@
 """Photos for the photo tests (faces, the photo path, serving): demo-renderer faces drawn into
-photos, a folder of good and bad image files, and a model that counts its calls."""
+photos, a folder of good and bad image files, a folder of TIFF photos with subfolders, and a
+model that counts its calls."""
 
 from __future__ import annotations
 
@@ -53,4 +54,27 @@ def write_photo_folder(folder: Path) -> Path:
     jpeg = cv2.imencode(".jpg", photo)[1].tobytes()
     (folder / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     (folder / "readme.txt").write_text("ignored: not an image extension\n")
+    return folder
+
+
+#: ``write_tiff_folder``'s images, relative to the folder, in the order a folder scan finds them.
+TIFF_FOLDER_IMAGES = ["KA.AN1.39.tiff", "KM.HA2.5.TIF", "a/face.tiff", "b/face.tiff"]
+
+
+def write_tiff_folder(folder: Path) -> Path:
+    """A folder like the JAFFE download: TIFF photos of drawn faces (``.tiff`` and ``.TIF``,
+    written by ``cv2.imwrite``), two same-named ones in subfolders (``a/face.tiff`` with faces,
+    ``b/face.tiff`` blank), a README that is not an image, and hidden files that are ignored
+    (``.DS_Store``, ``.thumbs/hidden.tiff``). Its images: ``TIFF_FOLDER_IMAGES``."""
+    photos = {"KA.AN1.39.tiff": 1, "KM.HA2.5.TIF": 2, "a/face.tiff": 2}
+    for name, seed in photos.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        photo = draw_photo(PHOTO_FACES, rng=np.random.default_rng(seed))
+        assert cv2.imwrite(str(folder / name), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    (folder / "b").mkdir()
+    assert cv2.imwrite(str(folder / "b" / "face.tiff"), np.full((240, 320, 3), 128, np.uint8))
+    (folder / "README.txt").write_text("The Japanese Female Facial Expression database\n")
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (folder / ".thumbs").mkdir()
+    assert cv2.imwrite(str(folder / ".thumbs" / "hidden.tiff"), np.zeros((8, 8, 3), np.uint8))
     return folder

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -73,6 +74,11 @@ class SyntheticCache:
         return synthetic, time.perf_counter() - start, source
 
 
+def checkpoint_folder(cache: SyntheticCache, strategy: str, seed: int) -> Path:
+    """Where a (strategy, seed) run keeps its checkpoints until it is recorded."""
+    return cache.folder.parent / "checkpoints" / f"{strategy}_seed{seed}"
+
+
 def run_one(dataset: Mapping[str, Any], params: Mapping[str, Any], strategy: str, seed: int,
             cache: SyntheticCache) -> dict[str, Any]:
     """Train and evaluate one (strategy, seed); returns its record (without the bookkeeping keys)."""
@@ -82,9 +88,14 @@ def run_one(dataset: Mapping[str, Any], params: Mapping[str, Any], strategy: str
         synthetic, ae_seconds, ae_source = cache.get(dataset, params["autoencoder"])
     training_set, aug_info = assemble_training_set(dataset, synthetic, params["augmentation"])
     device = resolve_device(params["training"]["config"]["device"])
+    # A stopped run resumes from its last epoch (the checkpoint's fingerprint must match the
+    # config and data, else it starts over); the folder goes once the run is recorded.
+    checkpoints = checkpoint_folder(cache, strategy, seed)
+    training = {**params["training"], "config": {**params["training"]["config"],
+                                                  "checkpoint_dir": checkpoints.as_posix(), "resume": True}}
     synchronize(device)
     start = time.perf_counter()
-    result = train_resnet(training_set, dataset, params["training"], params["augmentation"])
+    result = train_resnet(training_set, dataset, training, params["augmentation"])
     synchronize(device)
     train_seconds = time.perf_counter() - start
     tta = params["evaluate"]["tta"]
@@ -117,6 +128,7 @@ def run_one(dataset: Mapping[str, Any], params: Mapping[str, Any], strategy: str
         "machine": result.device_info, "precision": result.device_info.get("autocast"),
         "torch": torch.__version__, "history": result.history,
         "wall_seconds": time.perf_counter() - started,  # autoencoder (when trained now), training, evaluation
+        "resumed_from_epoch": result.resumed_from_epoch,  # epochs done by an earlier, stopped command
     }
     del result
     if device.type == "cuda":
@@ -176,6 +188,7 @@ def run_planned(todo: Sequence[PlannedRun], dataset: Mapping[str, Any], ablation
                       duplicates=ingestion_params["duplicates"], env=env,
                       finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         append_run(runs_path, record)
+        shutil.rmtree(checkpoint_folder(cache, planned.strategy, planned.seed), ignore_errors=True)
         if on_record is not None:
             on_record(record)
         log.info("  %s seed %d: val macro-F1 %.4f, test acc %.4f, test macro-F1 %.4f (%.0f s)", planned.strategy,

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fer_pipeline.core.ingestion.decode import FORMAT_EXTENSIONS
+from fer_pipeline.core.predict.inputs import VIDEO_EXTENSIONS
 from fer_pipeline.project import catalog_file, environment_data_roots, find_project_root
 
 #: ``core.faces.detector.DETECT_MAX_SIDE``, repeated so that ``--help`` needs no torch/OpenCV import.
@@ -33,14 +35,18 @@ def default_model_path(start: Path | None = None, env: str = "base") -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    images = " ".join(ext for extensions in FORMAT_EXTENSIONS.values() for ext in extensions)
     parser = argparse.ArgumentParser(
         prog="fer-predict",
         description="Detect faces in photos and videos (OpenCV Haar cascade) and classify each face's "
         "emotion with the ResNet trained by `kedro run`. Writes predictions.csv and annotated images; "
-        "for each video (.mp4 .avi .mov .mkv) videos/<name>.csv (one row per face per processed frame, "
-        "with a track id) and an annotated videos/<name>.mp4.",
+        f"for each video ({' '.join(VIDEO_EXTENSIONS)}) videos/<name>.csv (one row per face per processed "
+        "frame, with a track id) and an annotated videos/<name>.mp4.",
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image or video files, or folders of them")
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="image or video files, or folders of them, searched with their subfolders "
+                        f"(images: {images}, case-insensitive, GIF with OpenCV 4.11 or later; a folder's "
+                        "other files are listed as skipped on stderr, hidden ones (.name) ignored)")
     parser.add_argument(
         "--model",
         type=Path,
@@ -139,7 +145,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # detector checks its own --detect-max-side (the cascade's window) before any model is read.
     from fer_pipeline.core.faces.detector import FaceDetector
     from fer_pipeline.core.predict.photos import predict_photos, write_outputs
-    from fer_pipeline.core.predict.video import split_media
 
     try:
         detector = FaceDetector(detect_max_side=args.detect_max_side)
@@ -152,10 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_MODEL
     model, config, model_path = loaded
 
-    photo_paths, video_files = split_media(args.paths)
+    photo_files, video_files = _scan_inputs(args.paths)
     common = {"margin": args.margin, "tta": args.tta, "device": args.device, "progress": not args.quiet,
               "amp": args.amp, "workers": args.workers}
-    result = predict_photos(photo_paths, model, config, detector=detector,
+    result = predict_photos(photo_files, model, config, detector=detector,
                             whole_image_max_side=args.whole_image_max_side, **common)
     paths = None
     if result.num_readable or (result.files and video_files):
@@ -166,7 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     readable_videos = [v for v, csv_path in videos if not isinstance(csv_path, str)]
     if result.num_readable == 0 and not readable_videos:
         if not result.files and not video_files:
-            _error("no image or video files (.jpg .jpeg .png .bmp .webp .mp4 .avi .mov .mkv) in: "
+            from fer_pipeline.core.predict.inputs import image_extensions
+
+            _error(f"no image or video files ({' '.join((*image_extensions(), *VIDEO_EXTENSIONS))}) in: "
                    + ", ".join(args.paths))
         else:
             _error("none of the input files could be read as an image or a video")
@@ -175,6 +182,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NO_READABLE_IMAGE
     _print_summary(result, paths, videos, model_path)
     return EXIT_OK
+
+
+def _scan_inputs(paths: list[str]) -> tuple[list[Path], list[Path]]:
+    """(image files, video files) among ``paths``, folders searched with their subfolders
+    (``core.predict.inputs.scan_media``); the files a folder holds that are neither, and the
+    folders that could not be searched, are listed on stderr."""
+    from fer_pipeline.core.predict.inputs import scan_media
+
+    media = scan_media(paths)
+    for line in media.report():
+        print(f"fer-predict: {line}", file=sys.stderr)
+    return media.images, media.videos
 
 
 def _load_model(model_arg: Path | None) -> tuple | None:

@@ -10,6 +10,13 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+class ParameterError(ValueError):
+    """A mistake of the user's that stops a run before it starts: a bad or unknown parameter, or
+    input data or a model that is not where the parameters say. The message names the parameter
+    or path and the fix; ``kedro run`` prints just that and exits with status 2 (``fer_pipeline.cli``),
+    where any other exception keeps its traceback."""
+
+
 def reject_unknown_keys(params: Mapping[str, Any], known: Sequence[str], what: str) -> None:
     """Raise ``ValueError`` for keys of ``params`` not in ``known``, naming the closest known key
     (``'ema_decy' (did you mean 'ema_decay'?)``) and listing the known ones. ``what`` names the

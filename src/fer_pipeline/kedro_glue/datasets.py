@@ -191,8 +191,8 @@ class VideoFolderDataset(AbstractDataset[dict, dict]):
         self.metadata = metadata
 
     def load(self) -> dict[str, Path]:
-        # Imported here: core.predict.video imports torch, which a catalog that never loads videos need not.
-        from fer_pipeline.core.predict.video import VIDEO_EXTENSIONS
+        # Imported here: a catalog that never loads videos need not import core.predict.
+        from fer_pipeline.core.predict.inputs import VIDEO_EXTENSIONS
 
         folder = Path(self._filepath)
         if not folder.is_dir():

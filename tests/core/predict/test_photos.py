@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.faces.images import load_image
+from fer_pipeline.core.ingestion.decode import FORMAT_EXTENSIONS, imdecode_formats
+from fer_pipeline.core.predict.inputs import image_extensions
 from fer_pipeline.core.predict.photos import collect_image_files, predict_photos, write_outputs
-from tests.core.photo_files import PHOTO_SEEDS, CountingModel, write_image, write_photo_folder
+from tests.core.photo_files import (
+    PHOTO_SEEDS,
+    TIFF_FOLDER_IMAGES,
+    CountingModel,
+    write_image,
+    write_photo_folder,
+    write_tiff_folder,
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +38,51 @@ def test_collect_image_files(photo_folder: Path, tmp_path: Path) -> None:
     assert [f.name for f in explicit] == ["readme.txt"]  # named files are tried, duplicates dropped
     with pytest.raises(FileNotFoundError):
         collect_image_files([tmp_path / "missing"])
+
+
+def test_a_folder_of_tiff_photos_is_searched_with_its_subfolders(tmp_path: Path, caplog) -> None:
+    folder = write_tiff_folder(tmp_path / "jaffe")
+    with caplog.at_level(logging.WARNING, logger="fer_pipeline.core.predict.photos"):
+        files = collect_image_files([folder])
+    assert [f.relative_to(folder).as_posix() for f in files] == TIFF_FOLDER_IMAGES  # .tiff, .TIF, subfolders
+    assert [r.getMessage() for r in caplog.records] == [
+        f"skipped 1 file that is not an image or a video: {folder / 'README.txt'}"]  # hidden files: no word
+
+
+def test_every_format_the_decoder_reads_is_found_by_its_extension(tmp_path: Path) -> None:
+    assert {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"} <= set(image_extensions())
+    image = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    written = []
+    for fmt in imdecode_formats():
+        ok, encoded = cv2.imencode(FORMAT_EXTENSIONS[fmt][0], image[..., 0] if fmt == "pnm" else image)  # PBM: grey
+        assert ok
+        encoded = encoded.tobytes()
+        for ext in FORMAT_EXTENSIONS[fmt]:
+            for name in (f"{fmt}_lower{ext}", f"{fmt}_upper{ext.upper()}"):
+                (tmp_path / name).write_bytes(encoded)
+                written.append(name)
+    files = collect_image_files([tmp_path])
+    assert sorted(f.name for f in files) == sorted(written)
+    assert all(load_image(f).shape == (24, 32, 3) for f in files)  # each one the photo path reads
+
+
+def test_same_named_photos_in_subfolders_keep_distinct_outputs(tmp_path: Path, model_and_config) -> None:
+    model, config = model_and_config
+    folder = write_tiff_folder(tmp_path / "jaffe")
+    result = predict_photos([folder], model, config, progress=False, device="cpu")
+    assert result.files == [str(folder / name) for name in TIFF_FOLDER_IMAGES] and not result.unreadable
+    assert {row["file"] for row in result.rows} == {str(folder / n) for n in TIFF_FOLDER_IMAGES[:3]}  # faces found
+    assert result.no_face == [str(folder / "b" / "face.tiff")]
+    assert list(result.annotated) == ["KA.AN1.39", "KM.HA2.5", "face", "face_2"]  # a/face, then b/face
+
+    paths = write_outputs(result, tmp_path / "out")
+    assert sorted(p.name for p in paths["annotated"]) == ["KA.AN1.39.png", "KM.HA2.5.png", "face.png", "face_2.png"]
+    a_face, b_face = (load_image(paths["annotated_dir"] / name) for name in ("face.png", "face_2.png"))
+    assert a_face.shape == (360, 480, 3) and b_face.shape == (240, 320, 3)  # neither overwrote the other
+    with open(paths["csv"], newline="", encoding="utf-8") as handle:
+        statuses = {(row["file"], row["status"]) for row in csv.DictReader(handle)}
+    assert statuses == {*((str(folder / n), "face") for n in TIFF_FOLDER_IMAGES[:3]),
+                        (str(folder / "b" / "face.tiff"), "no_face")}  # each row names its file and subfolder
 
 
 def test_predict_photos_end_to_end(photo_folder: Path, model_and_config, tmp_path: Path) -> None:

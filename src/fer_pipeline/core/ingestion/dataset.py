@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from fer_pipeline.core.classes import SPLITS
+from fer_pipeline.core.classes import IMAGE_SIZE, SPLITS
 from fer_pipeline.core.config import reject_unknown_keys
 from fer_pipeline.core.ingestion import (
     DATASET_META_KEYS,
+    _check_options,
     IngestionResult,
     apply_duplicate_policy,
     check_ferplus_settings,
@@ -68,9 +69,8 @@ def build_dataset(
     face it keeps. ``kind`` defaults to ``params["source_kind"]``; the caller adds its own
     report keys (``source_path``, ...). Raises ``IngestionError`` (reasons counted) when no face
     of a split in ``params["required_splits"]`` (default: all three) was kept."""
-    reject_unknown_keys(params, INGESTION_KEYS, "ingestion")
     kind = params["source_kind"] if kind is None else kind
-    label_settings = _label_settings(params, source, kind)
+    label_settings = check_ingestion_params(params, source, kind)
     result = ingest(
         source,
         kind=kind,
@@ -94,11 +94,29 @@ def build_dataset(
     return dataset, report
 
 
-def _label_settings(params: Mapping[str, Any], source: str | os.PathLike, kind: str) -> dict[str, Any]:
+def check_ingestion_params(
+    params: Mapping[str, Any], source: str | os.PathLike | None = None, kind: str | None = None
+) -> dict[str, Any]:
+    """``build_dataset``'s checks of ``params``, made before any image is decoded (and by the Kedro
+    hook ``ParameterChecks`` before a run's first node): unknown keys, the options' values and the
+    label settings, which are returned. ``source`` None (not there yet: the demo draws its faces in
+    the run) leaves out what needs it (FER+ votes need the contest CSV: the source's kind)."""
+    reject_unknown_keys(params, INGESTION_KEYS, "ingestion")
+    kind = params["source_kind"] if kind is None else kind
+    _check_options(kind, params["on_error"], params["colour"], params["size"], IMAGE_SIZE, params["val_fraction"],
+                   params["test_fraction"])
+    return _label_settings(params, source, kind)
+
+
+def _label_settings(params: Mapping[str, Any], source: str | os.PathLike | None, kind: str) -> dict[str, Any]:
     """The label parameters, checked before any image is decoded (``ferplus.check_settings``)."""
     settings = {"votes_path": params.get("ferplus_votes_path"), "mode": params.get("label_mode", "fer2013"),
                 "contempt": params.get("ferplus_contempt", "exclude")}
-    source_kind = (detect_source_kind(source) if kind == "auto" else kind) if settings["votes_path"] else None
+    source_kind = None
+    if settings["votes_path"] and kind != "auto":
+        source_kind = kind
+    elif settings["votes_path"] and source is not None:
+        source_kind = detect_source_kind(source)
     check_ferplus_settings(settings["mode"], settings["contempt"], settings["votes_path"], source_kind)
     return settings
 

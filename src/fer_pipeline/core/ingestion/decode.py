@@ -3,11 +3,13 @@
 OpenCV decodes when it is installed (its decoder releases the GIL, so threads decode in
 parallel); where it is missing (e.g. a bare GPU box) Pillow decodes, converts and resizes.
 ``sniff_format``, ``truncation`` and ``imdecode`` (the one OpenCV decode of the project) also
-serve the photo path, ``core.faces.images.decode_image``.
+serve the photo path, ``core.faces.images.decode_image``; ``FORMAT_EXTENSIONS`` and
+``imdecode_formats`` tell its folder scan which files are images (``core.predict.inputs``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -41,6 +43,33 @@ def sniff_format(data: bytes) -> str | None:
     if data[:1] == b"P" and data[1:2] in b"123456" and len(data) > 2:
         return "pnm"
     return None
+
+
+#: The file extensions (lower case) of each format ``sniff_format`` names: the one list of image
+#: extensions of the project (``core.predict.inputs`` finds photos in folders by them).
+FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "jpeg": (".jpg", ".jpeg", ".jpe", ".jfif"),
+    "png": (".png",),
+    "gif": (".gif",),
+    "bmp": (".bmp", ".dib"),
+    "webp": (".webp",),
+    "tiff": (".tif", ".tiff"),
+    "pnm": (".pbm", ".pgm", ".ppm", ".pnm"),
+}
+
+#: A 1x1 GIF: OpenCV reads GIF from 4.11 on (``imdecode_formats`` tries it); every opencv-python
+#: wheel reads the other formats of ``FORMAT_EXTENSIONS``.
+_GIF_PROBE = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+              b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+
+
+@functools.cache
+def imdecode_formats() -> tuple[str, ...]:
+    """The formats of ``FORMAT_EXTENSIONS`` that ``imdecode`` reads with the installed OpenCV
+    (GIF only where it decodes a sample); all of them where OpenCV is missing (Pillow decodes)."""
+    if opencv() is None:
+        return tuple(FORMAT_EXTENSIONS)
+    return tuple(fmt for fmt in FORMAT_EXTENSIONS if fmt != "gif" or imdecode(_GIF_PROBE) is not None)
 
 
 def truncation(data: bytes, fmt: str | None) -> str | None:

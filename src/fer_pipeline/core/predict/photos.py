@@ -7,6 +7,7 @@ downloaded. cv2 is imported lazily so ``core`` stays importable where OpenCV is 
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,11 +24,10 @@ from fer_pipeline.core.faces.classify import classify_crops, label_faces
 from fer_pipeline.core.faces.crops import WHOLE_IMAGE_MAX_SIDE, FoundFaces, find_faces
 from fer_pipeline.core.faces.detector import FaceDetector
 from fer_pipeline.core.faces.images import UnreadableImageError, load_image
+from fer_pipeline.core.predict.inputs import name_list, scan_media
 from fer_pipeline.core.predict.workers import map_ordered
 
-#: Extensions picked up when a folder is given (case-insensitive). Files named explicitly are
-#: tried whatever their extension.
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+log = logging.getLogger(__name__)
 
 CSV_STATUSES: tuple[str, ...] = ("face", "no_face", "unreadable")
 
@@ -39,7 +39,9 @@ class PredictionResult:
     ``files``: every input file in processing order. ``rows``: one dict per face (file,
     face_index, x, y, w, h, box_source, emotion, confidence, prob_<class>...). ``no_face``:
     readable files without a detected face. ``unreadable``: {file, reason}. ``annotated``: unique name (file
-    stem) -> RGB uint8 preview with boxes and labels, for every readable file.
+    stem; ``stem_2``, ``stem_3``, ... for the second, third ... file of that stem, in file order, as
+    two ``face.jpg`` in different subfolders) -> RGB uint8 preview with boxes and labels, for
+    every readable file. ``file`` is each file's path as found (a folder's files under it).
     """
 
     classes: tuple[str, ...]
@@ -101,29 +103,18 @@ def result_table(result: PredictionResult):  # -> pandas.DataFrame (pandas impor
 
 
 def collect_image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given, folders expanded to their image files (not recursive, sorted by name).
-
-    Raises FileNotFoundError for a path that does not exist. Duplicates are dropped.
+    """The image files among ``paths``, by ``core.predict.inputs.scan_media``: named files as given,
+    folders searched recursively (sorted; hidden files and folders left out) for the formats the
+    decoder reads. What is left out (a folder's other files, videos: ``predict_video`` reads
+    those) is logged as a warning. Raises FileNotFoundError for a path that does not exist.
+    Duplicates are dropped.
     """
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            files.extend(
-                sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-            )
-        elif path.exists():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"no such file or folder: {path}")
-    seen: set[Path] = set()
-    unique = []
-    for file in files:
-        key = file.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(file)
-    return unique
+    media = scan_media(paths)
+    for line in media.report():
+        log.warning("%s", line)
+    if media.videos:
+        log.warning("left %d video(s) to predict_video: %s", len(media.videos), name_list(media.videos))
+    return media.images
 
 
 def unique_name(stem: str, taken: Container[str]) -> str:

@@ -35,9 +35,6 @@ from fer_pipeline.core.predict.workers import map_ordered
 
 log = logging.getLogger(__name__)
 
-#: Extensions taken as videos (case-insensitive), in folders and when named explicitly.
-VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv")
-
 #: Container -> FourCC the installed opencv-python-headless (FFmpeg backend) writes. ``avc1``
 #: (H.264) has no encoder in the wheel; ``mp4v`` (MPEG-4 Part 2) and ``MJPG`` always work.
 VIDEO_CODECS: dict[str, str] = {".mp4": "mp4v", ".avi": "MJPG"}
@@ -48,38 +45,6 @@ FALLBACK_FPS = 25.0
 
 class UnreadableVideoError(ValueError):
     """The file cannot be opened as a video, or not one frame of it could be decoded."""
-
-
-# --------------------------------------------------------------------------------------------
-# Inputs
-# --------------------------------------------------------------------------------------------
-
-
-def is_video(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
-
-
-def split_media(paths: Iterable[str | os.PathLike]) -> tuple[list[str], list[Path]]:
-    """Inputs -> (what ``predict_photos`` takes: folders and non-video files, as given; the video
-    files: named ones plus the videos in the folders, sorted by name, duplicates dropped).
-    Raises FileNotFoundError for a path that does not exist."""
-    photos: list[str] = []
-    videos: dict[Path, Path] = {}  # resolved -> as given, first occurrence kept
-    for raw in paths:
-        path = Path(raw)
-        if not path.exists():
-            raise FileNotFoundError(f"no such file or folder: {path}")
-        if path.is_dir():
-            photos.append(str(raw))
-            found = sorted(p for p in path.iterdir() if p.is_file() and is_video(p))
-        elif is_video(path):
-            found = [path]
-        else:
-            photos.append(str(raw))
-            found = []
-        for video in found:
-            videos.setdefault(video.resolve(), video)
-    return photos, list(videos.values())
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,13 +28,22 @@ def prepare_source(params: dict[str, Any]) -> dict[str, Any]:
 
         summary = generate_demo_dataset(path, **demo)
         log.info("Demo faces (synthetic, not FER2013) ready in %s: %s", path, summary.get("counts"))
+    check_source(params)
+    return {"path": path.as_posix(), "kind": params["source_kind"], "demo": bool(demo)}
+
+
+def check_source(params: dict[str, Any]) -> Path:
+    """``ingestion.source_path``, or ``MissingSourceError`` (what to do) when nothing is there; the
+    Kedro hook ``ParameterChecks`` asks before the run (unless the demo draws the faces there)."""
+    path = Path(params["source_path"])
     if not path.exists():
         raise MissingSourceError(
-            f"No dataset at '{path}'. Put FER2013 there (train/<class>/*.jpg and test/<class>/*.jpg, "
-            "or fer2013.csv), or point to it with `kedro run --params ingestion.source_path=/path/to/fer2013`. "
-            "To try the project without FER2013, run the demo: `kedro run --env demo`."
+            f"No dataset at '{path}' (ingestion.source_path). Put FER2013 there (train/<class>/*.jpg and "
+            "test/<class>/*.jpg, or fer2013.csv), or point to it with `kedro run --params "
+            "ingestion.source_path=/path/to/fer2013`. To try the project without FER2013, run the demo: "
+            "`kedro run --env demo`."
         )
-    return {"path": path.as_posix(), "kind": params["source_kind"], "demo": bool(demo)}
+    return path
 
 
 def ingest_faces(

@@ -14,13 +14,13 @@ import pandas as pd
 
 from fer_pipeline.core.faces.detector import DETECT_MAX_SIDE, FaceDetector
 from fer_pipeline.core.models import load_model
+from fer_pipeline.core.predict.inputs import scan_media
 from fer_pipeline.core.predict.params import check_predict_params
 from fer_pipeline.core.predict.photos import predict_photos, result_table, unique_name
 from fer_pipeline.core.predict.video import (
     UnreadableVideoError,
     VideoResult,
     predict_video,
-    split_media,
     video_table,
 )
 from fer_pipeline.kedro_glue.datasets import ModelFile
@@ -35,27 +35,32 @@ def _input_paths(params: dict[str, Any]) -> list[Path]:
 
 
 def prepare_photos(params: dict[str, Any]) -> dict[str, Any]:
-    """Locate the input photos (folders and image files, videos left to ``prepare_videos``);
-    the demo environment draws a few synthetic ones first."""
+    """Locate the input photos: the image files among ``predict.inputs``, named ones and those in
+    its folders and their subfolders (``core.predict.inputs.scan_media``, as ``fer-predict``; videos
+    left to ``prepare_videos``). A folder's files that are neither, and missing inputs, are
+    warnings. The demo environment draws a few synthetic photos first."""
     inputs = _input_paths(params)
     demo = params.get("demo_photos")
     if demo:
         from fer_pipeline.demo import write_demo_photos
 
         write_demo_photos(inputs[0], **demo)
-    existing = [p.as_posix() for p in inputs if p.exists()]
-    if not existing:
-        log.warning("No photos at %s: put JPEG/PNG photos or videos there or pass --params predict.inputs=<folder>",
-                    ", ".join(p.as_posix() for p in inputs))
-    return {"inputs": split_media(existing)[0]}
+    missing = [p.as_posix() for p in inputs if not p.exists()]
+    if missing:
+        log.warning("No photos at %s: put photos (JPEG, PNG, TIFF, ...) or videos there or pass "
+                    "--params predict.inputs=<folder>", ", ".join(missing))
+    media = scan_media(p for p in inputs if p.exists())
+    for line in media.report():
+        log.warning("%s", line)
+    return {"inputs": [p.as_posix() for p in media.images]}
 
 
 def prepare_videos(params: dict[str, Any]) -> dict[str, Any]:
-    """The video files among ``predict.inputs``: named ones and those in its folders
-    (``core.predict.video.split_media``). A node of its own, not a second output of ``prepare_photos``,
-    so that photos and videos are separate in-memory hand-offs (one Airflow task each)."""
-    existing = [p for p in _input_paths(params) if p.exists()]
-    videos = split_media(existing)[1]
+    """The video files among ``predict.inputs``: named ones and those in its folders and their
+    subfolders (``core.predict.inputs.scan_media``; ``prepare_photos`` reports what is skipped).
+    A node of its own, not a second output of ``prepare_photos``, so that photos and videos are
+    separate in-memory hand-offs (one Airflow task each)."""
+    videos = scan_media(p for p in _input_paths(params) if p.exists()).videos
     if videos:
         log.info("%d video(s) among the inputs", len(videos))
     return {"videos": [v.as_posix() for v in videos]}
@@ -76,7 +81,8 @@ def predict_emotions(
         device=params["device"], progress=True, amp=params.get("amp", "auto"), workers=params.get("workers"),
     )
     table = result_table(result)
-    annotated = {Path(name).stem: Image.fromarray(np.asarray(img)) for name, img in result.annotated.items()}
+    # The names are unique file stems already ("photo.v2", "face_2"): taken as they are, not cut again.
+    annotated = {name: Image.fromarray(np.asarray(img)) for name, img in result.annotated.items()}
     metrics = {
         "predict.files": float(len(set(table["file"]))) if len(table) else 0.0,
         "predict.faces": float((table["status"] == "face").sum()) if len(table) else 0.0,
