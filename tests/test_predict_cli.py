@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from fer_pipeline.commands.predict import find_project_root, main
 DEFAULT_MODEL_RELATIVE = Path("data") / "06_models" / "resnet34.pt"  # conf/base/catalog.yml's resnet_model
 from fer_pipeline.core.models import build_resnet34, model_config, save_model
 from fer_pipeline.demo import draw_photo
+from tests.core.photo_files import TIFF_FOLDER_IMAGES, write_tiff_folder
 from tests.core.video_clips import read_video, write_clip
 
 PHOTO_FACES = [(3, (60, 90, 130, 150)), (5, (290, 80, 120, 140))]
@@ -60,6 +62,35 @@ def test_success_writes_csv_and_annotations(model_file: Path, photo: Path, tmp_p
     assert (out / "annotated" / "group.png").is_file() and (out / "annotated" / "blank.png").is_file()
     printed = capsys.readouterr().out
     assert "faces" in printed and str(out / "predictions.csv") in printed
+
+
+def test_a_folder_of_tiff_photos_is_searched_with_its_subfolders(model_file: Path, photo: Path, tmp_path: Path,
+                                                                  capsys) -> None:
+    folder = write_tiff_folder(tmp_path / "jaffe")
+    out = tmp_path / "out"
+    assert main([str(photo.parent), str(folder), "--model", str(model_file), "--output", str(out), "--device", "cpu",
+                 "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == f"fer-predict: skipped 1 file that is not an image or a video: {folder / 'README.txt'}\n"
+    rows = read_csv(out / "predictions.csv")
+    files = [str(photo), *(str(folder / name) for name in TIFF_FOLDER_IMAGES)]  # .tiff, .TIF, subfolders
+    assert list(dict.fromkeys(row["file"] for row in rows)) == files
+    assert {row["status"] for row in rows if row["file"] == str(folder / "KA.AN1.40.TIF")} == {"face"}
+    # a/face.tiff and b/face.tiff: two annotated images, the CSV names each one's subfolder
+    assert sorted(p.name for p in (out / "annotated").iterdir()) == [
+        "KA.AN1.39.png", "KA.AN1.40.png", "face.png", "face_2.png", "group.png"]
+    assert re.search(r"^image files +5$", captured.out, re.MULTILINE)
+
+
+def test_a_folder_without_images_or_videos_says_what_it_skipped(model_file: Path, tmp_path: Path, capsys) -> None:
+    for name in ("notes.txt", "sub/data.csv", ".hidden.jpg"):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / name).write_text("not a photo")
+    assert main([str(tmp_path / "in"), "--model", str(model_file), "--output", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert (f"skipped 2 files that are not images or videos: {tmp_path / 'in' / 'notes.txt'}, "
+            f"{tmp_path / 'in' / 'sub' / 'data.csv'}\n") in err
+    assert "no image or video files (.jpg .jpeg" in err and " .tif .tiff " in err and ".hidden" not in err
 
 
 def test_no_face_is_still_success(model_file: Path, tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ def write_photo_folder(folder: Path) -> Path:
 
 
 #: ``write_tiff_folder``'s images, relative to the folder, in the order a folder scan finds them.
-TIFF_FOLDER_IMAGES = ["KA.AN1.39.tiff", "KM.HA2.5.TIF", "a/face.tiff", "b/face.tiff"]
+TIFF_FOLDER_IMAGES = ["KA.AN1.39.tiff", "KA.AN1.40.TIF", "a/face.tiff", "b/face.tiff"]
 
 
 def write_tiff_folder(folder: Path) -> Path:
@@ -66,7 +66,7 @@ def write_tiff_folder(folder: Path) -> Path:
     written by ``cv2.imwrite``), two same-named ones in subfolders (``a/face.tiff`` with faces,
     ``b/face.tiff`` blank), a README that is not an image, and hidden files that are ignored
     (``.DS_Store``, ``.thumbs/hidden.tiff``). Its images: ``TIFF_FOLDER_IMAGES``."""
-    photos = {"KA.AN1.39.tiff": 1, "KM.HA2.5.TIF": 2, "a/face.tiff": 2}
+    photos = {"KA.AN1.39.tiff": 1, "KA.AN1.40.TIF": 2, "a/face.tiff": 2}
     for name, seed in photos.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         photo = draw_photo(PHOTO_FACES, rng=np.random.default_rng(seed))

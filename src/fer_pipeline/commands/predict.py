@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fer_pipeline.core.ingestion.decode import FORMAT_EXTENSIONS
-from fer_pipeline.core.predict.inputs import VIDEO_EXTENSIONS
+from fer_pipeline.core.predict.inputs import VIDEO_EXTENSIONS, image_extensions, scan_media
 from fer_pipeline.project import catalog_file, environment_data_roots, find_project_root
 
 #: ``core.faces.detector.DETECT_MAX_SIDE``, repeated so that ``--help`` needs no torch/OpenCV import.
@@ -171,8 +171,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     readable_videos = [v for v, csv_path in videos if not isinstance(csv_path, str)]
     if result.num_readable == 0 and not readable_videos:
         if not result.files and not video_files:
-            from fer_pipeline.core.predict.inputs import image_extensions
-
             _error(f"no image or video files ({' '.join((*image_extensions(), *VIDEO_EXTENSIONS))}) in: "
                    + ", ".join(args.paths))
         else:
@@ -188,8 +186,6 @@ def _scan_inputs(paths: list[str]) -> tuple[list[Path], list[Path]]:
     """(image files, video files) among ``paths``, folders searched with their subfolders
     (``core.predict.inputs.scan_media``); the files a folder holds that are neither, and the
     folders that could not be searched, are listed on stderr."""
-    from fer_pipeline.core.predict.inputs import scan_media
-
     media = scan_media(paths)
     for line in media.report():
         print(f"fer-predict: {line}", file=sys.stderr)

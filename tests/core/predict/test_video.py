@@ -20,7 +20,6 @@ from fer_pipeline.core.predict.video import (
     IoUTracker,
     UnreadableVideoError,
     predict_video,
-    split_media,
     video_csv_columns,
     video_table,
     write_video_csv,
@@ -208,16 +207,3 @@ def test_unreadable_video_is_a_clear_error(kind: str, model_and_config, tmp_path
     with pytest.raises(UnreadableVideoError, match=str(path).replace("\\", "\\\\")):
         predict_video(path, model, config, annotated_path=out / "annotated.mp4", device="cpu", progress=False)
     assert not out.exists() or list(out.iterdir()) == []  # nothing half-written
-
-
-def test_split_media_separates_videos_from_photos(tmp_path: Path) -> None:
-    (tmp_path / "a.jpg").write_bytes(b"x")
-    (tmp_path / "b.MP4").write_bytes(b"x")
-    (tmp_path / "c.mkv").write_bytes(b"x")
-    (tmp_path / "notes.txt").write_bytes(b"x")
-    other = tmp_path / "other.avi"
-    photos, videos = split_media([tmp_path, tmp_path / "c.mkv", tmp_path / "a.jpg"])
-    assert photos == [str(tmp_path), str(tmp_path / "a.jpg")]
-    assert [v.name for v in videos] == ["b.MP4", "c.mkv"]  # the named c.mkv is not listed twice
-    with pytest.raises(FileNotFoundError):
-        split_media([other])

@@ -23,9 +23,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_photos_to_a_table_of_faces_annotated_images_and_metrics(tmp_path, caplog):
-    photos = prepare_photos({"inputs": str(tmp_path / "photos"), "demo_photos": {"n_photos": 2, "seed": 0}})
-    assert photos == {"inputs": [(tmp_path / "photos").as_posix()]}
+    (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    photos = prepare_photos({"inputs": str(tmp_path / "photos"), "demo_photos": {"n_photos": 2, "seed": 0}})
+    assert [Path(p).name for p in photos["inputs"]] == ["broken.jpg", "demo_no_face.jpg", "demo_photo_0.jpg",
+                                                        "demo_photo_1.png"]
     torch.manual_seed(0)
     model = save_model(tmp_path / "resnet34.pt", build_resnet34(arch="resnet18", stem="imagenet"),
                        model_config(arch="resnet18", stem="imagenet"))
@@ -38,6 +40,22 @@ def test_photos_to_a_table_of_faces_annotated_images_and_metrics(tmp_path, caplo
     faces = table[table["status"] == "face"]
     assert len(faces) == 3 and faces[[f"prob_{c}" for c in ("angry", "happy")]].notna().all().all()
     assert set(annotated) == {"demo_photo_0", "demo_photo_1", "demo_no_face"}
+
+
+def test_photo_folders_are_searched_as_fer_predict_does(tmp_path, caplog):
+    from tests.core.photo_files import TIFF_FOLDER_IMAGES, write_tiff_folder
+
+    folder = write_tiff_folder(tmp_path / "jaffe")
+    with caplog.at_level(logging.WARNING):
+        photos = prepare_photos({"inputs": [str(folder), str(tmp_path / "absent")], "demo_photos": None})
+    assert photos == {"inputs": [(folder / name).as_posix() for name in TIFF_FOLDER_IMAGES]}  # TIFFs, subfolders
+    assert f"skipped 1 file that is not an image or a video: {folder / 'README.txt'}" in caplog.text
+    assert "No photos at" in caplog.text and "absent" in caplog.text  # a missing input among others: said too
+    torch.manual_seed(0)
+    model = save_model(tmp_path / "resnet34.pt", build_resnet34(arch="resnet18"), model_config(arch="resnet18"))
+    table, annotated, _ = predict_emotions(photos, ModelFile(model), {"margin": 0.2, "tta": "none", "device": "cpu"})
+    assert set(table["file"]) == {str(folder / name) for name in TIFF_FOLDER_IMAGES}
+    assert sorted(annotated) == ["KA.AN1.39", "KA.AN1.40", "face", "face_2"]  # dotted names kept whole, none lost
 
 
 def test_no_photos_is_a_warning_not_an_error(tmp_path, caplog):
@@ -53,7 +71,7 @@ def test_videos_among_the_inputs_give_frame_rows_annotated_videos_and_metrics(tm
     (photos_dir / "broken.mp4").write_bytes(b"not a video" * 20)
     (photos_dir / "photo.png").write_bytes(b"not read here")
     params = {"inputs": [str(photos_dir), str(photos_dir / "call.avi")], "demo_photos": None}
-    assert prepare_photos(params) == {"inputs": [photos_dir.as_posix()]}  # the named video is not a photo
+    assert prepare_photos(params) == {"inputs": [(photos_dir / "photo.png").as_posix()]}  # videos are not photos
     inputs = prepare_videos(params)
     assert [Path(v).name for v in inputs["videos"]] == ["broken.mp4", "call.avi"]
     torch.manual_seed(0)
