@@ -14,8 +14,8 @@ from fer_pipeline.core.classes import IMAGE_SIZE, SPLITS
 from fer_pipeline.core.config import reject_unknown_keys
 from fer_pipeline.core.ingestion import (
     DATASET_META_KEYS,
-    _check_options,
     IngestionResult,
+    _check_options,
     apply_duplicate_policy,
     check_ferplus_settings,
     check_required_splits,
