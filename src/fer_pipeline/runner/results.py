@@ -43,7 +43,8 @@ def results_table(metrics: Mapping[str, Any]) -> str:
     if test:
         per_mode = [report["per_class"] for report in test.values()]
         lines += ["", "PrivateTest recall per class: " + ", ".join(
-            f"{rows[0]['class']} " + "/".join(f"{row['recall']:.3f}" for row in rows) for rows in zip(*per_mode))
+            f"{same_class[0]['class']} " + "/".join(f"{row['recall']:.3f}" for row in same_class)
+            for same_class in zip(*per_mode))
             + f"  ({'/'.join(test)})"]
     naive = metrics.get("naive_baseline")
     if naive and naive.get("speedup"):  # None when only the fast path was timed (--deadline-s alone)
