@@ -116,7 +116,7 @@ def test_the_dag_runs_every_node_once_in_the_pipelines_order(name, dag_folder, k
     assert sorted(listed) == sorted(n.name for n in pipeline.nodes), "each node in exactly one task"
     for task, nodes in dag["tasks"].items():  # task ids: the node names, slugified
         if len(nodes) == 1:
-            assert task == nodes[0].replace("_", "-")
+            assert task == nodes[0].replace("_", "-").replace(".", "-")
 
     producer = {out: n.name for n in pipeline.nodes for out in n.outputs}
     expected = set()
@@ -131,13 +131,15 @@ def test_the_dag_runs_every_node_once_in_the_pipelines_order(name, dag_folder, k
 
     # Each task is `session.run(node_names=...)`: exactly one of them trains, and logs the model.
     logging = [t for t, nodes in dag["tasks"].items() if isinstance(pipeline.filter(node_names=nodes), PipelineML)]
-    assert logging == ["train-resnet"]
+    assert logging == ["training-train-resnet"]
 
 
 def test_in_memory_hand_offs_stay_inside_one_task(dag_folder):
     tasks = _read_dag(dag_folder / EXPORTED["__default__"])["tasks"]
-    assert sorted(tasks["prepare-source-ingest-faces"]) == ["ingest_faces", "prepare_source"]  # raw_source
-    assert sorted(tasks["prepare-photos-predict-emotions"]) == ["predict_emotions", "prepare_photos"]  # photo_inputs
+    task_of = {node: task for task, nodes in tasks.items() for node in nodes}
+    # raw_source and photo_inputs are handed over in memory: producer and consumer share a task
+    assert sorted(tasks[task_of["ingestion.prepare_source"]]) == ["ingestion.ingest_faces", "ingestion.prepare_source"]
+    assert sorted(tasks[task_of["predict.prepare_photos"]]) == ["predict.predict_emotions", "predict.prepare_photos"]
 
 
 def _airflow_python() -> str:

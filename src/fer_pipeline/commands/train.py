@@ -3,7 +3,7 @@
 On one machine ``kedro run --params training.distributed.nproc_per_node=N`` is the way to train
 in N processes. On a cluster, ``torchrun`` starts the processes on every node and each runs
 this command (``-m fer_pipeline.commands.train``), with the training inputs on storage every node
-reads (``kedro run --to-nodes assemble_training_set`` writes them):
+reads (``kedro run --to-nodes augmentation.assemble_training_set`` writes them):
 
     torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HEAD:29400 \\
         --rdzv-id fer-1 -m fer_pipeline.commands.train --out /shared/06_models/resnet34.pt
@@ -87,7 +87,7 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
     for what, path in (("--training-set", training_set_path), ("--dataset", dataset_path)):
         if not path.is_file():
             raise SystemExit(f"fer-train: {what} {path} does not exist: run `kedro run --to-nodes "
-                             f"assemble_training_set` first, or pass the file")
+                             f"augmentation.assemble_training_set` first, or pass the file")
 
     world = None
     if launched_by_torchrun():

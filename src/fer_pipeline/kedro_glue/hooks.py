@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 Params = Mapping[str, Mapping[str, Any]]
 MODEL = "resnet_model"
 #: the nodes that can take the model from an MLflow run (``evaluate.model_run_id``) instead of the file
-MODEL_RUN_ID_NODES = {"evaluate_model", "evaluate_external"}
+MODEL_RUN_ID_NODES = {"evaluate.evaluate_model", "evaluate.evaluate_external"}
 
 
 def _ingestion(params: Params) -> None:
@@ -114,7 +114,7 @@ class ParameterChecks:
                 except _user_errors() as error:
                     raise _stopped(error, stage, env) from error
         try:
-            if "evaluate_external" in {node.name for node in pipeline.nodes} and "evaluate" in params:
+            if "evaluate.evaluate_external" in {node.name for node in pipeline.nodes} and "evaluate" in params:
                 self._check_external_sets(params["evaluate"].get("external_sets"))
         except _user_errors() as error:
             raise _stopped(error, "evaluate", env) from error

@@ -89,7 +89,7 @@ class TrainingPipelineML(PipelineML):
     """kedro-mlflow's ``PipelineML`` (what ``pipeline_ml_factory`` builds) whose filtered copies
     (``kedro run --nodes/--from-nodes/--to-nodes/--tags``) stay one only while they still write
     what the inference pipeline needs from training. A run that does not train logs no model:
-    as a ``PipelineML``, ``kedro run --to-nodes ingest_faces`` would stop with "free input
+    as a ``PipelineML``, ``kedro run --to-nodes ingestion.ingest_faces`` would stop with "free input
     resnet_model" before running anything."""
 
     def _turn_pipeline_to_ml(self, pipeline: Pipeline) -> Pipeline:

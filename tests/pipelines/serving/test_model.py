@@ -55,7 +55,7 @@ def test_the_runs_that_train_or_package_log_the_serving_pipeline_and_only_they(r
         assert isinstance(registered[name], PipelineML), name
         assert registered[name].inference.outputs() == {"emotion_predictions"}
         assert registered[name].input_name == INPUT_NAME
-        assert "describe_served_model" in {n.name for n in registered[name].nodes}, name  # params checked
+        assert "package_model.describe_served_model" in {n.name for n in registered[name].nodes}, name  # params checked
     assert type(registered["package_model"]) is PipelineML  # kedro-mlflow's own: it reads the model file
     for name in ("ingestion", "evaluate", "predict", "serving"):
         assert not isinstance(registered[name], PipelineML), name
@@ -66,16 +66,16 @@ def test_the_runs_that_train_or_package_log_the_serving_pipeline_and_only_they(r
 
 def test_a_filtered_run_logs_the_model_only_when_it_still_trains(registered):
     default = registered["__default__"]
-    assert isinstance(default.filter(node_names=["train_resnet"]), TrainingPipelineML)
-    assert isinstance(default.filter(to_nodes=["train_resnet"]), TrainingPipelineML)
-    ingestion_only = default.filter(to_nodes=["ingest_faces"])  # kedro-mlflow's own class refused this
+    assert isinstance(default.filter(node_names=["training.train_resnet"]), TrainingPipelineML)
+    assert isinstance(default.filter(to_nodes=["training.train_resnet"]), TrainingPipelineML)
+    ingestion_only = default.filter(to_nodes=["ingestion.ingest_faces"])  # kedro-mlflow's own class refused this
     assert type(ingestion_only) is Pipeline and {n.name for n in ingestion_only.nodes} == {
-        "prepare_source", "ingest_faces"}
-    assert type(default.filter(node_names=["evaluate_model"])) is Pipeline
+        "ingestion.prepare_source", "ingestion.ingest_faces"}
+    assert type(default.filter(node_names=["evaluate.evaluate_model"])) is Pipeline
 
 
 def test_only_the_requested_pipelines_are_found_and_training_still_logs(registered):
-    """`kedro run --pipeline training` makes Kedro find `training` alone; serving is built anyway."""
+    """`kedro run --pipelines training` makes Kedro find `training` alone; serving is built anyway."""
     bootstrap_project(REPO)
     pipelines.set_requested(["training"])
     try:
