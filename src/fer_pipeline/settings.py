@@ -6,6 +6,7 @@ from kedro.config import OmegaConfigLoader
 from kedro.utils import find_kedro_project
 
 from fer_pipeline.kedro_glue.hooks import ParameterChecks
+from fer_pipeline.kedro_glue.run_names import RunNames
 
 
 def _project_root() -> str:
@@ -13,7 +14,7 @@ def _project_root() -> str:
     return (find_kedro_project(Path.cwd()) or Path.cwd()).resolve().as_posix()
 
 
-HOOKS = (ParameterChecks(),)
+HOOKS = (ParameterChecks(), RunNames())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
