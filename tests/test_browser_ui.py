@@ -8,6 +8,7 @@ included, by PID. Screenshots go to the demo project's data/demo/08_reporting/.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -70,37 +71,69 @@ def _requested_hosts(driver) -> set[str]:
     return hosts
 
 
-def test_kedro_viz_shows_every_pipeline(demo_project, browser):
+STAGES = ["ingestion", "class_balance", "autoencoder", "augmentation", "training", "evaluate", "package_model",
+          "predict"]
+
+
+def _zoom_percent(driver) -> int:
+    """The zoom kedro-viz shows in its toolbar (``118%``)."""
+    shown = re.findall(r"^(\d+)%$", driver.find_element("tag name", "body").text, re.MULTILINE)
+    assert shown, "kedro-viz shows no zoom level"
+    return int(shown[-1])
+
+
+def _drawn_names(driver) -> set[str]:
+    return {node.text for node in driver.find_elements("css selector", "svg .pipeline-node")}
+
+
+def test_kedro_viz_opens_on_the_stages(demo_project, browser):
     port = free_port()
     server = start([str(BIN / "fer-ui"), "viz", "--port", str(port), "--env", "demo"], demo_project)
     try:
         wait_http(f"http://127.0.0.1:{port}/api/main", server)
         browser.get(f"http://127.0.0.1:{port}/")
-        # node labels of the default (all-stages) DAG
-        _wait_for_text(browser, ["ingest_faces", "analyse_class_balance", "train_autoencoder",
-                                 "assemble_training_set", "train_resnet", "evaluate_model", "predict_emotions"])
-        # the DAG itself is drawn: one SVG node per pipeline node and dataset
+        _wait_for_text(browser, STAGES)
+        # A first visit draws one collapsed box per stage and no dataset: readable at first sight,
+        # not 44 datasets at 17 % zoom; no feature tour over it (it opened at once before).
         deadline = time.time() + 30
-        while time.time() < deadline and len(browser.find_elements("css selector", "svg .pipeline-node")) < 20:
+        while time.time() < deadline and len(browser.find_elements("css selector", "svg .pipeline-node")) < len(STAGES):
             time.sleep(1)
-        assert len(browser.find_elements("css selector", "svg .pipeline-node")) >= 20
+        time.sleep(3)  # the tour, when shown, opens after the graph
+        drawn = browser.find_elements("css selector", "svg .pipeline-node")
+        assert sorted(node.text for node in drawn) == sorted(STAGES)
+        assert _zoom_percent(browser) >= 60
         text = browser.find_element("tag name", "body").text
+        assert "1 of 6" not in text and "Workflow run status" not in text  # kedro-viz's feature tour
         assert "None is here" not in text  # the banner kedro-viz shows when its PyPI lookup fails
         browser.save_screenshot(str(demo_project / "data/demo/08_reporting/kedro_viz.png"))
+
+        # A stage expands to its nodes; the datasets are one switch away, and a user's choices stay.
+        next(node for node in drawn if node.text == "evaluate").click()
+        deadline = time.time() + 30
+        while time.time() < deadline and "evaluate_external" not in _drawn_names(browser):
+            time.sleep(1)
+        assert {"evaluate_model", "evaluate_external", "training"} <= _drawn_names(browser)
+        stored = json.loads(browser.execute_script("return localStorage.getItem('KedroViz')"))
+        stored["nodeType"]["disabled"]["data"] = False
+        browser.execute_script("localStorage.setItem('KedroViz', arguments[0])", json.dumps(stored))
+        browser.refresh()
+        _wait_for_text(browser, ["fer_dataset", "resnet_model", "confusion_matrix_plot"])
+        browser.save_screenshot(str(demo_project / "data/demo/08_reporting/kedro_viz_datasets.png"))
         assert _requested_hosts(browser) == {"127.0.0.1"}
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/main", timeout=10) as response:
             graph = json.load(response)
         pipelines = {p["id"] for p in graph["pipelines"]}
-        # Kedro layers are drawn as bands (kedro-viz drops them all if their order is circular)
+        # Kedro layers stay declared (kedro-viz drops them all if their order is circular)
         assert graph["layers"] == ["raw", "primary", "feature", "model_input", "models", "model_output", "reporting"]
         assert {"ingestion", "class_balance", "autoencoder", "augmentation", "training", "evaluate",
                 "predict", "__default__"} <= pipelines
+        assert set(STAGES) <= {node["id"] for node in graph["nodes"] if node["type"] == "modularPipeline"}
     finally:
         pids = stop(server)
     assert not any(alive(p) for p in pids), "fer-ui viz left processes behind"
 
 
-def test_mlflow_ui_shows_the_demo_run(demo_project, browser):
+def test_mlflow_ui_opens_on_the_runs_table(demo_project, browser):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{demo_project / 'mlflow.db'}")
@@ -111,6 +144,19 @@ def test_mlflow_ui_shows_the_demo_run(demo_project, browser):
     server = start([str(BIN / "fer-ui"), "mlflow", "--port", str(port)], demo_project)
     try:
         wait_http(f"http://127.0.0.1:{port}/health", server)
+        # The bare address opens on the latest run's experiment, its runs table, in model-training
+        # mode: before, "Welcome to MLflow" in GenAI mode, the assistant open, a telemetry banner.
+        browser.get(f"http://127.0.0.1:{port}/")
+        text = _wait_for_text(browser, ["Runs", run.info.run_name, "Model training"])
+        url = browser.current_url
+        assert f"#/experiments/{experiment.experiment_id}/runs" in url, url
+        time.sleep(3)  # the assistant, when it opens by itself, opens after the page
+        text = browser.find_element("tag name", "body").text
+        for noise in ("Welcome to MLflow", "MLflow Assistant", "Information about UI telemetry", "Traces over time"):
+            assert noise not in text, noise
+        assert browser.execute_script("return localStorage.getItem('mlflow.settings.telemetry.enabled_v1')") == "false"
+        browser.save_screenshot(str(demo_project / "data/demo/08_reporting/mlflow_runs.png"))
+
         base = f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}"
         browser.get(base)
         _wait_for_text(browser, ["ingestion.source_path", "eval.test.accuracy"])
@@ -118,6 +164,12 @@ def test_mlflow_ui_shows_the_demo_run(demo_project, browser):
         browser.get(base + "/artifacts")
         _wait_for_text(browser, ["plots", "model", "reports"])
         browser.save_screenshot(str(demo_project / "data/demo/08_reporting/mlflow_artifacts.png"))
+
+        # A choice made in the UI is kept: GenAI mode chosen stays chosen on the next visit.
+        browser.execute_script("localStorage.setItem('mlflow.workflowType_v1', '\"genai\"')")
+        browser.get(f"http://127.0.0.1:{port}/#/experiments")
+        time.sleep(2)
+        assert browser.execute_script("return localStorage.getItem('mlflow.workflowType_v1')") == '"genai"'
         assert _requested_hosts(browser) == {"127.0.0.1"}
     finally:
         pids = stop(server)

@@ -62,9 +62,12 @@ def test_fer_ui_mlflow_serves_the_demo_run_offline(demo_project, tmp_path):
 def test_fer_ui_viz_serves_the_demo_pipelines_offline(demo_project, tmp_path):
     import kedro_viz
 
-    log = tmp_path / "net.jsonl"
+    log, output = tmp_path / "net.jsonl", tmp_path / "viz.out"
     command = [str(BIN / "fer-ui"), "viz", "--env", "demo"]
-    with recorded_server(command, demo_project, log, "/api/main") as (base, server):
+    with recorded_server(command, demo_project, log, "/api/main", output=output) as (base, server):
+        # its address, not the ~80 lines of third-party warnings that came before it
+        assert output.read_text().splitlines() == [
+            f"kedro-viz {kedro_viz.__version__} (offline) on {base}/ for {demo_project} (env demo)"]
         page = _get(base + "/").decode()
         assert "<html" in page.lower() and "./assets/" in page  # kedro-viz's own page...
         assert "https://" not in page.split("</head>")[0]  # ...without its fonts.googleapis.com links
@@ -170,6 +173,34 @@ print(installed, get_version_response().model_dump())
     assert done.returncode == 0, done.stderr
     installed, response = done.stdout.strip().split(" ", 1)
     assert response == str({"installed": installed, "is_outdated": False, "latest": installed})
+
+
+def test_the_mlflow_ui_runs_this_projects_app_which_mlflow_finds_by_name():
+    from mlflow.server import _find_app
+
+    from fer_pipeline.commands.ui import mlflow_command
+
+    command = mlflow_command(5000, "sqlite:///mlflow.db", 1)
+    assert command[command.index("--app-name") + 1] == "fer_pipeline"
+    assert _find_app("fer_pipeline") == "fer_pipeline.commands.mlflow_app:app"  # the entry point
+
+
+def test_the_mlflow_ui_opens_on_the_latest_runs_experiment_or_the_one_named(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from fer_pipeline.commands.ui import UsageError, landing_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    assert landing_experiment(uri, None) is None  # an empty store: the UI's own home page
+    first, second = client.create_experiment("fer_pipeline"), client.create_experiment("fer_ablation_cpu")
+    client.create_run(second)
+    time.sleep(0.01)
+    client.create_run(first)
+    assert landing_experiment(uri, None) == first
+    assert landing_experiment(uri, "fer_ablation_cpu") == second
+    with pytest.raises(UsageError, match="no experiment 'nope' .*fer_ablation_cpu, fer_pipeline"):
+        landing_experiment(uri, "nope")
 
 
 def test_usage_errors_exit_2_before_any_server_starts(tmp_path, capsys, monkeypatch):

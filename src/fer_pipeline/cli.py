@@ -7,20 +7,18 @@ its traceback."""
 from __future__ import annotations
 
 import sys
-import warnings
 from typing import Any
 
 import click
 from kedro.framework.cli.project import run as kedro_run
 
 from fer_pipeline.core.config import ParameterError
+from fer_pipeline.third_party import silence_known_warnings
 
 #: exit status of a run stopped by a user error (click's, for a usage error)
 USER_ERROR_STATUS = 2
 
-# The installed OmegaConf deprecates register_new_resolver, which Kedro's config loader and
-# kedro-mlflow call in every run: some 30 lines of warnings no user of the project can act on.
-warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
+silence_known_warnings()  # e.g. ~30 lines of OmegaConf deprecations per run
 
 
 @click.group(name="fer_pipeline")

@@ -18,6 +18,14 @@ viewing"):
   and installs a guard that refuses any name lookup or connection to a host other than the
   loopback (so a future release's new call fails at once instead of reaching out).
 
+Both open on what a newcomer needs first (issue 27, measured the same way): ``fer-ui mlflow``
+serves MLflow's app through this project's (``commands/mlflow_app.py``), which opens on the runs
+table of the experiment of the latest run (or ``--experiment NAME``) in model-training mode, the
+assistant closed; ``fer-ui viz`` opens on the stages (one collapsible box per namespaced
+pipeline, datasets shown from the Filters panel) without kedro-viz's feature tour, and without
+the third-party warnings its start-up printed (about 80 lines before its address). Both set only
+what the browser has no value for yet: a choice made in a UI is kept.
+
 Exit codes: 2 on a usage error (port in use, no mlflow.db yet); otherwise the server's own
 (``fer-ui mlflow`` becomes ``mlflow ui``; ``fer-ui viz`` returns 0 when kedro-viz stops).
 """
@@ -33,12 +41,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fer_pipeline.commands.html_pages import first_visit_script, rewrite_html_pages, with_head_script
 from fer_pipeline.project import project_root
 
 HOST = "127.0.0.1"
 
 #: Every switch the tools honour for "send nothing": mlflow's and kedro's telemetry.
 OFFLINE_ENVIRONMENT = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "KEDRO_DISABLE_TELEMETRY": "true"}
+
+#: how ``fer-ui mlflow`` tells its server app (``commands/mlflow_app.py``) the experiment to open on
+LANDING_ENVIRONMENT = "FER_UI_LANDING_EXPERIMENT"
+
+#: kedro-viz's first-visit settings (its localStorage "KedroViz"): no feature tour; the stages
+#: without their ~45 datasets, which the Filters panel shows; no layer bands, which put every
+#: reporting output in one row and made the whole DAG open at 17 % zoom.
+VIZ_DEFAULTS = {"KedroViz": {"showFeatureHints": False, "layer": {"visible": False},
+                             "nodeType": {"disabled": {"parameters": True, "task": False, "data": True}}}}
 
 #: Audit events whose first address argument names a host this process would reach.
 _LOOKUP_EVENTS = ("socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyname_ex", "socket.gethostbyaddr")
@@ -122,9 +140,29 @@ def check_port_free(port: int) -> None:
 
 
 def mlflow_command(port: int, backend_store_uri: str, workers: int) -> list[str]:
-    """The ``mlflow ui`` command line ``fer-ui mlflow`` runs (with ``offline_environment``)."""
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", backend_store_uri,
-            "--host", HOST, "--port", str(port), "--workers", str(workers)]
+    """The ``mlflow ui`` command line ``fer-ui mlflow`` runs (with ``offline_environment``): MLflow's
+    server with this project's app (``commands/mlflow_app.py``, found by its ``mlflow.app`` entry point)."""
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", backend_store_uri, "--app-name",
+            "fer_pipeline", "--host", HOST, "--port", str(port), "--workers", str(workers)]
+
+
+def landing_experiment(backend_store_uri: str, name: str | None) -> str | None:
+    """The id of the experiment the UI opens on: ``name``'s, else that of the latest run in the
+    store (None for an empty store). A ``name`` the store does not have is a ``UsageError``."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=backend_store_uri)
+    experiments = client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
+    if name is not None:
+        for experiment in experiments:
+            if experiment.name == name:
+                return experiment.experiment_id
+        known = ", ".join(sorted(e.name for e in experiments)) or "none"
+        raise UsageError(f"no experiment {name!r} in {backend_store_uri} (it has: {known})")
+    latest = client.search_runs([e.experiment_id for e in experiments], max_results=1,
+                                order_by=["attributes.start_time DESC"]) if experiments else []
+    return latest[0].info.experiment_id if latest else None
 
 
 def project_store_uri(root: Path, option: str) -> str:
@@ -137,14 +175,18 @@ def project_store_uri(root: Path, option: str) -> str:
     return f"sqlite:///{store.as_posix()}"
 
 
-def serve_mlflow(root: Path, port: int, backend_store_uri: str | None, workers: int) -> None:
+def serve_mlflow(root: Path, port: int, backend_store_uri: str | None, workers: int,
+                 experiment: str | None = None) -> None:
     """Replace this process with ``mlflow ui`` on the project's store (does not return)."""
     backend_store_uri = backend_store_uri or project_store_uri(root, "--backend-store-uri")
     check_port_free(port)
+    os.environ.update(OFFLINE_ENVIRONMENT)  # the store is read below, with mlflow's own telemetry off
+    landing = landing_experiment(backend_store_uri, experiment)
     command = mlflow_command(port, backend_store_uri, workers)
-    print(f"MLflow UI (offline) on http://{HOST}:{port}/ for {backend_store_uri}", flush=True)
+    opens_on = f" (opens on experiment {landing}'s runs)" if landing else ""
+    print(f"MLflow UI (offline) on http://{HOST}:{port}/ for {backend_store_uri}{opens_on}", flush=True)
     os.chdir(root)  # runs logged with relative artifact paths resolve from the project
-    os.execve(command[0], command, offline_environment())
+    os.execve(command[0], command, {**offline_environment(), LANDING_ENVIRONMENT: landing or ""})
 
 
 #: A ``<link>`` or ``<script>`` tag whose ``href``/``src`` is an absolute or protocol-relative URL
@@ -163,19 +205,26 @@ def without_external_resources(html: str) -> str:
     return _EXTERNAL_TAG.sub("", html)
 
 
-def _serve_local_pages_only(app) -> None:  # noqa: ANN001 - a FastAPI app
-    """Filter every HTML page ``app`` serves through ``without_external_resources``."""
-    from starlette.responses import Response
+def viz_page(html: str) -> str:
+    """A kedro-viz page as ``fer-ui viz`` serves it: no external resources, first-visit defaults."""
+    return with_head_script(without_external_resources(html), first_visit_script(VIZ_DEFAULTS))
 
-    @app.middleware("http")
-    async def local_pages_only(request, call_next):  # noqa: ANN001, ANN202
-        response = await call_next(request)
-        if not response.headers.get("content-type", "").startswith("text/html"):
-            return response
-        body = b"".join([chunk async for chunk in response.body_iterator])
-        page = without_external_resources(body.decode("utf-8"))
-        headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
-        return Response(page, status_code=response.status_code, headers=headers, media_type="text/html")
+
+def quiet_viz_start_up() -> None:
+    """Before kedro-viz loads the project: the third-party warnings no user can act on off, and
+    Kedro's logging at warnings (fer-serve's ``serving_logging.yml``, unless ``KEDRO_LOGGING_CONFIG``
+    names another). kedro-mlflow's "BEWARE - This 'Pipeline' is no longer a 'PipelineML'" is the
+    warning it prints when kedro-viz filters the logged pipeline, "for compatibility with kedro-viz"."""
+    import logging
+
+    from fer_pipeline.commands.serve import LOGGING_CONFIG
+    from fer_pipeline.third_party import silence_known_warnings
+
+    silence_known_warnings()
+    os.environ.setdefault("KEDRO_LOGGING_CONFIG", str(LOGGING_CONFIG))
+    # A filter, not a level: Kedro configures logging again when it loads the project.
+    logging.getLogger("kedro_mlflow.pipeline.pipeline_ml").addFilter(
+        lambda record: not record.getMessage().startswith("BEWARE - This 'Pipeline' is no longer a 'PipelineML'"))
 
 
 def serve_viz(root: Path, port: int, env: str | None, pipeline: str | None) -> None:
@@ -183,6 +232,7 @@ def serve_viz(root: Path, port: int, env: str | None, pipeline: str | None) -> N
     what ``kedro viz run`` starts (``kedro_viz.server.run_server``'s steps), offline."""
     check_port_free(port)
     os.environ.update(OFFLINE_ENVIRONMENT)
+    quiet_viz_start_up()
     install_loopback_guard()
     version = answer_viz_version_check_locally()
     import uvicorn
@@ -194,7 +244,7 @@ def serve_viz(root: Path, port: int, env: str | None, pipeline: str | None) -> N
     os.chdir(root)
     load_and_populate_data(root, env, False, metadata.package_name, pipeline, None, False)
     app = apps.create_api_app_from_project(root, False)
-    _serve_local_pages_only(app)
+    rewrite_html_pages(app, viz_page)
     print(f"kedro-viz {version} (offline) on http://{HOST}:{port}/ for {root} (env {env or 'local'})", flush=True)
     uvicorn.run(app, host=HOST, port=port, log_config=None)
 
@@ -208,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     mlflow.add_argument("--backend-store-uri", default=None,
                         help="default: sqlite:///<project>/mlflow.db (what kedro run logs to)")
     mlflow.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
+    mlflow.add_argument("--experiment", default=None,
+                        help="experiment whose runs the UI opens on (default: that of the latest run)")
     viz = commands.add_parser("viz", help="kedro-viz: the pipelines' DAG with plot previews")
     viz.add_argument("--port", type=int, default=4141, help="default 4141 (kedro-viz's)")
     viz.add_argument("--env", default=None, help="Kedro environment whose catalog to show (e.g. demo)")
@@ -223,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = project_root()
     try:
         if args.ui == "mlflow":
-            serve_mlflow(root, args.port, args.backend_store_uri, args.workers)
+            serve_mlflow(root, args.port, args.backend_store_uri, args.workers, args.experiment)
         else:
             serve_viz(root, args.port, args.env, args.pipeline)
     except UsageError as error:
