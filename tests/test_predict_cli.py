@@ -152,7 +152,22 @@ def test_bad_model_exits_3(photo: Path, tmp_path: Path, capsys) -> None:
     wrong_payload = tmp_path / "weights_only.pt"
     torch.save({"state_dict": {}}, wrong_payload)  # no config
     assert main([str(photo), "--model", str(wrong_payload)]) == 3
-    assert "--model" in capsys.readouterr().err
+    assert f"{wrong_payload} is not a model file of this project" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [os.urandom(2048), b"not a model\n"], ids=["random-bytes", "text"])
+def test_a_corrupt_model_is_named_with_how_models_are_made_not_torchs_unsafe_advice(
+        content: bytes, photo: Path, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(content)
+    completed = subprocess.run(
+        [sys.executable, "-m", "fer_pipeline.commands.predict", str(photo), "--model", str(corrupt),
+         "--output", str(tmp_path / "out"), "--quiet"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "DO_NOT_TRACK": "true"})
+    assert completed.returncode == 3
+    assert completed.stderr.startswith(f"fer-predict: error: {corrupt} is not a model file of this project")
+    assert "kedro run" in completed.stderr and "data/06_models/" in completed.stderr
+    assert "weights_only" not in completed.stderr and "Traceback" not in completed.stderr
 
 
 def test_default_model_is_found_from_the_kedro_project_root(

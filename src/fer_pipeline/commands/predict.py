@@ -196,6 +196,7 @@ def _load_model(model_arg: Path | None) -> tuple | None:
     """(model, config, path) of ``--model``, or of ``default_model_path()`` when not given; None
     once the reason it cannot be loaded is printed (a missing default names the models the
     other environments wrote)."""
+    from fer_pipeline.core.model_files import ModelFileError
     from fer_pipeline.core.models import load_model
 
     model_path = model_arg if model_arg is not None else default_model_path()
@@ -213,8 +214,8 @@ def _load_model(model_arg: Path | None) -> tuple | None:
 
     try:
         model, config = load_model(model_path, map_location="cpu")
-    except Exception as error:  # noqa: BLE001 - any failure here means "not a usable model file"
-        _error(f"cannot load model {model_path}: {type(error).__name__}: {error}\n  {hint}")
+    except (ModelFileError, OSError) as error:  # names the file and how a model is made
+        _error(str(error))
         return None
     return model, config, model_path
 
