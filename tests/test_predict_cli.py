@@ -120,6 +120,27 @@ def test_unreadable_next_to_readable_is_success(model_file: Path, photo: Path, t
     assert "unreadable" in statuses and "face" in statuses
 
 
+def test_an_image_over_the_pixel_limit_is_skipped_and_reported(model_file: Path, photo: Path, tmp_path: Path,
+                                                                capsys) -> None:
+    """fer-serve's limit (50 million pixels), from the file's header: a 225-megapixel photo took
+    2.35 GB to decode and search."""
+    side = 7072  # 50,013,184 pixels; a flat PNG of it is 60 kB
+    big = tmp_path / "in" / "huge.png"
+    big.parent.mkdir()
+    cv2.imencode(".png", np.zeros((side, side), np.uint8))[1].tofile(big)
+    out = tmp_path / "out"
+    code = main([str(photo), str(big), "--model", str(model_file), "--output", str(out), "--device", "cpu", "--quiet"])
+    assert code == 0
+    rows = {row["file"]: row for row in read_csv(out / "predictions.csv")}
+    reason = f"{side}x{side} = {side * side:,} pixels is over the limit of 50,000,000"
+    assert rows[str(big)]["status"] == "unreadable" and reason in rows[str(big)]["reason"]
+    assert rows[str(photo)]["status"] == "face"
+    assert f"unreadable: {big}: {reason}" in capsys.readouterr().out
+    assert not (out / "annotated" / "huge.png").exists()
+    assert main([str(big), "--model", str(model_file), "--output", str(tmp_path / "out2"), "--device", "cpu",
+                 "--quiet", "--max-pixels", str(side * side)]) == 0  # a higher limit reads it
+
+
 @pytest.mark.parametrize(
     "argv",
     [[], ["--tta", "sideways", "x.jpg"], ["--margin", "-1", "x.jpg"], ["--bogus-option", "x.jpg"],

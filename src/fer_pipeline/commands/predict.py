@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fer_pipeline.core.faces.images import MAX_PIXELS
 from fer_pipeline.core.ingestion.decode import FORMAT_EXTENSIONS
 from fer_pipeline.core.predict.inputs import VIDEO_EXTENSIONS, image_extensions, scan_media
 from fer_pipeline.project import catalog_file, environment_data_roots, find_project_root
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--detect-max-side", type=int, default=DETECT_MAX_SIDE, metavar="PX",
                         help=f"search faces on a copy at most PX long, boxes mapped back to full resolution "
                         f"(default {DETECT_MAX_SIDE}; faces under 24 px of that copy are missed; 0: full resolution)")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                        help="an image with more pixels is skipped and reported as unreadable, from its header, "
+                        f"before it is decoded (default {MAX_PIXELS:,}, as fer-serve's serving.max_pixels)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="decode+detect threads (default: one per core, at most 4)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -131,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse exits 2 on usage errors, 0 for --help
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
     for name, value, minimum in (("--margin", args.margin, 0), ("--every-n-frames", args.every_n_frames, 1),
-                                 ("--workers", 1 if args.workers is None else args.workers, 1)):
+                                 ("--workers", 1 if args.workers is None else args.workers, 1),
+                                 ("--max-pixels", args.max_pixels, 1)):
         if value < minimum:
             _error(f"{name} must be >= {minimum}, got {value}")
             return EXIT_USAGE
@@ -160,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     photo_files, video_files = _scan_inputs(args.paths)
     common = {"margin": args.margin, "tta": args.tta, "device": args.device, "progress": not args.quiet,
               "amp": args.amp, "workers": args.workers}
-    result = predict_photos(photo_files, model, config, detector=detector,
+    result = predict_photos(photo_files, model, config, detector=detector, max_pixels=args.max_pixels,
                             whole_image_max_side=args.whole_image_max_side, **common)
     paths = None
     if result.num_readable or (result.files and video_files):
