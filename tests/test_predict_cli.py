@@ -159,6 +159,22 @@ def test_usage_errors_exit_2(argv: list[str], tmp_path: Path) -> None:
         os.chdir(cwd)
 
 
+@pytest.mark.parametrize(("flag", "value", "allowed"), [
+    ("--margin", "100", "a number from 0 to 1"),
+    ("--margin", "nan", "a number from 0 to 1"),
+    ("--detect-max-side", "10000000000", "a whole number from 24 to 8192, or 0 (full resolution)"),
+    ("--detect-max-side", "1e10", "a whole number from 24 to 8192, or 0 (full resolution)"),
+    ("--detect-max-side", "16", "a whole number from 24 to 8192, or 0 (full resolution)"),
+    ("--every-n-frames", "0", "a whole number >= 1"),
+    ("--max-pixels", "0", "a whole number >= 1"),
+])
+def test_an_out_of_range_value_names_the_flag_and_the_allowed_range(flag: str, value: str, allowed: str,
+                                                                     tmp_path: Path, capsys) -> None:
+    (tmp_path / "x.jpg").write_bytes(b"")
+    assert main([str(tmp_path / "x.jpg"), flag, value, "--model", str(tmp_path / "none.pt")]) == 2
+    assert capsys.readouterr().err.endswith(f"fer-predict: error: argument {flag}: must be {allowed}, got '{value}'\n")
+
+
 def test_missing_input_exits_2_before_loading_the_model(tmp_path: Path, capsys) -> None:
     assert main([str(tmp_path / "missing.jpg"), "--model", str(tmp_path / "also_missing.pt")]) == 2
     assert "missing.jpg" in capsys.readouterr().err

@@ -9,17 +9,24 @@ invalid.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+# Light modules (numpy at most): ``--help`` and usage errors need no torch/OpenCV import.
+from fer_pipeline.core.faces.detector import CASCADE_WINDOW, DETECT_MAX_SIDE
 from fer_pipeline.core.faces.images import MAX_PIXELS
 from fer_pipeline.core.ingestion.decode import FORMAT_EXTENSIONS
 from fer_pipeline.core.predict.inputs import VIDEO_EXTENSIONS, image_extensions, scan_media
 from fer_pipeline.project import catalog_file, environment_data_roots, find_project_root
 
-#: ``core.faces.detector.DETECT_MAX_SIDE``, repeated so that ``--help`` needs no torch/OpenCV import.
-DETECT_MAX_SIDE = 320
+#: --margin: context added on each side of a face, as a fraction of its side; 1 already makes a
+#: crop three times the face, where the face is a ninth of the 48x48 the model sees.
+MARGIN_RANGE = (0.0, 1.0)
+#: --detect-max-side: from the cascade's 24-px window (smaller finds no face) to 8192 px, past
+#: which ``0`` (full resolution) says the same for any photo under the pixel limit.
+DETECT_SIDE_RANGE = (CASCADE_WINDOW, 8192)
 
 #: The catalog entry of the trained classifier (conf/base/catalog.yml owns its path).
 MODEL_ENTRY = "resnet_model"
@@ -33,6 +40,26 @@ EXIT_BAD_MODEL = 3
 def default_model_path(start: Path | None = None, env: str = "base") -> Path:
     """Where ``kedro run --env <env>`` saves the classifier: the catalog's ``resnet_model``."""
     return catalog_file(find_project_root(start), MODEL_ENTRY, env)
+
+
+def in_range(kind: type, low: float, high: float = math.inf, or_zero: str = "") -> Callable[[str], float]:
+    """An argparse ``type``: ``kind(text)`` within [low, high] (or 0 where ``or_zero`` says what 0
+    means), else the flag's usage error says the allowed range."""
+    noun = "a whole number" if kind is int else "a number"
+    allowed = f"{noun} from {low:g} to {high:g}" if high < math.inf else f"{noun} >= {low:g}"
+    if or_zero:
+        allowed += f", or 0 ({or_zero})"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not (low <= value <= high or (or_zero and value == 0)):  # NaN fails both
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,34 +85,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", type=Path, default=Path("predictions"), help="output folder (default: ./predictions)"
     )
-    parser.add_argument(
-        "--margin",
-        type=float,
-        default=0.2,
-        help="extra context around each face box, as a fraction of its side (default 0.2)",
-    )
+    parser.add_argument("--margin", type=in_range(float, *MARGIN_RANGE), default=0.2,
+                        help="extra context on each side of a face box, as a fraction of its side "
+                        f"({MARGIN_RANGE[0]:g}-{MARGIN_RANGE[1]:g}, default 0.2)")
     parser.add_argument("--tta", choices=("none", "flip", "ten_crop"), default="none", help="test-time augmentation")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
                         help="bf16 autocast: auto = where the device runs it natively (CUDA, AVX512-BF16/AMX CPUs)")
-    parser.add_argument(
-        "--whole-image-max-side",
-        type=int,
-        default=100,
-        metavar="PX",
-        help="an image with no detected face and no side longer than PX is classified whole, as an "
-        "already-cropped face such as FER2013's 48x48 images (default 100; 0 disables)",
-    )
-    parser.add_argument("--every-n-frames", type=int, default=1, metavar="N",
+    parser.add_argument("--whole-image-max-side", type=in_range(int, 0), default=100, metavar="PX",
+                        help="an image with no detected face and no side longer than PX is classified whole, as an "
+                        "already-cropped face such as FER2013's 48x48 images (default 100; 0 disables)")
+    parser.add_argument("--every-n-frames", type=in_range(int, 1), default=1, metavar="N",
                         help="videos: detect and classify every Nth frame; the frames between show the last "
                         "boxes in the annotated video (default 1: every frame)")
-    parser.add_argument("--detect-max-side", type=int, default=DETECT_MAX_SIDE, metavar="PX",
-                        help=f"search faces on a copy at most PX long, boxes mapped back to full resolution "
-                        f"(default {DETECT_MAX_SIDE}; faces under 24 px of that copy are missed; 0: full resolution)")
-    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+    parser.add_argument("--detect-max-side", type=in_range(int, *DETECT_SIDE_RANGE, or_zero="full resolution"),
+                        default=DETECT_MAX_SIDE, metavar="PX",
+                        help="search faces on a copy at most PX long, boxes mapped back to full resolution "
+                        f"({DETECT_SIDE_RANGE[0]}-{DETECT_SIDE_RANGE[1]}, default {DETECT_MAX_SIDE}; faces under "
+                        f"{CASCADE_WINDOW} px of that copy are missed; 0: full resolution)")
+    parser.add_argument("--max-pixels", type=in_range(int, 1), default=MAX_PIXELS, metavar="N",
                         help="an image with more pixels is skipped and reported as unreadable, from its header, "
                         f"before it is decoded (default {MAX_PIXELS:,}, as fer-serve's serving.max_pixels)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
+    parser.add_argument("--workers", type=in_range(int, 1), default=None, metavar="N",
                         help="decode+detect threads (default: one per core, at most 4)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -134,29 +155,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits 2 on usage errors, 0 for --help
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
-    for name, value, minimum in (("--margin", args.margin, 0), ("--every-n-frames", args.every_n_frames, 1),
-                                 ("--workers", 1 if args.workers is None else args.workers, 1),
-                                 ("--max-pixels", args.max_pixels, 1)):
-        if value < minimum:
-            _error(f"{name} must be >= {minimum}, got {value}")
-            return EXIT_USAGE
 
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         _error("no such file or folder: " + ", ".join(missing))
         return EXIT_USAGE
 
-    # Heavy imports only after the cheap checks, so most usage errors answer instantly. The
-    # detector checks its own --detect-max-side (the cascade's window) before any model is read.
+    # Heavy imports only after the cheap checks, so usage errors answer instantly.
     from fer_pipeline.core.faces.detector import FaceDetector
     from fer_pipeline.core.predict.photos import predict_photos, write_outputs
 
-    try:
-        detector = FaceDetector(detect_max_side=args.detect_max_side)
-    except ValueError as error:
-        _error(f"--detect-max-side: {error}")
-        return EXIT_USAGE
-
+    detector = FaceDetector(detect_max_side=args.detect_max_side)
     loaded = _load_model(args.model)
     if loaded is None:
         return EXIT_BAD_MODEL
