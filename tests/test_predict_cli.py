@@ -111,13 +111,18 @@ def test_unreadable_files_alone_exit_1(model_file: Path, tmp_path: Path, capsys)
     assert main([str(empty_folder), "--model", str(model_file), "--quiet"]) == 1
 
 
-def test_unreadable_next_to_readable_is_success(model_file: Path, photo: Path, tmp_path: Path) -> None:
+def test_unreadable_next_to_readable_is_a_partial_failure(model_file: Path, photo: Path, tmp_path: Path,
+                                                          capsys) -> None:
+    """Exit 4, like a broken video beside a photo: the others' results written, the failures listed."""
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     out = tmp_path / "out"
     assert main([str(photo), str(tmp_path / "broken.png"), "--model", str(model_file), "--output", str(out),
-                 "--quiet"]) == 0
+                 "--quiet"]) == 4
     statuses = [row["status"] for row in read_csv(out / "predictions.csv")]
     assert "unreadable" in statuses and "face" in statuses
+    err = capsys.readouterr().err
+    assert f"fer-predict: error: 1 of 2 inputs could not be read in full; the others' results are in {out}\n" in err
+    assert f"\n  {tmp_path / 'broken.png'}: " in err
 
 
 def test_an_image_over_the_pixel_limit_is_skipped_and_reported(model_file: Path, photo: Path, tmp_path: Path,
@@ -130,7 +135,7 @@ def test_an_image_over_the_pixel_limit_is_skipped_and_reported(model_file: Path,
     cv2.imencode(".png", np.zeros((side, side), np.uint8))[1].tofile(big)
     out = tmp_path / "out"
     code = main([str(photo), str(big), "--model", str(model_file), "--output", str(out), "--device", "cpu", "--quiet"])
-    assert code == 0
+    assert code == 4  # some inputs not read: the others' results are written
     rows = {row["file"]: row for row in read_csv(out / "predictions.csv")}
     reason = f"{side}x{side} = {side * side:,} pixels is over the limit of 50,000,000"
     assert rows[str(big)]["status"] == "unreadable" and reason in rows[str(big)]["reason"]
@@ -278,10 +283,33 @@ def test_truncated_video_keeps_partial_outputs_and_reports_the_break(model_file:
     junk.write_bytes(b"no video here" * 30)
     out = tmp_path / "out"
     assert main([str(cut), str(junk), "--model", str(model_file), "--output", str(out), "--device", "cpu",
-                 "--quiet"]) == 0
+                 "--quiet"]) == 4  # partial failure: both listed, the cut video's frames kept
     err = capsys.readouterr().err
-    assert f"{cut}: video broke off at frame" in err and f"{junk}: OpenCV cannot open it" in err
+    assert err.startswith(f"fer-predict: error: 2 of 2 inputs could not be read in full; the others' results are "
+                          f"in {out}\n  {cut}: video broke off at frame")
+    assert f"\n  {junk}: OpenCV cannot open it" in err and err.count("video broke off") == 1  # not logged twice
     frames = {int(r["frame"]) for r in read_csv(out / "videos" / "cut.csv")}
     assert frames and max(frames) < 10 and len(read_video(out / "videos" / "cut.mp4")) == len(frames)
     assert not (out / "predictions.csv").exists()  # no photo was given: no empty photo table
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
     assert main([str(junk), "--model", str(model_file), "--output", str(out), "--quiet"]) == 1  # nothing readable
+    assert f"{out} is unchanged" in capsys.readouterr().err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_a_broken_video_beside_a_photo_exits_4_without_ffmpegs_raw_lines(model_file: Path, photo: Path,
+                                                                         tmp_path: Path) -> None:
+    """FFmpeg's own "[mov,mp4,...] moov atom not found" is printed by C code: a subprocess sees it."""
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(os.urandom(3000))
+    env = {key: value for key, value in os.environ.items() if key != "OPENCV_FFMPEG_LOGLEVEL"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "fer_pipeline.commands.predict", str(photo), str(broken), "--model", str(model_file),
+         "--output", str(tmp_path / "out"), "--quiet", "--device", "cpu"],
+        capture_output=True, text=True, timeout=120, env={**env, "DO_NOT_TRACK": "true"})
+    assert completed.returncode == 4
+    assert completed.stderr == (f"fer-predict: error: 1 of 2 inputs could not be read in full; the others' results "
+                                f"are in {tmp_path / 'out'}\n  {broken}: OpenCV cannot open it as a video (not a "
+                                "video, an unsupported codec, or a file cut short before its index, e.g. an MP4 "
+                                "without its moov atom)\n")
+    assert (tmp_path / "out" / "predictions.csv").is_file()
