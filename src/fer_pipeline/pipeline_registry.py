@@ -21,7 +21,7 @@ PACKAGE = "package_model"
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    # Kedro finds only the pipelines a command asks for (`--pipeline training` loads `training`
+    # Kedro finds only the pipelines a command asks for (`--pipelines training` loads `training`
     # alone), so the serving and packaging pipelines are built here, whichever were found.
     pipelines = find_pipelines(raise_errors=True)
     serving = create_serving_pipeline()

@@ -85,7 +85,7 @@ class ModelFile:
             raise FileNotFoundError(
                 f"No trained model at {self.path}. Train one first (`kedro run`, or "
                 "`kedro run --env demo` on the demo data), or evaluate a logged one with "
-                "`kedro run --pipeline evaluate --params evaluate.model_run_id=<MLflow run id>`."
+                "`kedro run --pipelines evaluate --params evaluate.model_run_id=<MLflow run id>`."
             )
         return self.path
 

@@ -75,7 +75,7 @@ def test_a_filtered_run_logs_the_model_only_when_it_still_trains(registered):
 
 
 def test_only_the_requested_pipelines_are_found_and_training_still_logs(registered):
-    """`kedro run --pipeline training` makes Kedro find `training` alone; serving is built anyway."""
+    """`kedro run --pipelines training` makes Kedro find `training` alone; serving is built anyway."""
     bootstrap_project(REPO)
     pipelines.set_requested(["training"])
     try:
