@@ -33,6 +33,7 @@ from fer_pipeline.processes import alive, free_port, start, stop, wait_http
 
 from .conftest import run_kedro
 from .net_recording import outside, recorded_env, recorded_server, records
+from .test_docs import _readme_serving_example
 
 pytestmark = pytest.mark.e2e
 
@@ -183,6 +184,8 @@ def test_fer_serve_answers_photos_and_crops_as_fer_predict_and_refuses_bad_input
     assert served[0] == {"input_index": 0, "status": "no_face", **{k: None for k in served[1] if k not in (
         "input_index", "status")}}
     assert served[-1]["box_source"] == "crop" and (served[-1]["w"], served[-1]["h"]) == (48, 48)
+    readme_keys = list(_readme_serving_example()[1]["predictions"][0])  # the README shows the real answer's keys
+    assert all(list(row) == readme_keys for row in served)
     # the same faces, boxes, emotions and probabilities as fer-predict on the same files
     by_file = {str(p): i for i, p in enumerate(photos)}
     local_faces = [r for r in local if r["status"] == "face"]
