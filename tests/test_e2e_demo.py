@@ -104,7 +104,7 @@ def test_mlflow_run_holds_flat_params_metric_histories_and_artifacts(demo_projec
 
 
 def test_evaluate_pipeline_alone_with_flip_tta(demo_project):
-    result = run_kedro(demo_project, "run", "--env", "demo", "--pipeline", "evaluate",
+    result = run_kedro(demo_project, "run", "--env", "demo", "--pipelines", "evaluate",
                        "--params", "evaluate.tta=flip")
     assert result.returncode == 0, result.stderr[-4000:]
     report = _json(demo_project, "data/demo/08_reporting/evaluation_metrics.json")
@@ -140,7 +140,7 @@ def test_evaluate_refuses_a_model_trained_on_another_dataset(demo_project, tmp_p
     other = {key: value if key in DATASET_META_KEYS else value[1:] for key, value in demo.items()}  # one face fewer
     NpzDataset(filepath=(project / "data/03_primary/fer_dataset.npz").as_posix()).save(other)
 
-    result = run_kedro(project, "run", "--pipeline", "evaluate", timeout=300)
+    result = run_kedro(project, "run", "--pipelines", "evaluate", timeout=300)
     assert result.returncode != 0
     output = " ".join((result.stdout + result.stderr).split())
     assert f"the model {project / 'data/06_models/resnet34.pt'} was trained on dataset" in output
@@ -149,7 +149,7 @@ def test_evaluate_refuses_a_model_trained_on_another_dataset(demo_project, tmp_p
     assert not (project / "data/08_reporting/evaluation_metrics.json").exists()
     assert [run.info.status for run in _runs(project, "fer_pipeline")] == ["FAILED"]  # never a finished run
 
-    result = run_kedro(project, "run", "--pipeline", "evaluate", "--params", "evaluate.allow_dataset_mismatch=true",
+    result = run_kedro(project, "run", "--pipelines", "evaluate", "--params", "evaluate.allow_dataset_mismatch=true",
                        timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     report = _json(project, "data/08_reporting/evaluation_metrics.json")
@@ -176,7 +176,7 @@ def test_an_ingestion_that_keeps_no_face_stops_and_writes_nothing(tmp_path):
     for k in range(5):
         Image.fromarray(np.full((48, 48), 40 * k, np.uint8)).save(flat / f"Training_{k}.jpg")
 
-    result = run_kedro(project, "run", "--pipeline", "ingestion", "--params", f"ingestion.source_path={flat}",
+    result = run_kedro(project, "run", "--pipelines", "ingestion", "--params", f"ingestion.source_path={flat}",
                        timeout=300)
     assert result.returncode != 0
     output = " ".join((result.stdout + result.stderr).split())
@@ -190,7 +190,7 @@ def test_an_ingestion_that_keeps_no_face_stops_and_writes_nothing(tmp_path):
 
 def test_missing_dataset_stops_with_instructions(tmp_path):
     project = make_project(tmp_path / "empty_project")
-    result = run_kedro(project, "run", "--pipeline", "ingestion", timeout=300)
+    result = run_kedro(project, "run", "--pipelines", "ingestion", timeout=300)
     assert result.returncode != 0
     output = " ".join((result.stdout + result.stderr).split())  # rich wraps long lines
     assert "No dataset at 'data/01_raw/fer2013'" in output
@@ -218,10 +218,10 @@ def _latest_run(project):
     ],
 )
 def test_each_stage_runs_alone_and_is_tracked(demo_project, pipeline, params, histories):
-    result = run_kedro(demo_project, "run", "--env", "demo", "--pipeline", pipeline, "--params", params)
+    result = run_kedro(demo_project, "run", "--env", "demo", "--pipelines", pipeline, "--params", params)
     assert result.returncode == 0, result.stderr[-4000:]
     client, run = _latest_run(demo_project)
-    assert f"--pipeline={pipeline}" in run.data.tags["kedro_command"]
+    assert f"--pipeline={pipeline}" in run.data.tags["kedro_command"]  # kedro-mlflow's spelling, for --pipelines
     for name, steps in histories.items():
         assert len(client.get_metric_history(run.info.run_id, name)) == steps, name
     if pipeline == "augmentation":
@@ -247,7 +247,7 @@ def test_evaluate_a_model_logged_by_run_id(demo_project):
     local = demo_project / "data/demo/06_models/resnet34.pt"
     local.rename(local.with_suffix(".moved"))  # prove the model comes from MLflow, not the local file
     try:
-        result = run_kedro(demo_project, "run", "--env", "demo", "--pipeline", "evaluate",
+        result = run_kedro(demo_project, "run", "--env", "demo", "--pipelines", "evaluate",
                            "--params", f"evaluate.model_run_id={source}")
     finally:
         local.with_suffix(".moved").rename(local)
@@ -266,7 +266,7 @@ def test_evaluate_without_a_model_says_how_to_get_one(tmp_path):
         "images": np.zeros((2, 48, 48), np.uint8), "labels": np.array([0, 1]), "splits": np.array(["test", "test"]),
         "source_ids": np.array(["a", "b"]), "classes": np.array(CLASSES),
     })
-    result = run_kedro(project, "run", "--env", "demo", "--pipeline", "evaluate", timeout=300)
+    result = run_kedro(project, "run", "--env", "demo", "--pipelines", "evaluate", timeout=300)
     assert result.returncode != 0
     output = " ".join((result.stdout + result.stderr).split())  # rich wraps long lines
     assert f"No trained model at {project / 'data/demo/06_models/resnet34.pt'}" in output

@@ -111,13 +111,39 @@ def test_unreadable_files_alone_exit_1(model_file: Path, tmp_path: Path, capsys)
     assert main([str(empty_folder), "--model", str(model_file), "--quiet"]) == 1
 
 
-def test_unreadable_next_to_readable_is_success(model_file: Path, photo: Path, tmp_path: Path) -> None:
+def test_unreadable_next_to_readable_is_a_partial_failure(model_file: Path, photo: Path, tmp_path: Path,
+                                                          capsys) -> None:
+    """Exit 4, like a broken video beside a photo: the others' results written, the failures listed."""
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     out = tmp_path / "out"
     assert main([str(photo), str(tmp_path / "broken.png"), "--model", str(model_file), "--output", str(out),
-                 "--quiet"]) == 0
+                 "--quiet"]) == 4
     statuses = [row["status"] for row in read_csv(out / "predictions.csv")]
     assert "unreadable" in statuses and "face" in statuses
+    err = capsys.readouterr().err
+    assert f"fer-predict: error: 1 of 2 inputs could not be read in full; the others' results are in {out}\n" in err
+    assert f"\n  {tmp_path / 'broken.png'}: " in err
+
+
+def test_an_image_over_the_pixel_limit_is_skipped_and_reported(model_file: Path, photo: Path, tmp_path: Path,
+                                                                capsys) -> None:
+    """fer-serve's limit (50 million pixels), from the file's header: a 225-megapixel photo took
+    2.35 GB to decode and search."""
+    side = 7072  # 50,013,184 pixels; a flat PNG of it is 60 kB
+    big = tmp_path / "in" / "huge.png"
+    big.parent.mkdir()
+    cv2.imencode(".png", np.zeros((side, side), np.uint8))[1].tofile(big)
+    out = tmp_path / "out"
+    code = main([str(photo), str(big), "--model", str(model_file), "--output", str(out), "--device", "cpu", "--quiet"])
+    assert code == 4  # some inputs not read: the others' results are written
+    rows = {row["file"]: row for row in read_csv(out / "predictions.csv")}
+    reason = f"{side}x{side} = {side * side:,} pixels is over the limit of 50,000,000"
+    assert rows[str(big)]["status"] == "unreadable" and reason in rows[str(big)]["reason"]
+    assert rows[str(photo)]["status"] == "face"
+    assert f"unreadable: {big}: {reason}" in capsys.readouterr().out
+    assert not (out / "annotated" / "huge.png").exists()
+    assert main([str(big), "--model", str(model_file), "--output", str(tmp_path / "out2"), "--device", "cpu",
+                 "--quiet", "--max-pixels", str(side * side)]) == 0  # a higher limit reads it
 
 
 @pytest.mark.parametrize(
@@ -138,6 +164,22 @@ def test_usage_errors_exit_2(argv: list[str], tmp_path: Path) -> None:
         os.chdir(cwd)
 
 
+@pytest.mark.parametrize(("flag", "value", "allowed"), [
+    ("--margin", "100", "a number from 0 to 1"),
+    ("--margin", "nan", "a number from 0 to 1"),
+    ("--detect-max-side", "10000000000", "a whole number from 24 to 8192, or 0 (full resolution)"),
+    ("--detect-max-side", "1e10", "a whole number from 24 to 8192, or 0 (full resolution)"),
+    ("--detect-max-side", "16", "a whole number from 24 to 8192, or 0 (full resolution)"),
+    ("--every-n-frames", "0", "a whole number >= 1"),
+    ("--max-pixels", "0", "a whole number >= 1"),
+])
+def test_an_out_of_range_value_names_the_flag_and_the_allowed_range(flag: str, value: str, allowed: str,
+                                                                     tmp_path: Path, capsys) -> None:
+    (tmp_path / "x.jpg").write_bytes(b"")
+    assert main([str(tmp_path / "x.jpg"), flag, value, "--model", str(tmp_path / "none.pt")]) == 2
+    assert capsys.readouterr().err.endswith(f"fer-predict: error: argument {flag}: must be {allowed}, got '{value}'\n")
+
+
 def test_missing_input_exits_2_before_loading_the_model(tmp_path: Path, capsys) -> None:
     assert main([str(tmp_path / "missing.jpg"), "--model", str(tmp_path / "also_missing.pt")]) == 2
     assert "missing.jpg" in capsys.readouterr().err
@@ -152,7 +194,22 @@ def test_bad_model_exits_3(photo: Path, tmp_path: Path, capsys) -> None:
     wrong_payload = tmp_path / "weights_only.pt"
     torch.save({"state_dict": {}}, wrong_payload)  # no config
     assert main([str(photo), "--model", str(wrong_payload)]) == 3
-    assert "--model" in capsys.readouterr().err
+    assert f"{wrong_payload} is not a model file of this project" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [os.urandom(2048), b"not a model\n"], ids=["random-bytes", "text"])
+def test_a_corrupt_model_is_named_with_how_models_are_made_not_torchs_unsafe_advice(
+        content: bytes, photo: Path, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(content)
+    completed = subprocess.run(
+        [sys.executable, "-m", "fer_pipeline.commands.predict", str(photo), "--model", str(corrupt),
+         "--output", str(tmp_path / "out"), "--quiet"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "DO_NOT_TRACK": "true"})
+    assert completed.returncode == 3
+    assert completed.stderr.startswith(f"fer-predict: error: {corrupt} is not a model file of this project")
+    assert "kedro run" in completed.stderr and "data/06_models/" in completed.stderr
+    assert "weights_only" not in completed.stderr and "Traceback" not in completed.stderr
 
 
 def test_default_model_is_found_from_the_kedro_project_root(
@@ -226,10 +283,33 @@ def test_truncated_video_keeps_partial_outputs_and_reports_the_break(model_file:
     junk.write_bytes(b"no video here" * 30)
     out = tmp_path / "out"
     assert main([str(cut), str(junk), "--model", str(model_file), "--output", str(out), "--device", "cpu",
-                 "--quiet"]) == 0
+                 "--quiet"]) == 4  # partial failure: both listed, the cut video's frames kept
     err = capsys.readouterr().err
-    assert f"{cut}: video broke off at frame" in err and f"{junk}: OpenCV cannot open it" in err
+    assert err.startswith(f"fer-predict: error: 2 of 2 inputs could not be read in full; the others' results are "
+                          f"in {out}\n  {cut}: video broke off at frame")
+    assert f"\n  {junk}: OpenCV cannot open it" in err and err.count("video broke off") == 1  # not logged twice
     frames = {int(r["frame"]) for r in read_csv(out / "videos" / "cut.csv")}
     assert frames and max(frames) < 10 and len(read_video(out / "videos" / "cut.mp4")) == len(frames)
     assert not (out / "predictions.csv").exists()  # no photo was given: no empty photo table
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
     assert main([str(junk), "--model", str(model_file), "--output", str(out), "--quiet"]) == 1  # nothing readable
+    assert f"{out} is unchanged" in capsys.readouterr().err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_a_broken_video_beside_a_photo_exits_4_without_ffmpegs_raw_lines(model_file: Path, photo: Path,
+                                                                         tmp_path: Path) -> None:
+    """FFmpeg's own "[mov,mp4,...] moov atom not found" is printed by C code: a subprocess sees it."""
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(os.urandom(3000))
+    env = {key: value for key, value in os.environ.items() if key != "OPENCV_FFMPEG_LOGLEVEL"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "fer_pipeline.commands.predict", str(photo), str(broken), "--model", str(model_file),
+         "--output", str(tmp_path / "out"), "--quiet", "--device", "cpu"],
+        capture_output=True, text=True, timeout=120, env={**env, "DO_NOT_TRACK": "true"})
+    assert completed.returncode == 4
+    assert completed.stderr == (f"fer-predict: error: 1 of 2 inputs could not be read in full; the others' results "
+                                f"are in {tmp_path / 'out'}\n  {broken}: OpenCV cannot open it as a video (not a "
+                                "video, an unsupported codec, or a file cut short before its index, e.g. an MP4 "
+                                "without its moov atom)\n")
+    assert (tmp_path / "out" / "predictions.csv").is_file()

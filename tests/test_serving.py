@@ -33,6 +33,7 @@ from fer_pipeline.processes import alive, free_port, start, stop, wait_http
 
 from .conftest import run_kedro
 from .net_recording import outside, recorded_env, recorded_server, records
+from .test_docs import _readme_serving_example
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +44,7 @@ PROBABILITIES = [f"prob_{c}" for c in CLASSES]
 
 def _newest_model(project: Path, trained: bool = False):
     """(LoggedModel, its local artifact folder) of the newest emotion_model the demo logged; with
-    ``trained``, the newest logged by a run that trained it (not `--pipeline package_model`)."""
+    ``trained``, the newest logged by a run that trained it (not `--pipelines package_model`)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
@@ -103,7 +104,7 @@ def test_package_model_logs_the_model_on_disk_without_training(demo_project):
     """For a model trained elsewhere (the GPU runner's) or new serving parameters."""
     weights = demo_project / "data/demo/06_models/resnet34.pt"
     before = weights.stat().st_mtime_ns
-    result = run_kedro(demo_project, "run", "--env", "demo", "--pipeline", "package_model",
+    result = run_kedro(demo_project, "run", "--env", "demo", "--pipelines", "package_model",
                        "--params", "serving.max_inputs=8", timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     assert weights.stat().st_mtime_ns == before  # nothing trained
@@ -111,7 +112,7 @@ def test_package_model_logs_the_model_on_disk_without_training(demo_project):
     try:
         _check_packaged(demo_project, weights, model, folder)
     finally:  # the other tests serve the newest model: log it again with the default parameters
-        assert run_kedro(demo_project, "run", "--env", "demo", "--pipeline", "package_model").returncode == 0
+        assert run_kedro(demo_project, "run", "--env", "demo", "--pipelines", "package_model").returncode == 0
 
 
 def _check_packaged(demo_project, weights, model, folder):
@@ -128,7 +129,7 @@ def _check_packaged(demo_project, weights, model, folder):
     assert card["serving"]["max_inputs"] == 8
     client = MlflowClient(tracking_uri=f"sqlite:///{demo_project / 'mlflow.db'}")
     run = client.get_run(model.source_run_id)
-    assert "--pipeline=package_model" in run.data.tags["kedro_command"]
+    assert "--pipeline=package_model" in run.data.tags["kedro_command"]  # kedro-mlflow's spelling, for --pipelines
     assert "reports/served_model_card.json" in {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
     # the stored parameters are the run's: the served model now takes at most 8 inputs
     loaded = mlflow.pyfunc.load_model(str(folder))
@@ -183,6 +184,8 @@ def test_fer_serve_answers_photos_and_crops_as_fer_predict_and_refuses_bad_input
     assert served[0] == {"input_index": 0, "status": "no_face", **{k: None for k in served[1] if k not in (
         "input_index", "status")}}
     assert served[-1]["box_source"] == "crop" and (served[-1]["w"], served[-1]["h"]) == (48, 48)
+    readme_keys = list(_readme_serving_example()[1]["predictions"][0])  # the README shows the real answer's keys
+    assert all(list(row) == readme_keys for row in served)
     # the same faces, boxes, emotions and probabilities as fer-predict on the same files
     by_file = {str(p): i for i, p in enumerate(photos)}
     local_faces = [r for r in local if r["status"] == "face"]

@@ -1,7 +1,7 @@
 """The shared MLflow tracking server on PostgreSQL (scripts/tracking_server.sh), for real.
 
 The script starts PostgreSQL and ``mlflow server`` on free ports of 127.0.0.1; two copies of the
-project (two team members' checkouts) log ``kedro run --env demo --pipeline ingestion`` to it
+project (two team members' checkouts) log ``kedro run --env demo --pipelines ingestion`` to it
 through conf/team/mlflow.yml, once alone and then twice at the same time. The runs are read
 back through MlflowClient (params, metrics, an artifact's content), and straight from the
 PostgreSQL database, so that a server that silently fell back to sqlite would fail. A restart
@@ -265,7 +265,7 @@ def _team_checkout(root: Path, uri: str) -> Path:
 def _ingestion(project: Path, params: str) -> subprocess.Popen:
     """`kedro run` started in the background, in run_kedro's environment."""
     env = {**os.environ, **TELEMETRY_OFF, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    return subprocess.Popen([str(KEDRO), "run", "--env", "demo", "--pipeline", "ingestion", "--params", params],
+    return subprocess.Popen([str(KEDRO), "run", "--env", "demo", "--pipelines", "ingestion", "--params", params],
                             cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -303,7 +303,7 @@ def test_team_runs_go_to_postgresql_through_the_shared_server(tracking_server, t
 
     # One run alone, read back through the server.
     alice = _team_checkout(tmp_path / "alice", server.uri)
-    result = run_kedro(alice, "run", "--env", "demo", "--pipeline", "ingestion", "--params", SMALL_DEMO_PARAMS,
+    result = run_kedro(alice, "run", "--env", "demo", "--pipelines", "ingestion", "--params", SMALL_DEMO_PARAMS,
                        timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert not (alice / "mlflow.db").exists() and not (alice / "mlruns").exists()  # nothing tracked locally

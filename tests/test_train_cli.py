@@ -1,6 +1,6 @@
 """Training in two processes end to end (gloo on CPU): `kedro run` with
 `training.distributed.nproc_per_node=2`, and the cluster route, `torchrun ... -m
-fer_pipeline.commands.train` followed by `kedro run --pipeline evaluate` on the model it wrote."""
+fer_pipeline.commands.train` followed by `kedro run --pipelines evaluate` on the model it wrote."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _mlflow_client(project: Path):
 
 def test_kedro_run_trains_in_two_worker_processes(trained_inputs_project):
     project = trained_inputs_project
-    result = run_kedro(project, "run", "--env", "demo", "--pipeline", "training", "--params",
+    result = run_kedro(project, "run", "--env", "demo", "--pipelines", "training", "--params",
                        f"{ONE_EPOCH},training.distributed.nproc_per_node=2")
     assert result.returncode == 0, result.stderr[-6000:]
     output = result.stdout + result.stderr
@@ -71,7 +71,7 @@ def test_torchrun_trains_and_the_evaluate_pipeline_scores_its_model(trained_inpu
     summary = json.loads(out.with_name("resnet34_summary.json").read_text())
     assert summary["device"]["processes"] == 2
     assert len(out.with_name("resnet34_history.csv").read_text().splitlines()) == 2  # header + 1 epoch
-    evaluated = run_kedro(project, "run", "--env", "demo", "--pipeline", "evaluate")
+    evaluated = run_kedro(project, "run", "--env", "demo", "--pipelines", "evaluate")
     assert evaluated.returncode == 0, evaluated.stderr[-6000:]
     report = json.loads((project / "data" / "demo" / "08_reporting" / "evaluation_metrics.json").read_text())
     assert report["n"] == 70 and 0.0 <= report["accuracy"] <= 1.0  # the demo test split, scored

@@ -172,7 +172,7 @@ def _assert_stopped_short(project: Path, result, *expected: str) -> None:
 @pytest.mark.slow
 def test_kedro_run_with_a_bad_evaluate_tta_stops_before_anything_runs(tmp_path):
     project = make_project(tmp_path / "project")
-    result = run_kedro(project, "run", "--env", "demo", "--pipeline", "evaluate", "--params", "evaluate.tta=tenfold",
+    result = run_kedro(project, "run", "--env", "demo", "--pipelines", "evaluate", "--params", "evaluate.tta=tenfold",
                        timeout=300)
     _assert_stopped_short(project, result, "evaluate.tta", "none, flip, ten_crop, choose_on_val; got 'tenfold'",
                           "conf/base/parameters_evaluate.yml")

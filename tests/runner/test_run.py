@@ -111,7 +111,7 @@ def test_gpu_pipeline_end_to_end(fer_demo_folder, tmp_path, capsys, runner_log_h
     assert "sha256 checked" in assembled.stdout
     model, config = load_model(dest)
     assert config["classes"] == list(CLASSES) and config["input_size"] == 44
-    # `kedro run --pipeline ingestion` here (OpenCV) on the same files makes the dataset the GPU
+    # `kedro run --pipelines ingestion` here (OpenCV) on the same files makes the dataset the GPU
     # box (Pillow) trained on: the evaluation's dataset check accepts the returned model
     import shutil
 

@@ -23,11 +23,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def evaluated_project(demo_project, tmp_path_factory):
     """The demo's dataset and model in a project of their own (other tests retrain the demo
-    project's model), scored there by `kedro run --pipeline evaluate`."""
+    project's model), scored there by `kedro run --pipelines evaluate`."""
     project = make_project(tmp_path_factory.mktemp("same_evaluation") / "fer_project")
     for layer in ("03_primary", "06_models"):
         shutil.copytree(demo_project / "data" / "demo" / layer, project / "data" / "demo" / layer)
-    result = run_kedro(project, "run", "--env", "demo", "--pipeline", "evaluate")
+    result = run_kedro(project, "run", "--env", "demo", "--pipelines", "evaluate")
     assert result.returncode == 0, result.stderr[-4000:]
     return project
 

@@ -1,24 +1,39 @@
 """``fer-predict``: find faces in photos and videos and classify their emotions with a trained model.
 
-Exit codes: 0 success (whether or not faces were found; also when a video broke off part-way,
-its frames before the break are written and the break is reported on stderr), 1 no readable
-image or video among the inputs, 2 usage error or missing input path, 3 model file missing or
-invalid.
+The results go to ``--output``, which then holds this run's results only (``predict_output``:
+written beside it and swapped in; a folder holding files fer-predict did not write is refused).
+
+Exit codes: 0 every input read (whether or not faces were found), 1 no readable image or video
+among the inputs (``--output`` left as it was), 2 usage error, missing input path or an
+``--output`` that is not fer-predict's, 3 model file missing or invalid, 4 some inputs could not
+be read in full (unreadable photos or videos, or a video that broke off part-way: its frames
+before the break are kept): the others' results are written, the failures listed on stderr,
+130 interrupted (``--output`` left as it was).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+# Light modules (numpy at most): ``--help`` and usage errors need no torch/OpenCV import.
+from fer_pipeline.commands.predict_output import OutputFolderError, check_output, discard, publish, start_staging
+from fer_pipeline.core.faces.detector import CASCADE_WINDOW, DETECT_MAX_SIDE
+from fer_pipeline.core.faces.images import MAX_PIXELS
 from fer_pipeline.core.ingestion.decode import FORMAT_EXTENSIONS
 from fer_pipeline.core.predict.inputs import VIDEO_EXTENSIONS, image_extensions, scan_media
 from fer_pipeline.project import catalog_file, environment_data_roots, find_project_root
 
-#: ``core.faces.detector.DETECT_MAX_SIDE``, repeated so that ``--help`` needs no torch/OpenCV import.
-DETECT_MAX_SIDE = 320
+#: --margin: context added on each side of a face, as a fraction of its side; 1 already makes a
+#: crop three times the face, where the face is a ninth of the 48x48 the model sees.
+MARGIN_RANGE = (0.0, 1.0)
+#: --detect-max-side: from the cascade's 24-px window (smaller finds no face) to 8192 px, past
+#: which ``0`` (full resolution) says the same for any photo under the pixel limit.
+DETECT_SIDE_RANGE = (CASCADE_WINDOW, 8192)
 
 #: The catalog entry of the trained classifier (conf/base/catalog.yml owns its path).
 MODEL_ENTRY = "resnet_model"
@@ -27,11 +42,33 @@ EXIT_OK = 0
 EXIT_NO_READABLE_IMAGE = 1
 EXIT_USAGE = 2
 EXIT_BAD_MODEL = 3
+EXIT_PARTIAL = 4
+EXIT_INTERRUPTED = 130  # the shell's for Ctrl-C
 
 
 def default_model_path(start: Path | None = None, env: str = "base") -> Path:
     """Where ``kedro run --env <env>`` saves the classifier: the catalog's ``resnet_model``."""
     return catalog_file(find_project_root(start), MODEL_ENTRY, env)
+
+
+def in_range(kind: type, low: float, high: float = math.inf, or_zero: str = "") -> Callable[[str], float]:
+    """An argparse ``type``: ``kind(text)`` within [low, high] (or 0 where ``or_zero`` says what 0
+    means), else the flag's usage error says the allowed range."""
+    noun = "a whole number" if kind is int else "a number"
+    allowed = f"{noun} from {low:g} to {high:g}" if high < math.inf else f"{noun} >= {low:g}"
+    if or_zero:
+        allowed += f", or 0 ({or_zero})"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not (low <= value <= high or (or_zero and value == 0)):  # NaN fails both
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,31 +94,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", type=Path, default=Path("predictions"), help="output folder (default: ./predictions)"
     )
-    parser.add_argument(
-        "--margin",
-        type=float,
-        default=0.2,
-        help="extra context around each face box, as a fraction of its side (default 0.2)",
-    )
+    parser.add_argument("--margin", type=in_range(float, *MARGIN_RANGE), default=0.2,
+                        help="extra context on each side of a face box, as a fraction of its side "
+                        f"({MARGIN_RANGE[0]:g}-{MARGIN_RANGE[1]:g}, default 0.2)")
     parser.add_argument("--tta", choices=("none", "flip", "ten_crop"), default="none", help="test-time augmentation")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
                         help="bf16 autocast: auto = where the device runs it natively (CUDA, AVX512-BF16/AMX CPUs)")
-    parser.add_argument(
-        "--whole-image-max-side",
-        type=int,
-        default=100,
-        metavar="PX",
-        help="an image with no detected face and no side longer than PX is classified whole, as an "
-        "already-cropped face such as FER2013's 48x48 images (default 100; 0 disables)",
-    )
-    parser.add_argument("--every-n-frames", type=int, default=1, metavar="N",
+    parser.add_argument("--whole-image-max-side", type=in_range(int, 0), default=100, metavar="PX",
+                        help="an image with no detected face and no side longer than PX is classified whole, as an "
+                        "already-cropped face such as FER2013's 48x48 images (default 100; 0 disables)")
+    parser.add_argument("--every-n-frames", type=in_range(int, 1), default=1, metavar="N",
                         help="videos: detect and classify every Nth frame; the frames between show the last "
                         "boxes in the annotated video (default 1: every frame)")
-    parser.add_argument("--detect-max-side", type=int, default=DETECT_MAX_SIDE, metavar="PX",
-                        help=f"search faces on a copy at most PX long, boxes mapped back to full resolution "
-                        f"(default {DETECT_MAX_SIDE}; faces under 24 px of that copy are missed; 0: full resolution)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
+    parser.add_argument("--detect-max-side", type=in_range(int, *DETECT_SIDE_RANGE, or_zero="full resolution"),
+                        default=DETECT_MAX_SIDE, metavar="PX",
+                        help="search faces on a copy at most PX long, boxes mapped back to full resolution "
+                        f"({DETECT_SIDE_RANGE[0]}-{DETECT_SIDE_RANGE[1]}, default {DETECT_MAX_SIDE}; faces under "
+                        f"{CASCADE_WINDOW} px of that copy are missed; 0: full resolution)")
+    parser.add_argument("--max-pixels", type=in_range(int, 1), default=MAX_PIXELS, metavar="N",
+                        help="an image with more pixels is skipped and reported as unreadable, from its header, "
+                        f"before it is decoded (default {MAX_PIXELS:,}, as fer-serve's serving.max_pixels)")
+    parser.add_argument("--workers", type=in_range(int, 1), default=None, metavar="N",
                         help="decode+detect threads (default: one per core, at most 4)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -91,9 +125,10 @@ def _error(message: str) -> None:
     print(f"fer-predict: error: {message}", file=sys.stderr)
 
 
-def _print_summary(result, paths: dict | None, videos: list, model_path: Path) -> None:
+def _print_summary(result, paths: dict | None, videos: list, model_path: Path, shown) -> None:
     """What was read and written: the photos' ``PredictionResult`` (``paths`` None when no photo
-    was given) and each video's (``VideoResult``, csv path) or (file, error) when unreadable."""
+    was given) and each video's (``VideoResult``, csv path) or (file, error) when unreadable.
+    ``shown``: a path written in the staging folder -> its path in ``--output``."""
     from collections import Counter
 
     lines = [("model", str(model_path))]
@@ -107,7 +142,7 @@ def _print_summary(result, paths: dict | None, videos: list, model_path: Path) -
         ]
         if emotions:
             lines.append(("emotions", ", ".join(f"{name} {count}" for name, count in emotions.most_common())))
-        lines += [("predictions", str(paths["csv"])), ("annotated images", str(paths["annotated_dir"]))]
+        lines += [("predictions", str(shown(paths["csv"]))), ("annotated images", str(shown(paths["annotated_dir"])))]
     for video, csv_path in videos:
         if isinstance(csv_path, str):  # unreadable: (file, reason)
             lines.append(("video", f"{video}: unreadable"))
@@ -115,13 +150,50 @@ def _print_summary(result, paths: dict | None, videos: list, model_path: Path) -
         lines.append(("video", (f"{video.file}: {video.frames_read} frames ({video.frames_processed} processed), "
                                 f"{video.num_faces} faces in {video.num_tracks} tracks, "
                                 f"{video.frames_per_second:.1f} frames/s")))
-        lines.append(("  frames csv", str(csv_path)))
-        lines.append(("  annotated video", str(video.annotated)))
+        lines.append(("  frames csv", str(shown(csv_path))))
+        lines.append(("  annotated video", str(shown(video.annotated))))
     width = max(len(key) for key, _ in lines)
     print("\n".join(f"{key:<{width}}  {value}" for key, value in lines))
     if paths is not None:
         for item in result.unreadable:
             print(f"  unreadable: {item['file']}: {item['reason']}")
+
+
+def failed_inputs(result, videos: list) -> list[tuple[str, str]]:
+    """(file, reason) of every input not read in full: unreadable photos and videos, and videos
+    that broke off part-way (their frames before the break are kept)."""
+    failed = [(item["file"], item["reason"]) for item in result.unreadable]
+    for video, csv_path in videos:
+        if isinstance(csv_path, str):  # (file, reason)
+            failed.append((video, csv_path))
+        elif video.error:
+            failed.append((video.file, video.error))
+    return failed
+
+
+def _report_failures(failed: list[tuple[str, str]], total: int, output: Path) -> int:
+    """``EXIT_PARTIAL`` once the inputs not read in full are listed on stderr; ``EXIT_OK`` when there are none."""
+    if not failed:
+        return EXIT_OK
+    _error(f"{len(failed)} of {total} inputs could not be read in full; the others' results are in {output}")
+    _list_failures(failed)
+    return EXIT_PARTIAL
+
+
+def _list_failures(failed: list[tuple[str, str]]) -> None:
+    for file, reason in failed:
+        # A reason may already start with its file (the video errors): not named twice.
+        print(f"  {reason}" if reason.startswith(f"{file}:") else f"  {file}: {reason}", file=sys.stderr)
+
+
+def _report_nothing_read(args: argparse.Namespace, failed: list[tuple[str, str]], found_any: bool) -> int:
+    if not found_any:
+        _error(f"no image or video files ({' '.join((*image_extensions(), *VIDEO_EXTENSIONS))}) in: "
+               + ", ".join(args.paths))
+    else:
+        _error(f"none of the input files could be read as an image or a video; {args.output} is unchanged")
+        _list_failures(failed)
+    return EXIT_NO_READABLE_IMAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,56 +202,85 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits 2 on usage errors, 0 for --help
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
-    for name, value, minimum in (("--margin", args.margin, 0), ("--every-n-frames", args.every_n_frames, 1),
-                                 ("--workers", 1 if args.workers is None else args.workers, 1)):
-        if value < minimum:
-            _error(f"{name} must be >= {minimum}, got {value}")
-            return EXIT_USAGE
 
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         _error("no such file or folder: " + ", ".join(missing))
         return EXIT_USAGE
-
-    # Heavy imports only after the cheap checks, so most usage errors answer instantly. The
-    # detector checks its own --detect-max-side (the cascade's window) before any model is read.
-    from fer_pipeline.core.faces.detector import FaceDetector
-    from fer_pipeline.core.predict.photos import predict_photos, write_outputs
-
     try:
-        detector = FaceDetector(detect_max_side=args.detect_max_side)
-    except ValueError as error:
-        _error(f"--detect-max-side: {error}")
+        output = check_output(args.output)
+    except OutputFolderError as error:
+        _error(str(error))
         return EXIT_USAGE
 
+    # Heavy imports only after the cheap checks, so usage errors answer instantly.
+    from fer_pipeline.core.faces.detector import FaceDetector
+
+    _quiet_video_log()
+    detector = FaceDetector(detect_max_side=args.detect_max_side)
     loaded = _load_model(args.model)
     if loaded is None:
         return EXIT_BAD_MODEL
     model, config, model_path = loaded
 
     photo_files, video_files = _scan_inputs(args.paths)
+    if not photo_files and not video_files:
+        return _report_nothing_read(args, [], found_any=False)
+    staging = start_staging(output)
+    try:
+        result, paths, videos = _predict_into(staging, photo_files, video_files, model, config, detector, args)
+    except KeyboardInterrupt:
+        _stopped(staging, args.output, "interrupted")
+        return EXIT_INTERRUPTED
+    except BaseException:
+        _stopped(staging, args.output, "stopped by the error below")
+        raise
+    failed = failed_inputs(result, videos)
+    if result.num_readable == 0 and all(isinstance(csv_path, str) for _, csv_path in videos):
+        discard(staging)
+        return _report_nothing_read(args, failed, found_any=True)
+    try:
+        publish(staging, output)
+    except (OutputFolderError, OSError) as error:
+        _error(f"{error}; this run's results are in {staging}")
+        return EXIT_USAGE
+    _print_summary(result, paths, videos, model_path, shown=lambda path: args.output / Path(path).relative_to(staging))
+    return _report_failures(failed, len(photo_files) + len(video_files), args.output)
+
+
+def _predict_into(staging: Path, photo_files: list[Path], video_files: list[Path], model, config: dict, detector,
+                  args: argparse.Namespace) -> tuple:
+    """(photos' ``PredictionResult``, their written paths or None, the videos' results), written under ``staging``."""
+    from fer_pipeline.core.predict.photos import predict_photos, write_outputs
+
     common = {"margin": args.margin, "tta": args.tta, "device": args.device, "progress": not args.quiet,
               "amp": args.amp, "workers": args.workers}
-    result = predict_photos(photo_files, model, config, detector=detector,
+    result = predict_photos(photo_files, model, config, detector=detector, max_pixels=args.max_pixels,
                             whole_image_max_side=args.whole_image_max_side, **common)
-    paths = None
-    if result.num_readable or (result.files and video_files):
-        # Written before the videos are read: a video that fails in an unforeseen way (a codec,
-        # Ctrl-C on a long one) loses no photo prediction.
-        paths = write_outputs(result, args.output)
-    videos = _predict_videos(video_files, model, config, detector, args, common)
-    readable_videos = [v for v, csv_path in videos if not isinstance(csv_path, str)]
-    if result.num_readable == 0 and not readable_videos:
-        if not result.files and not video_files:
-            _error(f"no image or video files ({' '.join((*image_extensions(), *VIDEO_EXTENSIONS))}) in: "
-                   + ", ".join(args.paths))
-        else:
-            _error("none of the input files could be read as an image or a video")
-            for item in result.unreadable:
-                print(f"  {item['file']}: {item['reason']}", file=sys.stderr)
-        return EXIT_NO_READABLE_IMAGE
-    _print_summary(result, paths, videos, model_path)
-    return EXIT_OK
+    # Written before the videos are read: when a long video is interrupted, the photos' results
+    # are among the finished ones that ``_stopped`` keeps.
+    paths = write_outputs(result, staging) if result.files else None
+    return result, paths, _predict_videos(video_files, model, config, detector, staging / "videos", args, common)
+
+
+#: Swallows ``core.predict.video``'s warning of a video that broke off: fer-predict lists it with
+#: the other failures at the end, and Python's last-resort handler would print it a second time.
+_VIDEO_LOG_SINK = logging.NullHandler()
+
+
+def _quiet_video_log() -> None:
+    logger = logging.getLogger("fer_pipeline.core.predict.video")
+    if _VIDEO_LOG_SINK not in logger.handlers:
+        logger.addHandler(_VIDEO_LOG_SINK)
+
+
+def _stopped(staging: Path, output: Path, how: str) -> None:
+    """A run stopped before its end leaves ``--output`` as it was; its finished files, if any, stay
+    in the staging folder, which is named."""
+    if any(path.is_file() for path in staging.rglob("*")):
+        _error(f"{how}: {output} is unchanged; the files finished so far are in {staging}")
+    else:
+        discard(staging)
 
 
 def _scan_inputs(paths: list[str]) -> tuple[list[Path], list[Path]]:
@@ -196,6 +297,7 @@ def _load_model(model_arg: Path | None) -> tuple | None:
     """(model, config, path) of ``--model``, or of ``default_model_path()`` when not given; None
     once the reason it cannot be loaded is printed (a missing default names the models the
     other environments wrote)."""
+    from fer_pipeline.core.model_files import ModelFileError
     from fer_pipeline.core.models import load_model
 
     model_path = model_arg if model_arg is not None else default_model_path()
@@ -213,17 +315,17 @@ def _load_model(model_arg: Path | None) -> tuple | None:
 
     try:
         model, config = load_model(model_path, map_location="cpu")
-    except Exception as error:  # noqa: BLE001 - any failure here means "not a usable model file"
-        _error(f"cannot load model {model_path}: {type(error).__name__}: {error}\n  {hint}")
+    except (ModelFileError, OSError) as error:  # names the file and how a model is made
+        _error(str(error))
         return None
     return model, config, model_path
 
 
-def _predict_videos(files: list[Path], model, config: dict, detector, args: argparse.Namespace,
+def _predict_videos(files: list[Path], model, config: dict, detector, out: Path, args: argparse.Namespace,
                     common: dict) -> list[tuple]:
-    """Each video -> ``<output>/videos/<name>.csv`` and ``<name>.mp4``; returns (VideoResult, csv
-    path) per readable video and (file, reason) per unreadable one. A video that breaks off
-    part-way keeps its frames before the break, and the break is reported on stderr."""
+    """Each video -> ``out/<name>.csv`` and ``<name>.mp4``; returns (VideoResult, csv path) per
+    readable video and (file, reason) per unreadable one. A video that breaks off part-way keeps
+    its frames before the break (``VideoResult.error`` says where)."""
     from fer_pipeline.core.predict.photos import unique_name
     from fer_pipeline.core.predict.video import (
         UnreadableVideoError,
@@ -231,19 +333,16 @@ def _predict_videos(files: list[Path], model, config: dict, detector, args: argp
         write_video_csv,
     )
 
-    out, taken, done = args.output / "videos", set(), []
+    taken, done = set(), []
     for file in files:
         name = unique_name(file.stem, taken)
         taken.add(name)
         try:
             video = predict_video(file, model, config, detector=detector, annotated_path=out / f"{name}.mp4",
                                   every_n_frames=args.every_n_frames, **common)
-        except UnreadableVideoError as error:
-            _error(str(error))
+        except UnreadableVideoError as error:  # listed with the other failures at the end
             done.append((str(file), str(error)))
             continue
-        if video.error:
-            _error(video.error)
         done.append((video, write_video_csv(video, out / f"{name}.csv")))
     return done
 

@@ -10,8 +10,8 @@ reads (``kedro run --to-nodes augmentation.assemble_training_set`` writes them):
 
 Every rank loads the inputs and trains its share of each batch (``core.training.distributed``); rank 0
 writes the model file (the same format as the pipeline's ``resnet_model``), the training history
-next to it, and the checkpoints. ``kedro run --pipeline package_model`` then logs that model to
-MLflow, and ``--pipeline evaluate`` scores it. Without torchrun, it trains in this process (or
+next to it, and the checkpoints. ``kedro run --pipelines package_model`` then logs that model to
+MLflow, and ``--pipelines evaluate`` scores it. Without torchrun, it trains in this process (or
 in ``nproc_per_node`` workers). Parameters are Kedro's: conf/base, ``--env``'s folder merged
 over it, then ``--set KEY=VALUE``; run it from the project folder, where the catalog's relative
 paths start. Kedro and MLflow are not needed.
@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "training_set, <data_root>/05_model_input/training_set.npz)")
     parser.add_argument("--dataset", help="ingestion's output (default: the catalog's fer_dataset)")
     parser.add_argument("--out", help="the model file rank 0 writes (default: the catalog's resnet_model, "
-                        "<data_root>/06_models/resnet34.pt, which `kedro run --pipeline package_model` and "
-                        "`--pipeline evaluate` read)")
+                        "<data_root>/06_models/resnet34.pt, which `kedro run --pipelines package_model` and "
+                        "`--pipelines evaluate` read)")
     return parser
 
 

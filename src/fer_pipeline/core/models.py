@@ -17,7 +17,7 @@
   that LDAM's scale s=30 assumes (Cao et al. 2019 pair it with LDAM).
 
 Model files are ``model_bundle(...)``: ``{"config": model_config(...), "state_dict": ...}`` (see
-docs/DESIGN.md), loaded with ``torch.load(weights_only=True)``; ``save_model(dtype=torch.float16)``
+docs/DESIGN.md), loaded with ``torch.load(weights_only=True)`` (``core.model_files``); ``save_model(dtype=torch.float16)``
 halves them (``fer_pipeline.runner.model_transport`` carries one through a per-file size limit).
 """
 
@@ -34,6 +34,7 @@ import torchvision
 from torch import nn
 
 from fer_pipeline.core.classes import CLASSES, IMAGE_SIZE
+from fer_pipeline.core.model_files import load_weights, not_a_model, read_bundle
 from fer_pipeline.core.pixels import MEAN, STD
 
 ARCHITECTURES = ("resnet18", "resnet34")
@@ -281,9 +282,13 @@ def _cast_if_representable(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Te
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[FERResNet, dict]:
-    """(model in eval mode, config) from a file written by ``save_model``."""
-    payload = torch.load(path, map_location=map_location, weights_only=True)
-    config = dict(payload["config"])
-    model = build_model(config)
-    model.load_state_dict(_strip_prefixes(payload["state_dict"]))
+    """(model in eval mode, config) from a file written by ``save_model``; ``ModelFileError`` (a
+    ``ParameterError``) for any other file (``core.model_files.read_bundle``)."""
+    payload = read_bundle(path)
+    config = payload["config"]
+    try:
+        model = build_model(config)
+    except (TypeError, ValueError) as error:  # a bundle, but its config is not one of this ResNet's
+        raise not_a_model(path, f"its config is not this project's ResNet: {error}") from error
+    load_weights(model, _strip_prefixes(payload["state_dict"]), path)
     return model.to(map_location).eval(), config

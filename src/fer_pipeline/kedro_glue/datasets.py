@@ -85,18 +85,18 @@ class ModelFile:
             raise FileNotFoundError(
                 f"No trained model at {self.path}. Train one first (`kedro run`, or "
                 "`kedro run --env demo` on the demo data), or evaluate a logged one with "
-                "`kedro run --pipeline evaluate --params evaluate.model_run_id=<MLflow run id>`."
+                "`kedro run --pipelines evaluate --params evaluate.model_run_id=<MLflow run id>`."
             )
         return self.path
 
     def load(self, map_location: str = "cpu") -> dict[str, Any]:
-        import torch
+        """The bundle, read by ``core.model_files.read_bundle`` (weights_only: loading never runs
+        code; another file is a ``ModelFileError``, which ``kedro run`` prints in a line)."""
+        from fer_pipeline.core.model_files import read_bundle
 
-        self.require()
-        # weights_only=True: a model file can never execute code when loaded.
-        bundle = torch.load(self.path, map_location=map_location, weights_only=True)
-        if not isinstance(bundle, dict) or {"config", "state_dict"} - bundle.keys():
-            raise ValueError(f"{self.path} is not a fer_pipeline model file (needs config + state_dict)")
+        bundle = read_bundle(self.require())
+        if str(map_location) != "cpu":
+            bundle["state_dict"] = {name: tensor.to(map_location) for name, tensor in bundle["state_dict"].items()}
         return bundle
 
     def __repr__(self) -> str:

@@ -1,9 +1,9 @@
 """The served model: the serving pipeline bound to training as a kedro-mlflow ``PipelineML``.
 
-Every run of a pipeline that trains the classifier (``kedro run``, ``kedro run --pipeline
+Every run of a pipeline that trains the classifier (``kedro run``, ``kedro run --pipelines
 training``) then logs one MLflow model, ``emotion_model``: the serving pipeline with the model
 file it trained and ``params:serving`` as artifacts, so the preprocessing the model was trained
-with travels with it; ``kedro run --pipeline package_model`` logs the model file on disk the same
+with travels with it; ``kedro run --pipelines package_model`` logs the model file on disk the same
 way without training. ``mlflow models serve -m runs:/<run id>/emotion_model`` serves it, and
 ``mlflow.pyfunc.load_model`` loads it; both need this package installed (``--env-manager local``
 in the project's environment).

@@ -69,3 +69,17 @@ def test_decode_image_refuses_more_pixels_than_allowed_from_the_header(tmp_path:
     with pytest.raises(ImageTooLargeError, match=r"40x30 = 1,200 pixels is over the limit of 1,199"):
         decode_image(raw, max_pixels=1199)
     assert issubclass(ImageTooLargeError, UnreadableImageError)  # who catches unreadable images catches it too
+
+
+def test_load_image_refuses_an_image_over_the_servers_limit_by_default(tmp_path: Path, monkeypatch) -> None:
+    """fer-predict's photos get fer-serve's limit (one constant), read from the file's header."""
+    from fer_pipeline.core.faces.images import ImageTooLargeError
+    from fer_pipeline.core.serving.requests import ServingConfig
+
+    limit = ServingConfig().max_pixels
+    side = int(limit ** 0.5) + 1  # just over the limit; a flat PNG of it is small
+    big = write_image(tmp_path / "big.png", np.zeros((side, side), np.uint8))
+    monkeypatch.setattr(cv2, "imdecode", lambda *a, **k: pytest.fail("decoded an image over the limit"))
+    with pytest.raises(ImageTooLargeError, match=f"{side}x{side} = {side * side:,} pixels is over the limit of "
+                                                 f"{limit:,}"):
+        load_image(big)

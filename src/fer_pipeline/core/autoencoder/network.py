@@ -18,6 +18,10 @@ import torch
 from torch import nn
 
 from fer_pipeline.core.classes import IMAGE_SIZE
+from fer_pipeline.core.model_files import load_weights, not_a_model, read_bundle
+
+#: Where an autoencoder file comes from (the catalog's ``autoencoder_model``).
+AUTOENCODER_ORIGIN = "autoencoders are written by `kedro run --pipelines autoencoder` (data/06_models/autoencoder.pt)"
 
 
 # --------------------------------------------------------------------------------------- model
@@ -102,10 +106,14 @@ def save_autoencoder(path: str | Path, model: ConvAutoencoder) -> None:
 
 
 def load_autoencoder(path: str | Path, map_location: str | torch.device = "cpu") -> ConvAutoencoder:
-    """Inverse of ``save_autoencoder``; the model comes back in eval mode."""
-    payload = torch.load(path, map_location=map_location, weights_only=True)
-    model = ConvAutoencoder(**payload["config"])
-    model.load_state_dict(payload["state_dict"])
+    """Inverse of ``save_autoencoder``; the model comes back in eval mode. ``ModelFileError`` for
+    any other file (``core.model_files.read_bundle``)."""
+    payload = read_bundle(path, AUTOENCODER_ORIGIN)
+    try:
+        model = ConvAutoencoder(**payload["config"])
+    except (TypeError, ValueError) as error:  # a bundle, but its config is not this autoencoder's
+        raise not_a_model(path, f"its config is not this project's autoencoder: {error}", AUTOENCODER_ORIGIN) from error
+    load_weights(model, payload["state_dict"], path, AUTOENCODER_ORIGIN)
     return model.to(map_location).eval()
 
 

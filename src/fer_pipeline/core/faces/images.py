@@ -15,6 +15,10 @@ import numpy as np
 
 from fer_pipeline.core.ingestion.decode import imdecode, sniff_format, truncation
 
+#: The most pixels an image may have (fer-predict's ``--max-pixels``, ``serving.max_pixels``): a
+#: 225-megapixel photo took 2.35 GB to decode and search, and nothing needs more for faces.
+MAX_PIXELS = 50_000_000
+
 
 class UnreadableImageError(ValueError):
     """The file is empty, truncated, corrupt, or not an image OpenCV can decode."""
@@ -24,8 +28,9 @@ class ImageTooLargeError(UnreadableImageError):
     """The image has more pixels than the caller allows (``decode_image(max_pixels=...)``)."""
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file -> RGB uint8 (H, W, 3): ``decode_image`` on the file's bytes.
+def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """An image file -> RGB uint8 (H, W, 3): ``decode_image`` on the file's bytes, an image over
+    ``max_pixels`` refused from its header (``ImageTooLargeError``; None: no limit).
 
     Reads with ``np.fromfile`` so non-ASCII paths work on every OS. Raises
     ``UnreadableImageError`` for empty, truncated, corrupt or non-image files.
@@ -37,7 +42,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise UnreadableImageError(f"cannot read file: {error.strerror or error}") from error
     if data.size == 0:
         raise UnreadableImageError("empty file (0 bytes)")
-    return decode_image(data.tobytes())
+    return decode_image(data.tobytes(), max_pixels=max_pixels)
 
 
 def image_size(raw: bytes) -> tuple[int, int] | None:

@@ -23,7 +23,7 @@ from fer_pipeline.core.faces.annotate import annotate, preview_image
 from fer_pipeline.core.faces.classify import classify_crops, label_faces
 from fer_pipeline.core.faces.crops import WHOLE_IMAGE_MAX_SIDE, FoundFaces, find_faces
 from fer_pipeline.core.faces.detector import FaceDetector
-from fer_pipeline.core.faces.images import UnreadableImageError, load_image
+from fer_pipeline.core.faces.images import MAX_PIXELS, UnreadableImageError, load_image
 from fer_pipeline.core.predict.inputs import name_list, scan_media
 from fer_pipeline.core.predict.workers import map_ordered
 
@@ -137,12 +137,14 @@ class _PhotoFaces:
     reason: str = ""
 
 
-def _read_photo(file: Path, detector: FaceDetector, margin: float, whole_image_max_side: int) -> _PhotoFaces:
+def _read_photo(file: Path, detector: FaceDetector, margin: float, whole_image_max_side: int,
+                max_pixels: int | None = MAX_PIXELS) -> _PhotoFaces:
     """Decode one file, find its faces and keep only a preview-sized copy of it (full-resolution
-    photos would pile up in memory over a big folder). Runs in a worker thread."""
+    photos would pile up in memory over a big folder). Runs in a worker thread. An image over
+    ``max_pixels`` is refused from its header, before decoding allocates it: unreadable."""
     name = str(file)
     try:
-        image = load_image(file)
+        image = load_image(file, max_pixels=max_pixels)
     except UnreadableImageError as error:
         return _PhotoFaces(name, reason=str(error))
     found = find_faces(image, detector, margin=margin, whole_image_max_side=whole_image_max_side)
@@ -163,13 +165,15 @@ def predict_photos(
     whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE,
     amp: bool | str = "auto",
     workers: int | None = None,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> PredictionResult:
     """Detect faces in photos (files or folders) and classify each face's emotion.
 
     Each readable image goes through ``find_faces`` (so a small image with no detection is
     classified whole, ``box_source="whole_image"``, up to ``whole_image_max_side`` px; 0
     disables this), decoded and searched by ``workers`` threads (``map_ordered``; results in
-    input order); unreadable files are recorded, not raised; all faces go through one
+    input order); unreadable files (and images over ``max_pixels``, from their header) are
+    recorded, not raised; all faces go through one
     batched ``classify_crops`` call. Raises FileNotFoundError for a missing input path.
     """
     classes = tuple(config.get("classes", CLASSES))
@@ -178,7 +182,7 @@ def predict_photos(
     result = PredictionResult(classes=classes, files=[str(f) for f in files])
 
     def read(file: Path) -> _PhotoFaces:
-        return _read_photo(file, detector, margin, whole_image_max_side)
+        return _read_photo(file, detector, margin, whole_image_max_side, max_pixels)
 
     photos: Iterable[_PhotoFaces] = map_ordered(read, files, workers)
     if progress:

@@ -105,9 +105,19 @@ class VideoInfo:
     frame_count: int
 
 
+def quiet_ffmpeg() -> None:
+    """Keep FFmpeg's own complaints ("[mov,mp4,...] moov atom not found", "[mjpeg] overread")
+    off stderr: raw lines printed by C code, beside the message that names the file and the
+    problem (``UnreadableVideoError``, ``VideoResult.error``). OpenCV reads the variable once,
+    when its FFmpeg backend starts (the process's first VideoCapture or VideoWriter), so it is
+    set before that; a level the user set, to debug a codec, is kept."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
+
 def open_video(path: str | os.PathLike):  # -> (cv2.VideoCapture, VideoInfo)
     """``cv2.VideoCapture`` on ``path`` and its ``VideoInfo``; ``UnreadableVideoError`` naming the
     file when OpenCV cannot open it (not a video, or an MP4 cut before its index, the moov atom)."""
+    quiet_ffmpeg()
     import cv2
 
     path = Path(path)

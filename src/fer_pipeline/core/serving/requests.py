@@ -35,7 +35,7 @@ from fer_pipeline.core.device import amp_mode
 from fer_pipeline.core.faces.classify import classify_crops, label_faces
 from fer_pipeline.core.faces.crops import WHOLE_IMAGE_MAX_SIDE, FoundFaces, find_faces
 from fer_pipeline.core.faces.detector import CASCADE_WINDOW, DETECT_MAX_SIDE, FaceDetector
-from fer_pipeline.core.faces.images import ImageTooLargeError, UnreadableImageError, decode_image
+from fer_pipeline.core.faces.images import MAX_PIXELS, ImageTooLargeError, UnreadableImageError, decode_image
 from fer_pipeline.core.inference import TTA_MODES
 
 #: The request's columns; each row fills exactly one.
@@ -60,7 +60,7 @@ class ServingConfig:
     amp: str = "auto"
     detect_max_side: int | None = DETECT_MAX_SIDE
     whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE
-    max_pixels: int = 50_000_000
+    max_pixels: int = MAX_PIXELS
     max_inputs: int = 256
     batch_size: int = 256
 

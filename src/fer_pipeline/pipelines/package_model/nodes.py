@@ -1,7 +1,7 @@
 """Package-model stage: what the logged ``emotion_model`` holds, checked and written down.
 
 Part of every run that trains (so a typo in ``params:serving`` stops the run instead of being
-logged into the model), and a pipeline of its own: ``kedro run --pipeline package_model`` logs
+logged into the model), and a pipeline of its own: ``kedro run --pipelines package_model`` logs
 the model file on disk as ``emotion_model`` without training, for a model trained elsewhere
 (the GPU runner's, assembled into ``06_models/``) or after changing ``parameters_serving.yml``.
 """

@@ -25,7 +25,7 @@ def train_resnet(
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any], Any, dict[str, list[dict]]]:
     """Train, keep the best epoch by the validation metric; the test split is never touched here."""
     result = job.train_resnet(training_set, fer_dataset, training_params, augmentation_params, progress=True)
-    # Lets `kedro run --pipeline evaluate` link its MLflow run to the one that trained the model.
+    # Lets `kedro run --pipelines evaluate` link its MLflow run to the one that trained the model.
     config = {**result.config, "mlflow_run_id": active_run_id()}
     history = pd.DataFrame(result.history)
     summary = {**training_summary(result, training_set), "mlflow_run_id": config["mlflow_run_id"]}
