@@ -27,20 +27,20 @@ PACKAGE = "package_model"
 def register_pipelines() -> dict[str, Pipeline]:
     # Kedro finds only the pipelines a command asks for (`--pipelines training` loads `training`
     # alone), so the serving and packaging pipelines are built here, whichever were found.
-    pipelines = {name: pipe if name in ("__default__", SERVING) else _grouped(name, pipe)
+    pipelines = {name: pipe if name in ("__default__", SERVING) else grouped(name, pipe)
                  for name, pipe in find_pipelines(raise_errors=True).items()}
     serving = create_serving_pipeline()
     if "__default__" in pipelines:
         stages = [pipe for name, pipe in pipelines.items() if name not in ("__default__", SERVING)]
         pipelines["__default__"] = logs_served_model(sum(stages, Pipeline([])), serving)
     if "training" in pipelines:
-        package = _grouped(PACKAGE, create_package_pipeline())
+        package = grouped(PACKAGE, create_package_pipeline())
         pipelines["training"] = logs_served_model(pipelines["training"] + package, serving)
     if PACKAGE in pipelines:
         pipelines[PACKAGE] = packages_served_model(pipelines[PACKAGE], serving)
     return pipelines
 
 
-def _grouped(name: str, stage: Pipeline) -> Pipeline:
+def grouped(name: str, stage: Pipeline) -> Pipeline:
     """``stage`` with its nodes in namespace ``name``, its datasets' names unchanged."""
     return pipeline(stage, namespace=name, prefix_datasets_with_namespace=False)

@@ -41,7 +41,10 @@ def _params(env: str = "base") -> dict:
 def _pipeline(*stages: str) -> Pipeline:
     import importlib
 
-    return sum((importlib.import_module(f"fer_pipeline.pipelines.{stage}").create_pipeline()
+    from fer_pipeline.pipeline_registry import grouped
+
+    # each stage in its namespace, as the registry builds it (``evaluate.evaluate_model``)
+    return sum((grouped(stage, importlib.import_module(f"fer_pipeline.pipelines.{stage}").create_pipeline())
                 for stage in stages or STAGES), Pipeline([]))
 
 

@@ -17,7 +17,12 @@ log = logging.getLogger(__name__)
 Params = Mapping[str, Mapping[str, Any]]
 MODEL = "resnet_model"
 #: the nodes that can take the model from an MLflow run (``evaluate.model_run_id``) instead of the file
-MODEL_RUN_ID_NODES = {"evaluate.evaluate_model", "evaluate.evaluate_external"}
+MODEL_RUN_ID_NODES = {"evaluate_model", "evaluate_external"}
+
+
+def _node_name(node) -> str:  # noqa: ANN001 - a Kedro Node
+    """A node's name without its namespace (``evaluate_model`` of ``evaluate.evaluate_model``)."""
+    return node.name.removeprefix(f"{node.namespace}.") if node.namespace else node.name
 
 
 def _ingestion(params: Params) -> None:
@@ -114,7 +119,7 @@ class ParameterChecks:
                 except _user_errors() as error:
                     raise _stopped(error, stage, env) from error
         try:
-            if "evaluate.evaluate_external" in {node.name for node in pipeline.nodes} and "evaluate" in params:
+            if "evaluate_external" in {_node_name(node) for node in pipeline.nodes} and "evaluate" in params:
                 self._check_external_sets(params["evaluate"].get("external_sets"))
         except _user_errors() as error:
             raise _stopped(error, "evaluate", env) from error
@@ -144,7 +149,7 @@ def _check_inputs(pipeline, catalog, params: Params) -> None:
         dataset = catalog.get(name)
         if isinstance(dataset, MemoryDataset):
             continue  # handed over within a run (Kedro names it if no node of this one makes it)
-        users = {node.name for node in pipeline.nodes if name in node.inputs}
+        users = {_node_name(node) for node in pipeline.nodes if name in node.inputs}
         if name == MODEL and users <= MODEL_RUN_ID_NODES and params.get("evaluate", {}).get("model_run_id"):
             continue  # the model of an MLflow run
         data = dataset.load()
