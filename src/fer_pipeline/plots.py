@@ -210,24 +210,30 @@ def plot_class_counts(rows: Sequence[Mapping[str, Any]]) -> Figure:
 
 
 def plot_ablation(rows: Sequence[Mapping[str, Any]], best: str | None) -> Figure:
-    """Bars of val (PublicTest) and test (PrivateTest) macro-F1 per strategy (the ablation's
-    ``summarize`` rows: (mean, std) per column), std as error bars, the best strategy marked."""
-    names = [r["strategy"] for r in rows]
+    """Two panels per strategy (the ablation's ``summarize`` rows: (mean, std) per column), std as
+    error bars, the best strategy marked: val (PublicTest) and test (PrivateTest) macro-F1, and
+    the test recall of the minority classes the question is about (disgust, fear)."""
+    names = [f"{r['strategy']} (best)" if r["strategy"] == best else r["strategy"] for r in rows]
     x = np.arange(len(rows))
-    figure = _new_figure(max(6.0, 0.9 * len(rows) + 2), 4.2)
-    ax = figure.subplots()
-    for offset, key, label in ((-0.2, "val_macro_f1", "val (PublicTest) macro-F1"),
-                               (0.2, "test_macro_f1", "test (PrivateTest) macro-F1")):
-        means = np.array([r[key][0] for r in rows]) * 100
-        stds = np.nan_to_num(np.array([r[key][1] for r in rows]) * 100)
-        ax.bar(x + offset, means, 0.4, yerr=stds, capsize=3, label=label)
-    ax.set_xticks(x, [f"{n} (best)" if n == best else n for n in names], rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("macro-F1 (%)")
+    figure = _new_figure(max(8.0, 1.5 * len(rows) + 2), 4.2)
+    overall, minority = figure.subplots(1, 2)
+    panels = ((overall, (("val_macro_f1", "val (PublicTest)"), ("test_macro_f1", "test (PrivateTest)")),
+               "macro-F1 (%)", "Macro-F1"),
+              (minority, (("test_recall_disgust", "disgust"), ("test_recall_fear", "fear")),
+               "test recall (%)", "Recall of the minority classes"))
+    for ax, series, ylabel, title in panels:
+        for offset, (key, label) in zip((-0.2, 0.2), series):
+            means = np.array([r.get(key, (math.nan, math.nan))[0] for r in rows]) * 100
+            stds = np.nan_to_num(np.array([r.get(key, (math.nan, math.nan))[1] for r in rows]) * 100)
+            ax.bar(x + offset, np.nan_to_num(means), 0.4, yerr=stds, capsize=3, label=label)
+        ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8, loc="upper left")
     finite = [r[k][0] * 100 for r in rows for k in ("val_macro_f1", "test_macro_f1") if not math.isnan(r[k][0])]
     if finite:
-        ax.set_ylim(max(0.0, min(finite) - 10), min(100.0, max(finite) + 5))
-    ax.set_title("Class-imbalance ablation (mean ± std over seeds)")
-    ax.legend(fontsize=8, loc="lower right")
+        overall.set_ylim(max(0.0, min(finite) - 10), min(100.0, max(finite) + 5))
+    figure.suptitle("Class-imbalance ablation (mean ± std over seeds)")
     return figure
 
 

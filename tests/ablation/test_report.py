@@ -9,16 +9,30 @@ import sys
 
 import pytest
 
-from fer_pipeline.ablation.report import best_strategy, summarize
+from fer_pipeline.ablation.report import COLUMNS, best_strategy, column_name, summarize, versus_baseline
 from tests.gpu_machine import ABLATION
 
 
 def _record(strategy: str, seed: int, val_f1: float, test_f1: float) -> dict:
     return {"strategy": strategy, "seed": seed, "fingerprint": f"{strategy}-fp", "schedule": "s", "epochs": 15,
             "loss": "ce", "val_macro_f1": val_f1, "val_accuracy": 0.6, "test_accuracy": 0.6,
-            "test_macro_f1": test_f1, "test_balanced_accuracy": 0.55, "train_seconds": 60.0,
+            "test_macro_f1": test_f1, "test_balanced_accuracy": 0.55, "train_seconds": 60.0 + seed,
             "test_recall": {"disgust": 0.3, "fear": 0.4}, "val_recall": {"disgust": 0.3, "fear": 0.4},
+            "test_clean_accuracy": 0.58 + seed / 100, "test_clean_macro_f1": test_f1 - 0.01,
+            "test_clean_recall": {"disgust": 0.2 + seed / 10, "fear": 0.35},
             "select_split": "val", "overrides": {}}
+
+
+def test_the_gap_to_the_baseline_says_whether_it_is_larger_than_the_seeds_spread():
+    rows = summarize([_record("ce", 0, 0.60, 0.6), _record("ce", 1, 0.61, 0.6),
+                      _record("far", 0, 0.65, 0.6), _record("far", 1, 0.66, 0.6),
+                      _record("near", 0, 0.60, 0.6), _record("near", 1, 0.62, 0.6), _record("single", 0, 0.7, 0.6)])
+    by_name = {row["strategy"]: row for row in rows}
+    assert versus_baseline(by_name["ce"], by_name["ce"]) == "–"
+    assert versus_baseline(by_name["far"], by_name["ce"]) == "+5.0 (beyond ±1.4)"  # stds 0.7 + 0.7
+    assert versus_baseline(by_name["near"], by_name["ce"]) == "+0.5 (within ±2.1)"  # stds 0.7 + 1.4
+    assert versus_baseline(by_name["single"], by_name["ce"]) == "+9.5 (one seed)"
+    assert versus_baseline(by_name["far"], None) == "–"
 
 
 @pytest.mark.slow
@@ -42,8 +56,9 @@ def test_report_picks_best_on_val_not_test(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     text = table.read_text()
-    assert "| **val_winner** (best) | 0,1 | 63.0 ± 1.4 |" in text
+    assert "| **val_winner** (best) | 0,1 | 63.0 ± 1.4 | – |" in text  # no ce here: no gap column
     assert "| test_winner | 0,1 | 56.0 ± 1.4 |" in text
+    assert "clean test macro-F1" in text.splitlines()[0]
     assert "Best strategy by mean PublicTest (val) macro-F1: **val_winner**" in text
     assert chart.stat().st_size > 1000 and "4 runs logged" in result.stdout
 
@@ -55,3 +70,23 @@ def test_report_picks_best_on_val_not_test(tmp_path):
     assert sorted((r.data.params["strategy"], r.data.params["seed"]) for r in logged) == [
         ("test_winner", "0"), ("test_winner", "1"), ("val_winner", "0"), ("val_winner", "1")]
     assert all("val_macro_f1" in r.data.metrics and "test_recall.disgust" in r.data.metrics for r in logged)
+
+    # The records, the MLflow runs and the table agree: every column of every run is in MLflow with
+    # the record's value, and the table's cells are what those MLflow values give.
+    by_key = {(r["strategy"], str(r["seed"])): r for r in records}
+    from_mlflow = []
+    for run in logged:
+        record = by_key[(run.data.params["strategy"], run.data.params["seed"])]
+        metrics = run.data.metrics
+        for key, *_ in COLUMNS:
+            name = key if isinstance(key, str) else f"{key[0]}.{key[1]}"
+            expected = record[key] if isinstance(key, str) else record[key[0]][key[1]]
+            assert metrics[name] == pytest.approx(expected), name
+        from_mlflow.append({"strategy": run.data.params["strategy"], "seed": int(run.data.params["seed"]),
+                            **{k: v for k, v in metrics.items() if "." not in k},
+                            **{group: {n.split(".", 1)[1]: v for n, v in metrics.items() if n.startswith(group + ".")}
+                               for group in ("test_recall", "test_clean_recall")}})
+    rows, again = summarize(records), {row["strategy"]: row for row in summarize(from_mlflow)}
+    for row in rows:
+        for key, *_ in COLUMNS:
+            assert again[row["strategy"]][column_name(key)] == pytest.approx(row[column_name(key)], nan_ok=True)

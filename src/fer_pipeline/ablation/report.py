@@ -29,13 +29,24 @@ COLUMNS: tuple[tuple[Any, str, float, int], ...] = (
     ("test_macro_f1", "test macro-F1", 100, 1),
     ("test_balanced_accuracy", "test bal. acc", 100, 1),
     *((("test_recall", name), f"test recall {name}", 100, 1) for name in FOCUS_CLASSES),
+    # PrivateTest without the faces that duplicate a train or PublicTest face (leak-free)
+    ("test_clean_accuracy", "clean test acc", 100, 1),
+    ("test_clean_macro_f1", "clean test macro-F1", 100, 1),
+    *((("test_clean_recall", name), f"clean test recall {name}", 100, 1) for name in FOCUS_CLASSES),
     ("train_seconds", "train s", 1, 0),
 )
+#: the strategy every other is compared with
+BASELINE = "ce"
 
 
 def _value(record: Mapping[str, Any], key: Any) -> float | None:
-    value = record.get(key[0], {}).get(key[1]) if isinstance(key, tuple) else record.get(key)
+    value = (record.get(key[0]) or {}).get(key[1]) if isinstance(key, tuple) else record.get(key)
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def column_name(key: Any) -> str:
+    """A summary row's key for a ``COLUMNS`` key (``test_recall_disgust`` for ``("test_recall", "disgust")``)."""
+    return key if isinstance(key, str) else f"{key[0]}_{key[1]}"
 
 
 def latest_runs(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -60,7 +71,7 @@ def summarize(records: Iterable[Mapping[str, Any]], order: Sequence[str] | None 
             values = [v for v in (_value(r, key) for r in runs) if v is not None]
             mean = statistics.fmean(values) if values else math.nan
             std = statistics.stdev(values) if len(values) > 1 else math.nan
-            row[key if isinstance(key, str) else f"{key[0]}_{key[1]}"] = (mean, std)
+            row[column_name(key)] = (mean, std)
         rows.append(row)
     return rows
 
@@ -69,6 +80,21 @@ def best_strategy(rows: Sequence[Mapping[str, Any]]) -> str | None:
     """Highest mean PublicTest (val) macro-F1. Test figures play no part."""
     scored = [r for r in rows if not math.isnan(r["val_macro_f1"][0])]
     return max(scored, key=lambda r: r["val_macro_f1"][0])["strategy"] if scored else None
+
+
+def versus_baseline(row: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> str:
+    """The row's mean val macro-F1 minus the baseline's, in points, and whether the gap is larger
+    than the spread between seeds (the sum of the two standard deviations)."""
+    if baseline is None or row is baseline:
+        return "–"
+    (mean, std), (base_mean, base_std) = row["val_macro_f1"], baseline["val_macro_f1"]
+    if math.isnan(mean) or math.isnan(base_mean):
+        return "–"
+    gap = (mean - base_mean) * 100
+    if math.isnan(std) or math.isnan(base_std):
+        return f"{gap:+.1f} (one seed)"
+    spread = (std + base_std) * 100
+    return f"{gap:+.1f} ({'beyond' if abs(gap) > spread else 'within'} ±{spread:.1f})"
 
 
 def _cell(mean: float, std: float, scale: float, decimals: int) -> str:
@@ -83,20 +109,25 @@ def markdown_report(records: Sequence[Mapping[str, Any]], order: Sequence[str] |
     if not rows:
         return "(no ablation runs yet)"
     best = best_strategy(rows)
-    header = ["strategy", "seeds", *(title for _, title, *_ in COLUMNS)]
+    baseline = next((row for row in rows if row["strategy"] == BASELINE), None)
+    titles = [title for _, title, *_ in COLUMNS]
+    header = ["strategy", "seeds", titles[0], f"vs {BASELINE}", *titles[1:]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         name = f"**{row['strategy']}** (best)" if row["strategy"] == best else row["strategy"]
-        cells = [name, ",".join(str(s) for s in row["seeds"])]
-        for key, _, scale, decimals in COLUMNS:
-            cells.append(_cell(*row[key if isinstance(key, str) else f"{key[0]}_{key[1]}"], scale, decimals))
+        cells = [_cell(*row[column_name(key)], scale, decimals) for key, _, scale, decimals in COLUMNS]
+        cells = [name, ",".join(str(s) for s in row["seeds"]), cells[0], versus_baseline(row, baseline), *cells[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     schedules = sorted({str(r.get("schedule")) for r in latest_runs(records)})
     epochs = sorted({r.get("epochs") for r in latest_runs(records)}, key=str)
     notes = [
         "",
         f"Mean ± std over seeds (sample std); percentages except train s. Epochs per run: "
-        f"{', '.join(map(str, epochs))}. val = FER2013 PublicTest, test = PrivateTest.",
+        f"{', '.join(map(str, epochs))}. val = FER2013 PublicTest, test = PrivateTest; clean test = "
+        "PrivateTest without its faces that duplicate a training or PublicTest face (leak-free).",
+        f"vs {BASELINE}: mean val macro-F1 minus {BASELINE}'s, in points; 'beyond' when the gap is larger than "
+        "the two strategies' seed standard deviations added. train s is wall time on a machine that may have "
+        "been doing other work: a cost, not a speed comparison.",
         f"Best strategy by mean PublicTest (val) macro-F1: **{best}**. Each run's epoch was also chosen on "
         "val macro-F1; PrivateTest columns are reported only, never used to choose.",
     ]
