@@ -50,5 +50,6 @@ def test_the_demo_run_is_named_after_what_ran(demo_project):
 
     client = MlflowClient(tracking_uri=f"sqlite:///{demo_project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("fer_pipeline_demo")
-    (run,) = client.search_runs([experiment.experiment_id])
+    # the fixture's own `kedro run --env demo` is the first run (other tests add theirs after it)
+    run = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])[0]
     assert run.info.run_name.startswith("all stages · demo · ")
