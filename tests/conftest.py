@@ -64,14 +64,47 @@ def run_kedro(project: Path, *args: str, timeout: int = 900) -> subprocess.Compl
     )
 
 
-@pytest.fixture(scope="session")
-def demo_project(tmp_path_factory) -> Path:
-    """`kedro run --env demo` (every pipeline) once, on small generated data."""
-    project = make_project(tmp_path_factory.mktemp("demo") / "fer_project")
+def _build_demo(root: Path) -> Path:
+    project = make_project(root)
     result = run_kedro(project, "run", "--env", "demo", "--params", SMALL_DEMO_PARAMS)
     if result.returncode != 0:
         pytest.fail(f"kedro run --env demo failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
     return project
+
+
+def move_mlflow_store(database: Path, old: Path, new: Path) -> None:
+    """Point an sqlite MLflow store's paths (artifact locations, run artifact URIs, logged models)
+    from project ``old`` to its copy ``new``: every text value that names ``old``."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(database)) as db, db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for column in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if any(kind in column[2].upper() for kind in ("CHAR", "TEXT")):
+                    db.execute(f'UPDATE "{table}" SET "{column[1]}" = replace("{column[1]}", ?, ?) '
+                               f'WHERE instr("{column[1]}", ?) > 0', (str(old), str(new), str(old)))
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory, worker_id) -> Path:
+    """`kedro run --env demo` (every pipeline) once, on small generated data. Under pytest-xdist
+    the first worker that needs it builds it (a lock keeps the others waiting), and each worker
+    works in its own copy, its MLflow store moved with it: tests add runs and files to it."""
+    if worker_id == "master":
+        return _build_demo(tmp_path_factory.mktemp("demo") / "fer_project")
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent / "demo_build"
+    built = shared / "fer_project"
+    with FileLock(f"{shared}.lock"):
+        if not (shared / "built").exists():
+            _build_demo(built)
+            (shared / "built").touch()
+    copy = tmp_path_factory.mktemp("demo") / "fer_project"
+    shutil.copytree(built, copy, symlinks=True)
+    move_mlflow_store(copy / "mlflow.db", built, copy)
+    return copy
 
 
 @pytest.fixture(scope="module")

@@ -82,8 +82,20 @@ def _zoom_percent(driver) -> int:
     return int(shown[-1])
 
 
+def _drawn(driver, then=lambda nodes: [node.text for node in nodes]):
+    """``then`` of the nodes kedro-viz draws now, retried while it redraws (stale elements)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(20):
+        try:
+            return then(driver.find_elements("css selector", "svg .pipeline-node"))
+        except StaleElementReferenceException:
+            time.sleep(0.5)
+    raise AssertionError("kedro-viz kept redrawing its graph")
+
+
 def _drawn_names(driver) -> set[str]:
-    return {node.text for node in driver.find_elements("css selector", "svg .pipeline-node")}
+    return set(_drawn(driver))
 
 
 def test_kedro_viz_opens_on_the_stages(demo_project, browser):
@@ -96,11 +108,10 @@ def test_kedro_viz_opens_on_the_stages(demo_project, browser):
         # A first visit draws one collapsed box per stage and no dataset: readable at first sight,
         # not 44 datasets at 17 % zoom; no feature tour over it (it opened at once before).
         deadline = time.time() + 30
-        while time.time() < deadline and len(browser.find_elements("css selector", "svg .pipeline-node")) < len(STAGES):
+        while time.time() < deadline and len(_drawn(browser)) < len(STAGES):
             time.sleep(1)
         time.sleep(3)  # the tour, when shown, opens after the graph
-        drawn = browser.find_elements("css selector", "svg .pipeline-node")
-        assert sorted(node.text for node in drawn) == sorted(STAGES)
+        assert sorted(_drawn(browser)) == sorted(STAGES)
         assert _zoom_percent(browser) >= 60
         text = browser.find_element("tag name", "body").text
         assert "1 of 6" not in text and "Workflow run status" not in text  # kedro-viz's feature tour
@@ -108,7 +119,7 @@ def test_kedro_viz_opens_on_the_stages(demo_project, browser):
         browser.save_screenshot(str(demo_project / "data/demo/08_reporting/kedro_viz.png"))
 
         # A stage expands to its nodes; the datasets are one switch away, and a user's choices stay.
-        next(node for node in drawn if node.text == "evaluate").click()
+        _drawn(browser, lambda nodes: next(node for node in nodes if node.text == "evaluate").click())
         deadline = time.time() + 30
         while time.time() < deadline and "evaluate_external" not in _drawn_names(browser):
             time.sleep(1)
