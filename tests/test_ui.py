@@ -222,3 +222,19 @@ def test_usage_errors_exit_2_before_any_server_starts(tmp_path, capsys, monkeypa
     assert main(["mlflow", "--port", "0"]) == 2
     with pytest.raises(SystemExit):
         main(["notebook"])
+
+
+def test_a_store_that_cannot_be_listed_leaves_the_ui_on_its_home_page(tmp_path, capsys, monkeypatch):
+    from fer_pipeline.commands import ui
+    from fer_pipeline.processes import free_port
+
+    def unreadable(uri, name):
+        raise OSError("disk I/O error")
+
+    started = {}
+    monkeypatch.setattr(ui, "landing_experiment", unreadable)
+    monkeypatch.setattr(ui.os, "execve", lambda path, argv, env: started.update(env=env))
+    ui.serve_mlflow(tmp_path, free_port(), "sqlite:///broken.db", 1)
+    assert started["env"][ui.LANDING_ENVIRONMENT] == ""
+    assert "could not list the runs of sqlite:///broken.db (OSError)" in capsys.readouterr().err
+

@@ -181,7 +181,14 @@ def serve_mlflow(root: Path, port: int, backend_store_uri: str | None, workers: 
     backend_store_uri = backend_store_uri or project_store_uri(root, "--backend-store-uri")
     check_port_free(port)
     os.environ.update(OFFLINE_ENVIRONMENT)  # the store is read below, with mlflow's own telemetry off
-    landing = landing_experiment(backend_store_uri, experiment)
+    try:
+        landing = landing_experiment(backend_store_uri, experiment)
+    except UsageError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a store mlflow ui will report on itself, in its own words
+        print(f"fer-ui: could not list the runs of {backend_store_uri} ({type(error).__name__}); "
+              "the UI opens on its home page", file=sys.stderr)
+        landing = None
     command = mlflow_command(port, backend_store_uri, workers)
     opens_on = f" (opens on experiment {landing}'s runs)" if landing else ""
     print(f"MLflow UI (offline) on http://{HOST}:{port}/ for {backend_store_uri}{opens_on}", flush=True)
