@@ -32,17 +32,27 @@ def write_photo(path: Path, image: np.ndarray) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def make_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small untrained classifier file (resnet18, 44 px), the same for the same seed."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "model.pt"
     return save_model(path, build_resnet34(arch="resnet18"), model_config(arch="resnet18", input_size=44))
 
 
-@pytest.fixture(scope="module")
-def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def make_photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A drawn group photo with ``PHOTO_FACES`` faces."""
     folder = tmp_path_factory.mktemp("photos")
     return write_photo(folder / "group.jpg", draw_photo(PHOTO_FACES, rng=np.random.default_rng(1)))
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_model_file(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_photo(tmp_path_factory)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -7,25 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from fer_pipeline.commands.predict import main
-from fer_pipeline.core.models import build_resnet34, model_config, save_model
-from fer_pipeline.demo import draw_photo
-from tests.test_predict_cli import PHOTO_FACES, read_csv, write_photo
+from tests.test_predict_cli import make_model_file, make_photo, read_csv, write_photo
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    return save_model(path, build_resnet34(arch="resnet18"), model_config(arch="resnet18", input_size=44))
+    return make_model_file(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("photos")
-    return write_photo(folder / "group.jpg", draw_photo(PHOTO_FACES, rng=np.random.default_rng(1)))
+    return make_photo(tmp_path_factory)
 
 
 def _files(folder: Path) -> list[str]:
