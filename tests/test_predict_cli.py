@@ -74,6 +74,16 @@ def test_success_writes_csv_and_annotations(model_file: Path, photo: Path, tmp_p
     assert "faces" in printed and str(out / "predictions.csv") in printed
 
 
+def test_detector_yunet_finds_the_same_faces(model_file: Path, photo: Path, tmp_path: Path) -> None:
+    rows = {}
+    for detector in ("haar", "yunet"):
+        out = tmp_path / detector
+        assert main([str(photo), "--model", str(model_file), "--output", str(out), "--device", "cpu", "--quiet",
+                     "--detector", detector]) == 0
+        rows[detector] = [row for row in read_csv(out / "predictions.csv") if row["status"] == "face"]
+    assert len(rows["yunet"]) == len(rows["haar"]) == len(PHOTO_FACES)
+
+
 def test_a_folder_of_tiff_photos_is_searched_with_its_subfolders(model_file: Path, photo: Path, tmp_path: Path,
                                                                   capsys) -> None:
     folder = write_tiff_folder(tmp_path / "jaffe")
@@ -160,9 +170,10 @@ def test_an_image_over_the_pixel_limit_is_skipped_and_reported(model_file: Path,
     "argv",
     [[], ["--tta", "sideways", "x.jpg"], ["--margin", "-1", "x.jpg"], ["--bogus-option", "x.jpg"],
      ["--every-n-frames", "0", "x.jpg"], ["--detect-max-side", "-5", "x.jpg"], ["--detect-max-side", "16", "x.jpg"],
-     ["--workers", "0", "x.jpg"], ["--amp", "fast", "x.jpg"]],
+     ["--workers", "0", "x.jpg"], ["--amp", "fast", "x.jpg"], ["--detector", "mtcnn", "x.jpg"]],
     ids=["no-path", "bad-tta", "negative-margin", "unknown-option", "zero-every-n", "negative-detect-side",
-         "detect-side-under-the-cascade-window", "zero-workers", "bad-amp"],
+         "detect-side-under-the-cascade-window", "zero-workers", "bad-amp",
+         "unknown-detector"],
 )
 def test_usage_errors_exit_2(argv: list[str], tmp_path: Path) -> None:
     (tmp_path / "x.jpg").write_bytes(b"")

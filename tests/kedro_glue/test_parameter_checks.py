@@ -90,6 +90,16 @@ def test_a_bad_value_names_the_parameter_and_its_choices(params):
     _check(params, "ingestion", "training")  # stages that are not in the run are not looked at
 
 
+@pytest.mark.parametrize("stage", ["predict", "serving"])
+def test_an_unknown_face_detector_stops_the_run(params, stage):
+    params[stage]["detector"] = "yunett"
+    with pytest.raises(ParameterError, match=rf"{stage}\.detector must be one of haar, yunet, got 'yunett' "
+                                             r"\(did you mean 'yunet'\?\)"):
+        _check(params, stage)
+    params[stage]["detector"] = "yunet"
+    _check(params, stage)
+
+
 def test_a_missing_source_stops_the_run_unless_the_demo_draws_it(params, tmp_path):
     params["ingestion"]["source_path"] = str(tmp_path / "nowhere")
     with pytest.raises(ParameterError, match=r"No dataset at '.*nowhere' \(ingestion.source_path\).*--params "

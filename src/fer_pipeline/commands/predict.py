@@ -22,7 +22,7 @@ from pathlib import Path
 
 # Light modules (numpy at most): ``--help`` and usage errors need no torch/OpenCV import.
 from fer_pipeline.commands.predict_output import OutputFolderError, check_output, discard, publish, start_staging
-from fer_pipeline.core.faces.detector import CASCADE_WINDOW, DETECT_MAX_SIDE
+from fer_pipeline.core.faces.detector import CASCADE_WINDOW, DEFAULT_DETECTOR, DETECT_MAX_SIDE, DETECTOR_KINDS
 from fer_pipeline.core.faces.images import MAX_PIXELS
 from fer_pipeline.core.ingestion.decode import FORMAT_EXTENSIONS
 from fer_pipeline.core.predict.inputs import VIDEO_EXTENSIONS, image_extensions, scan_media
@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--every-n-frames", type=in_range(int, 1), default=1, metavar="N",
                         help="videos: detect and classify every Nth frame; the frames between show the last "
                         "boxes in the annotated video (default 1: every frame)")
+    parser.add_argument("--detector", choices=DETECTOR_KINDS, default=DEFAULT_DETECTOR,
+                        help="face detector: haar (OpenCV's Haar cascade, the default) or yunet (the shipped, "
+                        "sha256-checked YuNet CNN, with 5 landmarks per face)")
     parser.add_argument("--detect-max-side", type=in_range(int, *DETECT_SIDE_RANGE, or_zero="full resolution"),
                         default=DETECT_MAX_SIDE, metavar="PX",
                         help="search faces on a copy at most PX long, boxes mapped back to full resolution "
@@ -214,10 +217,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
     # Heavy imports only after the cheap checks, so usage errors answer instantly.
-    from fer_pipeline.core.faces.detector import FaceDetector
+    from fer_pipeline.core.faces.detector import make_detector
+    from fer_pipeline.core.faces.yunet import DetectorModelError
 
     _quiet_video_log()
-    detector = FaceDetector(detect_max_side=args.detect_max_side)
+    try:
+        detector = make_detector(args.detector, detect_max_side=args.detect_max_side)
+    except DetectorModelError as error:
+        _error(str(error))
+        return EXIT_BAD_MODEL
     loaded = _load_model(args.model)
     if loaded is None:
         return EXIT_BAD_MODEL

@@ -59,6 +59,8 @@ def test_no_sets_is_an_empty_report():
         ({"path": "x", "kind": "crops", "class_map": {"AN": "angry", "an": None}}, ValueError, "the same name"),
         ({"path": "x", "kind": "crops", "label_pattern": "^[A-Z]+"}, ValueError, "has no group"),
         ({"path": "x", "kind": "crops", "label_pattern": "(["}, ValueError, "is not a regular expression"),
+        ({"path": "x", "kind": "photos", "detector": "yunett"}, el.ExternalSetError,
+         "evaluate.external_sets.ckplus48.detector must be one of haar, yunet, got 'yunett' (did you mean 'yunet'?)"),
     ],
 )
 def test_bad_entries_are_refused_with_a_hint(entry, error, message):
@@ -223,6 +225,16 @@ def test_photos_a_photo_without_a_face_is_wrong_in_the_no_face_column(tmp_path):
         "eval.external.shots.recall.angry": 0.0, "eval.external.shots.recall.happy": 1.0,
         "eval.external.shots.recall.sad": 0.0,
     })
+
+
+def test_photos_with_the_yunet_detector_find_the_same_faces(tmp_path):
+    root = write_photos(tmp_path / "photos")
+    reports = _evaluate({"haar": {"path": str(root), "kind": "photos"},
+                         "cnn": {"path": str(root), "kind": "photos", "detector": "yunet"}})
+    assert (reports["haar"]["detector"], reports["cnn"]["detector"]) == ("haar", "yunet")
+    for report in reports.values():
+        assert (report["scored"], report["no_face"], report["multiple_faces"]) == (3, 1, 1)
+    ee.check_external_sets({"cnn": {"path": str(root), "kind": "photos", "detector": "yunet"}}, CLASSES)
 
 
 def test_photos_the_largest_face_is_scored(tmp_path):

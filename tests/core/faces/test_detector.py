@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from fer_pipeline.core.faces.detector import FaceDetector
 from fer_pipeline.demo import draw_photo
@@ -29,3 +30,26 @@ def test_explicit_min_size_is_in_full_resolution_pixels() -> None:
     assert FaceDetector(detect_max_side=480, min_size=(110, 110)).detect(gray)
     assert FaceDetector(detect_max_side=480, min_size=(200, 200)).detect(gray) == []  # 100 px at that scale
     assert FaceDetector(detect_max_side=480, min_size=(10, 10))._min_size_for(gray[::2, ::2], 0.5) == (24, 24)
+
+
+def test_make_detector_builds_either_kind_and_rejects_others_with_a_hint() -> None:
+    from fer_pipeline.core.faces.detector import DEFAULT_DETECTOR, DETECTOR_KINDS, check_detector_kind, make_detector
+    from fer_pipeline.core.faces.yunet import YuNetDetector
+
+    assert DEFAULT_DETECTOR == "haar" and DETECTOR_KINDS == ("haar", "yunet")
+    haar = make_detector(detect_max_side=480)
+    assert isinstance(haar, FaceDetector) and haar.detect_max_side == 480
+    yunet = make_detector("yunet", detect_max_side=0)
+    assert isinstance(yunet, YuNetDetector) and yunet.detect_max_side is None
+    with pytest.raises(ValueError, match=r"detector must be one of haar, yunet, got 'yunnet' \(did you mean 'yunet'\?\)"):
+        make_detector("yunnet")
+    with pytest.raises(ValueError, match=r"predict.detector must be one of haar, yunet, got 'mtcnn'$"):
+        check_detector_kind("mtcnn", "predict.detector")
+
+
+def test_haar_detections_have_no_score_and_no_landmarks() -> None:
+    photo = draw_photo(PHOTO_FACES, rng=np.random.default_rng(1))
+    detector = FaceDetector()
+    detections = detector.detect_faces(photo)
+    assert [d.box for d in detections] == detector.detect(photo) and detections
+    assert all(d.score is None and d.landmarks is None for d in detections)

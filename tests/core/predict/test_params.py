@@ -26,9 +26,12 @@ def test_the_predict_key_list_is_conf_base():
     ({"workers": 0}, "predict.workers must be a number >= 1 or null"),
     ({"margin": -0.1}, "predict.margin must be a number >= 0"),
     ({"detect_max_side": 16}, r"predict.detect_max_side must be 0/null \(full resolution\) or >= 24"),
+    ({"detector": "yunnet"}, r"predict.detector must be one of haar, yunet, got 'yunnet' \(did you mean 'yunet'\?\)"),
+    ({"detector": None}, "predict.detector must be one of haar, yunet, got None"),
 ])
 def test_predict_params_refuse_typos_and_bad_values_up_front(change, message):
     params = {"inputs": "photos", "margin": 0.2, "tta": "none", "device": "cpu", "amp": "auto"}
     check_predict_params({**params, "workers": None, "detect_max_side": None, "every_n_frames": 3})
+    check_predict_params({**params, "detector": "yunet"})
     with pytest.raises(ValueError, match=message):
         check_predict_params({**params, **change})

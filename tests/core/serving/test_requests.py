@@ -292,6 +292,9 @@ def test_serving_config_rejects_typos_and_bad_values():
         ServingConfig(amp="fast")
     with pytest.raises(ValueError, match="serving.detect_max_side must be 0/null"):
         ServingConfig(detect_max_side=16)
+    with pytest.raises(ValueError, match=r"serving.detector must be one of haar, yunet, got 'Haar' \(did you mean 'haar'\?\)"):
+        ServingConfig(detector="Haar")
+    assert ServingConfig().detector == "haar" and ServingConfig(detector="yunet").detector == "yunet"
     assert ServingConfig(amp=False).amp == "off" and ServingConfig(detect_max_side=None).detect_max_side is None
     assert ServingConfig(device="cuda:1").device == "cuda:1"  # checked for form, not for presence
 
@@ -309,3 +312,17 @@ def test_one_detector_per_detection_scale_shared_by_the_threads():
     thread.start()
     thread.join()
     assert other[0][0] is first and other[0][1] is not first._load_cascade()  # its own cascade per thread
+
+
+def test_serving_detector_yunet_finds_the_faces_with_its_own_shared_detector(photo):
+    from fer_pipeline.core.faces.yunet import YuNetDetector
+    from fer_pipeline.core.serving import requests as serving
+
+    config = ServingConfig(detector="yunet", tta="none", device="cpu")
+    found = find_request_faces([{"image": b64(photo)}], config)
+    haar = find_request_faces([{"image": b64(photo)}], ServingConfig(tta="none", device="cpu"))
+    assert [row["face_index"] for row in found.rows] == [0, 1] and found.crops.shape == (2, 48, 48)
+    assert len(haar.rows) == 2
+    assert isinstance(serving.shared_detector(320, "yunet"), YuNetDetector)
+    assert serving.shared_detector(320, "yunet") is serving.shared_detector(320, "yunet")
+    assert serving.shared_detector(320, "yunet") is not serving.shared_detector(320)

@@ -98,3 +98,13 @@ def test_videos_among_the_inputs_give_frame_rows_annotated_videos_and_metrics(tm
 def test_no_videos_need_no_model(tmp_path):
     table, annotated, metrics = predict_videos({"videos": []}, ModelFile(tmp_path / "none.pt"), {})
     assert table.empty and annotated == {} and metrics["predict.video_frames"]["value"] == 0
+
+
+def test_predict_detector_yunet_finds_the_demo_photos_faces(tmp_path):
+    photos = prepare_photos({"inputs": str(tmp_path / "photos"), "demo_photos": {"n_photos": 2, "seed": 0}})
+    torch.manual_seed(0)
+    model = save_model(tmp_path / "resnet34.pt", build_resnet34(arch="resnet18", stem="imagenet"),
+                       model_config(arch="resnet18", stem="imagenet"))
+    params = {"margin": 0.2, "tta": "none", "device": "cpu", "detector": "yunet"}
+    table, _, metrics = predict_emotions(photos, ModelFile(model), params)
+    assert metrics["predict.faces"]["value"] == 3 and metrics["predict.no_face"]["value"] == 1

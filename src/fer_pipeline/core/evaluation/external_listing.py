@@ -39,9 +39,10 @@ from typing import Any
 
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.config import reject_unknown_keys
+from fer_pipeline.core.faces.detector import DEFAULT_DETECTOR, check_detector_kind
 
 #: The keys of one entry of ``evaluate.external_sets``.
-EXTERNAL_SET_KEYS: tuple[str, ...] = ("path", "kind", "class_map", "label_pattern")
+EXTERNAL_SET_KEYS: tuple[str, ...] = ("path", "kind", "class_map", "label_pattern", "detector")
 
 #: ``crops``: face crops of any size, grey or colour, decoded as ingestion does; ``photos``:
 #: full photos, faces found by the predict stage's detector.
@@ -84,6 +85,8 @@ class ExternalSet:
     #: as configured: class name -> model class name, or None (drop)
     class_map: dict[str, str | None] = field(default_factory=dict)
     label_pattern: str | None = None
+    #: ``photos``: the face detector (``faces.detector.make_detector``), the predict stage's default
+    detector: str = DEFAULT_DETECTOR
 
     @property
     def where(self) -> str:
@@ -136,7 +139,11 @@ class ExternalSet:
             if compiled.groups < 1:
                 raise ExternalSetError(f"{where}.label_pattern {pattern!r} has no group: its first group "
                                        r"must capture the class name, e.g. '^[A-Z]+\.([A-Z]{2})\d'")
-        return cls(name, Path(os.path.expanduser(str(params["path"]))), kind, checked, pattern)
+        try:
+            detector = check_detector_kind(params.get("detector", DEFAULT_DETECTOR), f"{where}.detector")
+        except ValueError as error:
+            raise ExternalSetError(str(error)) from None
+        return cls(name, Path(os.path.expanduser(str(params["path"]))), kind, checked, pattern, detector)
 
 
 def parse_external_sets(params: Mapping[str, Any] | None) -> list[ExternalSet]:

@@ -8,8 +8,8 @@ labelled before any is scored, so a typo fails in seconds. Then, here:
 3. **Faces.** ``crops``: each file is decoded exactly as ingestion decodes training faces
    (``ingestion.decode.decode_items``: grayscale, area resize to 48x48). ``photos``: each file
    is decoded as the predict stage decodes photos (``faces.images.load_image``), its faces found by
-   the predict stage's Haar detector (``faces.crops.find_faces``, with the predict stage's
-   ``margin``; the small-image "already a crop" fallback is off: a photo set is photos), and the
+   the set's ``detector`` (``haar``, the predict stage's default, or ``yunet``; ``faces.crops.find_faces``,
+   with the predict stage's ``margin``; the small-image "already a crop" fallback is off: a photo set is photos), and the
    largest face is scored (photos with more than one face are counted in ``multiple_faces``).
    A photo with no face gets no prediction: it counts as wrong, in the confusion matrix's
    ``no_face`` column. Files that cannot be decoded are not scored; they are counted and listed
@@ -174,15 +174,15 @@ def score_external_set(
 
 
 def _faces_of(spec: ExternalSet, listing: Listing, detector: Any, margin: float) -> Faces:
-    """The set's faces (``crop_faces_of`` or ``photo_faces_of``, with a new ``FaceDetector`` when
-    none is given), its unreadable files logged; ``ExternalSetError`` when no file could be read."""
+    """The set's faces (``crop_faces_of`` or ``photo_faces_of``, with a new detector of the set's
+    kind when none is given), its unreadable files logged; ``ExternalSetError`` when no file could be read."""
     if spec.kind == "crops":
         faces = crop_faces_of(listing)
     else:
         if detector is None:
-            from fer_pipeline.core.faces.detector import FaceDetector
+            from fer_pipeline.core.faces.detector import make_detector
 
-            detector = FaceDetector()
+            detector = make_detector(spec.detector)
         faces = photo_faces_of(listing, detector, margin)
     for item in faces.unreadable:
         log.warning("%s: unreadable, not scored: %s (%s)", spec.where, item["file"], item["reason"])
@@ -212,6 +212,7 @@ def _set_report(spec: ExternalSet, listing: Listing, precision: str) -> dict[str
         "name": spec.name,
         "path": spec.path.as_posix(),
         "kind": spec.kind,
+        "detector": spec.detector if spec.kind == "photos" else None,
         "precision": precision,
         "label_source": "file_name" if spec.label_pattern else "folder",
         "label_pattern": spec.label_pattern,
@@ -273,10 +274,11 @@ def check_external_sets(external_sets: Mapping[str, Any] | None, classes: Sequen
         list_external_set(spec, classes)
     photos = [spec.where for spec in specs if spec.kind == "photos"]
     if photos:
-        from fer_pipeline.core.faces.detector import FaceDetector
+        from fer_pipeline.core.faces.detector import make_detector
 
         try:
-            FaceDetector()  # OpenCV and its bundled cascade
+            for kind in {spec.detector for spec in specs if spec.kind == "photos"}:
+                make_detector(kind)  # OpenCV and its bundled cascade, or the shipped YuNet file
         except ImportError as error:
             raise ExternalSetError(f"{', '.join(photos)}: kind photos finds faces with OpenCV's detector, and OpenCV "
                                    f"is not importable here ({error}); install opencv-python-headless, or score "
@@ -301,16 +303,16 @@ def evaluate_external_sets(
         return {}
     classes = model_classes(config)
     listings = {spec.name: list_external_set(spec, classes) for spec in specs}
-    detector = None
+    detectors: dict[str, Any] = {}
     if any(spec.kind == "photos" for spec in specs):
-        from fer_pipeline.core.faces.detector import FaceDetector
+        from fer_pipeline.core.faces.detector import make_detector
 
-        detector = FaceDetector()
+        detectors = {kind: make_detector(kind) for kind in {spec.detector for spec in specs if spec.kind == "photos"}}
     reports = {}
     for spec in specs:
         reports[spec.name] = score_external_set(model, config, spec, listings[spec.name], tta=tta,
                                                 batch_size=batch_size, device=device, margin=margin, amp=amp,
-                                                detector=detector, progress=progress)
+                                                detector=detectors.get(spec.detector), progress=progress)
     return reports
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from fer_pipeline.core.classes import IMAGE_SIZE
-from fer_pipeline.core.faces.detector import FaceDetector
+from fer_pipeline.core.faces.detector import Detector
 from fer_pipeline.core.faces.images import to_gray
 
 #: Images up to this size with no detected face are classified whole (already face crops).
@@ -54,7 +54,7 @@ def crop_faces(
 @dataclass(frozen=True)
 class FoundFaces:
     """The faces of one image: boxes (x, y, w, h) in its pixels, how they were found
-    (``box_source``: ``detector``, the Haar cascade; ``whole_image``, a small image with no
+    (``box_source``: ``detector``, the face detector; ``whole_image``, a small image with no
     detection taken to be a face crop already; ``crop``, given as a ready 48x48 face, serving's
     ``pixels``), and the crops the classifier takes, (F, 48, 48) uint8."""
 
@@ -72,16 +72,17 @@ class FoundFaces:
 
 def find_faces(
     image: np.ndarray,
-    detector: FaceDetector,
+    detector: Detector,
     margin: float = 0.2,
     whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE,
 ) -> FoundFaces:
     """Detect the faces of an RGB or grey image and crop them (``crop_faces``). An image with no
     detected face whose longer side is at most ``whole_image_max_side`` px is taken to be a face
     crop already (FER2013's 48x48 images, where the cascade misses most faces for lack of
-    surrounding context) and cropped whole, without margin; 0 disables this."""
+    surrounding context) and cropped whole, without margin; 0 disables this. The detector gets
+    the image as given (YuNet uses colour), the crops are grey."""
     gray = to_gray(image)
-    boxes = detector.detect(gray)
+    boxes = detector.detect(image)
     if boxes:
         return FoundFaces(boxes, "detector", crop_faces(gray, boxes, margin=margin))
     if max(gray.shape) <= whole_image_max_side:

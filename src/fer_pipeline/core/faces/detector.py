@@ -1,11 +1,14 @@
-"""Frontal faces in an image: OpenCV's bundled Haar cascade (no download, CPU), searched on a
-downscaled copy, boxes mapped back to full resolution; ``box_iou`` compares boxes."""
+"""Faces in an image: OpenCV's bundled Haar cascade (no download, CPU), searched on a downscaled
+copy, boxes mapped back to full resolution; ``make_detector`` picks it or YuNet (``yunet.py``,
+the shipped CNN with landmarks) by name; ``box_iou`` compares boxes."""
 
 from __future__ import annotations
 
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -15,6 +18,55 @@ from fer_pipeline.core.faces.images import to_gray
 DETECT_MAX_SIDE = 320
 #: The frontal-face cascade's window: it finds no face smaller than this in the image it searches.
 CASCADE_WINDOW = 24
+#: The detectors ``make_detector`` builds (``detector`` in params:predict and params:serving,
+#: an external set's ``detector``, ``fer-predict --detector``). Haar stays the default until
+#: YuNet is measured on real photos (issue 29).
+DETECTOR_KINDS: tuple[str, ...] = ("haar", "yunet")
+DEFAULT_DETECTOR = "haar"
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face: its box (x, y, w, h) in full-resolution pixels, the detector's score (None for
+    Haar, which has none) and, for YuNet, 5 landmarks (x, y) in full-resolution pixels in
+    YuNet's order ``LANDMARKS`` (None for Haar)."""
+
+    box: Box
+    score: float | None = None
+    landmarks: tuple[tuple[float, float], ...] | None = None
+
+
+class Detector(Protocol):
+    """What callers use: boxes (``find_faces``), or boxes with score and landmarks."""
+
+    def detect(self, image: np.ndarray) -> list[Box]: ...
+
+    def detect_faces(self, image: np.ndarray) -> list[Detection]: ...
+
+
+def check_detector_kind(kind: Any, where: str = "detector") -> str:
+    """``kind`` when it names a detector (``DETECTOR_KINDS``), else ``ValueError`` naming ``where``
+    (the parameter) and the closest name."""
+    if kind not in DETECTOR_KINDS:
+        import difflib
+
+        close = difflib.get_close_matches(str(kind).lower(), DETECTOR_KINDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{where} must be one of {', '.join(DETECTOR_KINDS)}, got {kind!r}{hint}")
+    return kind
+
+
+def make_detector(kind: str = DEFAULT_DETECTOR, **params: Any) -> Detector:
+    """The face detector named ``kind`` (``haar``: ``FaceDetector``; ``yunet``:
+    ``yunet.YuNetDetector``), built with ``params`` (``detect_max_side``, ...)."""
+    check_detector_kind(kind)
+    if kind == "yunet":
+        from fer_pipeline.core.faces.yunet import YuNetDetector
+
+        return YuNetDetector(**params)
+    return FaceDetector(**params)
 
 
 class FaceDetector:
@@ -113,8 +165,8 @@ class FaceDetector:
         return [(int(x), int(y), int(w), int(h)) for x, y, w, h in np.asarray(boxes).reshape(-1, 4)]
 
     def detect(self, gray: np.ndarray) -> list[tuple[int, int, int, int]]:
-        """Face boxes (x, y, w, h) in pixels of ``gray`` (full resolution, whatever scale the
-        cascade searched at), sorted left to right then top to bottom."""
+        """Face boxes (x, y, w, h) in pixels of ``gray`` (an RGB image is made grey first; full
+        resolution, whatever scale the cascade searched at), sorted left to right then top to bottom."""
         import cv2
 
         gray = to_gray(gray)
@@ -130,6 +182,10 @@ class FaceDetector:
             boxes = [_scale_box(box, gray.shape[1] / small.shape[1], gray.shape[0] / small.shape[0], gray.shape)
                      for box in boxes]
         return sorted(boxes)
+
+    def detect_faces(self, image: np.ndarray) -> list[Detection]:
+        """``detect``'s boxes as ``Detection``s, without score or landmarks (the cascade has none)."""
+        return [Detection(box) for box in self.detect(image)]
 
 
 def _scale_box(

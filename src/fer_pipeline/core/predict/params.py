@@ -7,12 +7,12 @@ from typing import Any
 
 from fer_pipeline.core.config import reject_unknown_keys
 from fer_pipeline.core.device import amp_mode
-from fer_pipeline.core.faces.detector import CASCADE_WINDOW
+from fer_pipeline.core.faces.detector import CASCADE_WINDOW, DEFAULT_DETECTOR, check_detector_kind
 from fer_pipeline.core.inference import TTA_MODES
 
 #: The predict stage's parameters (conf/base/parameters_predict.yml).
-PREDICT_KEYS = ("inputs", "margin", "tta", "device", "amp", "detect_max_side", "workers", "every_n_frames",
-                "demo_photos")
+PREDICT_KEYS = ("inputs", "margin", "tta", "device", "amp", "detector", "detect_max_side", "workers",
+                "every_n_frames", "demo_photos")
 
 
 def check_predict_params(params: Mapping[str, Any]) -> None:
@@ -20,6 +20,7 @@ def check_predict_params(params: Mapping[str, Any]) -> None:
     read or a model loaded, not when the first video (or face) reaches the bad value."""
     reject_unknown_keys(params, PREDICT_KEYS, "predict")
     amp_mode(params.get("amp", "auto"))
+    check_detector_kind(params.get("detector", DEFAULT_DETECTOR), "predict.detector")
     if params.get("tta", "none") not in TTA_MODES:
         raise ValueError(f"predict.tta must be one of {', '.join(TTA_MODES)}, got {params.get('tta')!r}")
     for key, default, least in (("margin", 0.2, 0), ("every_n_frames", 1, 1), ("workers", None, 1),

@@ -22,7 +22,7 @@ from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.faces.annotate import annotate, preview_image
 from fer_pipeline.core.faces.classify import classify_crops, label_faces
 from fer_pipeline.core.faces.crops import WHOLE_IMAGE_MAX_SIDE, FoundFaces, find_faces
-from fer_pipeline.core.faces.detector import FaceDetector
+from fer_pipeline.core.faces.detector import Detector, make_detector
 from fer_pipeline.core.faces.images import MAX_PIXELS, UnreadableImageError, load_image
 from fer_pipeline.core.predict.inputs import name_list, scan_media
 from fer_pipeline.core.predict.workers import map_ordered
@@ -137,7 +137,7 @@ class _PhotoFaces:
     reason: str = ""
 
 
-def _read_photo(file: Path, detector: FaceDetector, margin: float, whole_image_max_side: int,
+def _read_photo(file: Path, detector: Detector, margin: float, whole_image_max_side: int,
                 max_pixels: int | None = MAX_PIXELS) -> _PhotoFaces:
     """Decode one file, find its faces and keep only a preview-sized copy of it (full-resolution
     photos would pile up in memory over a big folder). Runs in a worker thread. An image over
@@ -156,7 +156,7 @@ def predict_photos(
     paths: Iterable[str | os.PathLike],
     model: nn.Module,
     config: dict,
-    detector: FaceDetector | None = None,
+    detector: Detector | None = None,
     margin: float = 0.2,
     tta: str = "none",
     device: str | torch.device | None = "auto",
@@ -177,7 +177,7 @@ def predict_photos(
     batched ``classify_crops`` call. Raises FileNotFoundError for a missing input path.
     """
     classes = tuple(config.get("classes", CLASSES))
-    detector = detector or FaceDetector()
+    detector = detector or make_detector()
     files = collect_image_files(paths)
     result = PredictionResult(classes=classes, files=[str(f) for f in files])
 

@@ -1,7 +1,7 @@
 """Videos -> faces per frame -> emotions, with a per-frame CSV, face tracks and an annotated video.
 
 Kedro-free, like the photo path (``core.predict.photos``), and built from the same pieces of
-``core.faces`` (``FaceDetector``, ``find_faces``, ``classify_crops``, ``label_faces``,
+``core.faces`` (``make_detector``, ``find_faces``, ``classify_crops``, ``label_faces``,
 ``annotate``) and ``core.predict.workers``. A video is streamed: frames are decoded in
 order by one thread (``cv2.VideoCapture`` is not thread-safe) and searched for faces by a few
 (``map_ordered``), while the calling thread classifies the crops of ``batch_frames`` frames in
@@ -30,7 +30,7 @@ from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.faces.annotate import annotate
 from fer_pipeline.core.faces.classify import classify_crops, label_faces
 from fer_pipeline.core.faces.crops import FoundFaces, find_faces
-from fer_pipeline.core.faces.detector import FaceDetector, box_iou
+from fer_pipeline.core.faces.detector import Detector, box_iou, make_detector
 from fer_pipeline.core.predict.workers import map_ordered
 
 log = logging.getLogger(__name__)
@@ -301,17 +301,18 @@ class _FrameLabeller:
         self.writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
 
 
-def _find_frame_faces(item: tuple[int, np.ndarray], detector: FaceDetector, margin: float,
+def _find_frame_faces(item: tuple[int, np.ndarray], detector: Detector, margin: float,
                       every_n_frames: int) -> _Frame:
-    """Worker: the faces of every ``every_n_frames``-th frame (found on a grey copy, downscaled
-    inside ``find_faces``; boxes in the frame's own pixels)."""
+    """Worker: the faces of every ``every_n_frames``-th frame (found on an RGB copy, which the
+    detector downscales and the crops make grey, inside ``find_faces``; boxes in the frame's own
+    pixels)."""
     import cv2
 
     index, frame = item
     if index % every_n_frames:
         return _Frame(index, frame, None)
-    gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-    return _Frame(index, frame, find_faces(gray, detector, margin=margin, whole_image_max_side=0))
+    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    return _Frame(index, frame, find_faces(rgb, detector, margin=margin, whole_image_max_side=0))
 
 
 def _truncation_error(path: Path, frames_read: int, frame_count: int) -> str | None:
@@ -327,7 +328,7 @@ def predict_video(
     path: str | os.PathLike,
     model: nn.Module,
     config: dict,
-    detector: FaceDetector | None = None,
+    detector: Detector | None = None,
     annotated_path: str | os.PathLike | None = None,
     every_n_frames: int = 1,
     margin: float = 0.2,
@@ -351,7 +352,7 @@ def predict_video(
     if every_n_frames < 1:
         raise ValueError(f"every_n_frames must be >= 1, got {every_n_frames}")
     path = Path(path)
-    detector = detector or FaceDetector()
+    detector = detector or make_detector()
     capture, info = open_video(path)
     result = VideoResult(file=str(path), classes=tuple(config.get("classes", CLASSES)), info=info,
                          every_n_frames=every_n_frames)
@@ -380,7 +381,7 @@ def predict_video(
     return result
 
 
-def _stream(capture, info: VideoInfo, labeller: _FrameLabeller, detector: FaceDetector, margin: float,
+def _stream(capture, info: VideoInfo, labeller: _FrameLabeller, detector: Detector, margin: float,
             every_n_frames: int, batch_frames: int, workers: int | None, progress: bool) -> None:
     """Decode, detect (threads), and hand frames to ``labeller`` in batches of ``batch_frames``
     processed frames (at most ``batch_frames x (every_n_frames + 1)`` frames held at once)."""

@@ -34,7 +34,14 @@ from fer_pipeline.core.config import from_params
 from fer_pipeline.core.device import amp_mode
 from fer_pipeline.core.faces.classify import classify_crops, label_faces
 from fer_pipeline.core.faces.crops import WHOLE_IMAGE_MAX_SIDE, FoundFaces, find_faces
-from fer_pipeline.core.faces.detector import CASCADE_WINDOW, DETECT_MAX_SIDE, FaceDetector
+from fer_pipeline.core.faces.detector import (
+    CASCADE_WINDOW,
+    DEFAULT_DETECTOR,
+    DETECT_MAX_SIDE,
+    Detector,
+    check_detector_kind,
+    make_detector,
+)
 from fer_pipeline.core.faces.images import MAX_PIXELS, ImageTooLargeError, UnreadableImageError, decode_image
 from fer_pipeline.core.inference import TTA_MODES
 
@@ -51,13 +58,14 @@ class ServingInputError(ValueError):
 @dataclass(frozen=True)
 class ServingConfig:
     """``params:serving`` (conf/base/parameters_serving.yml): the same face finding as
-    ``fer-predict`` (margin, whole-image rule, detection scale, TTA, precision) and the limits
+    ``fer-predict`` (margin, whole-image rule, detector, detection scale, TTA, precision) and the limits
     of one request."""
 
     margin: float = 0.2
     tta: str = "none"
     device: str = "auto"
     amp: str = "auto"
+    detector: str = DEFAULT_DETECTOR
     detect_max_side: int | None = DETECT_MAX_SIDE
     whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE
     max_pixels: int = MAX_PIXELS
@@ -74,6 +82,7 @@ class ServingConfig:
         if self.whole_image_max_side < 0:
             raise ValueError(f"serving.whole_image_max_side must be >= 0, got {self.whole_image_max_side}")
         object.__setattr__(self, "amp", amp_mode(self.amp))  # YAML's bare on/off arrive as booleans
+        check_detector_kind(self.detector, "serving.detector")
         side = self.detect_max_side
         if side is not None and (side < 0 or 0 < side < CASCADE_WINDOW):
             raise ValueError(f"serving.detect_max_side must be 0/null (full resolution) or >= {CASCADE_WINDOW}, "
@@ -156,7 +165,7 @@ def crop_from_pixels(value: Any) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-def _faces_of_row(row: Mapping[str, Any], config: ServingConfig, detector: FaceDetector) -> FoundFaces:
+def _faces_of_row(row: Mapping[str, Any], config: ServingConfig, detector: Detector) -> FoundFaces:
     image, pixels = row.get("image"), row.get("pixels")
     has_image, has_pixels = not _missing(image), not _missing(pixels)
     if has_image and has_pixels:
@@ -207,22 +216,22 @@ def request_json(inputs: Sequence[bytes | np.ndarray]) -> bytes:
     return json.dumps({"dataframe_records": records}).encode("utf-8")
 
 
-# One detector per detection scale, shared by the scoring server's request threads: a
-# FaceDetector keeps one cascade per thread itself. Made under a lock: threads importing cv2
+# One detector per (kind, detection scale), shared by the scoring server's request threads: each
+# detector keeps one cascade / network per thread itself. Made under a lock: threads importing cv2
 # together found it half-initialised ("module 'cv2' has no attribute 'data'", seen in the
 # concurrency test).
-_detectors: dict[int | None, FaceDetector] = {}
+_detectors: dict[tuple[str, int | None], Detector] = {}
 _detectors_lock = threading.Lock()
 
 
-def shared_detector(detect_max_side: int | None) -> FaceDetector:
+def shared_detector(detect_max_side: int | None, kind: str = DEFAULT_DETECTOR) -> Detector:
     with _detectors_lock:
-        if detect_max_side not in _detectors:
-            _detectors[detect_max_side] = FaceDetector(detect_max_side=detect_max_side)
-        return _detectors[detect_max_side]
+        if (kind, detect_max_side) not in _detectors:
+            _detectors[kind, detect_max_side] = make_detector(kind, detect_max_side=detect_max_side)
+        return _detectors[kind, detect_max_side]
 
 
-def find_request_faces(requests: Any, config: ServingConfig, detector: FaceDetector | None = None) -> RequestFaces:
+def find_request_faces(requests: Any, config: ServingConfig, detector: Detector | None = None) -> RequestFaces:
     """Decode every input of the request and find its faces (``find_faces`` for an image, the
     given crop for pixels). Raises ``ServingInputError`` for a request with bad rows, naming
     each (up to ``MAX_REPORTED_ERRORS``), or more than ``config.max_inputs`` rows."""
@@ -230,7 +239,7 @@ def find_request_faces(requests: Any, config: ServingConfig, detector: FaceDetec
     if len(rows) > config.max_inputs:
         raise ServingInputError(f"the request has {len(rows)} inputs, over the limit of {config.max_inputs} "
                                 "(serving.max_inputs): send them in several requests")
-    detector = detector or shared_detector(config.detect_max_side)
+    detector = detector or shared_detector(config.detect_max_side, config.detector)
     found = RequestFaces(num_inputs=len(rows))
     crops: list[np.ndarray] = []
     errors: list[str] = []

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_pipeline.core.faces.detector import DETECT_MAX_SIDE, FaceDetector
+from fer_pipeline.core.faces.detector import DEFAULT_DETECTOR, DETECT_MAX_SIDE, Detector, make_detector
 from fer_pipeline.core.models import load_model
 from fer_pipeline.core.predict.inputs import scan_media
 from fer_pipeline.core.predict.params import check_predict_params
@@ -66,8 +66,9 @@ def prepare_videos(params: dict[str, Any]) -> dict[str, Any]:
     return {"videos": [v.as_posix() for v in videos]}
 
 
-def _detector(params: dict[str, Any]) -> FaceDetector:
-    return FaceDetector(detect_max_side=params.get("detect_max_side", DETECT_MAX_SIDE))
+def _detector(params: dict[str, Any]) -> Detector:
+    return make_detector(params.get("detector", DEFAULT_DETECTOR),
+                         detect_max_side=params.get("detect_max_side", DETECT_MAX_SIDE))
 
 
 def predict_emotions(

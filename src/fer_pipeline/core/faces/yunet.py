@@ -1,0 +1,164 @@
+"""YuNet, OpenCV Zoo's small CNN face detector, shipped in the package (``models/``, MIT): each
+face a box, a score and 5 landmarks. The file is found with ``importlib.resources`` and checked
+against its sha256 before OpenCV loads it; nothing is ever downloaded."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from fer_pipeline.core.faces.detector import (
+    CASCADE_WINDOW,
+    DETECT_MAX_SIDE,
+    Box,
+    Detection,
+)
+
+YUNET_FILE = "face_detection_yunet_2023mar.onnx"
+#: opencv_zoo's models/face_detection_yunet/face_detection_yunet_2023mar.onnx (its LFS oid and size).
+YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+YUNET_BYTES = 232589
+#: YuNet's landmarks, in the order of its output, as the person's own sides: in a frontal,
+#: unmirrored photo their right eye is at the image's left (smaller x) and their left eye right.
+LANDMARKS = ("right_eye", "left_eye", "nose_tip", "right_mouth_corner", "left_mouth_corner")
+#: OpenCV's samples (samples/dnn/face_detect.py, opencv_zoo's demo) keep faces scoring 0.9; the
+#: demo's drawn faces score 0.86-0.93 (4 of 40 under 0.9) and JAFFE photos about 0.93, so 0.7
+#: keeps a margin under real faces; measured on real photos later (issue 29).
+SCORE_THRESHOLD = 0.7
+NMS_THRESHOLD = 0.3
+TOP_K = 5000
+
+
+class DetectorModelError(RuntimeError):
+    """The shipped detector file is missing or is not the file it should be (a broken install)."""
+
+
+def yunet_model_path() -> Path:
+    """The shipped YuNet file, found as package data (``fer_pipeline/core/faces/models/``)."""
+    return Path(str(resources.files("fer_pipeline.core.faces").joinpath("models", YUNET_FILE)))
+
+
+def verify_model_file(path: str | Path, sha256: str = YUNET_SHA256, size: int = YUNET_BYTES) -> Path:
+    """``path`` when its bytes are the expected file (size and sha256), else ``DetectorModelError``."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DetectorModelError(f"face detector model {path} cannot be read ({error.strerror}); "
+                                 "reinstall fer_pipeline") from error
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) != size or digest != sha256:
+        raise DetectorModelError(
+            f"face detector model {path} is not the shipped YuNet file ({len(data)} bytes, sha256 {digest[:12]}…; "
+            f"expected {size} bytes, sha256 {sha256[:12]}…); reinstall fer_pipeline")
+    return path
+
+
+class YuNetDetector:
+    """Faces with landmarks: YuNet through ``cv2.FaceDetectorYN``, on CPU.
+
+    ``detect_max_side``: as ``FaceDetector``'s, YuNet runs on a copy whose longer side is at most
+    this many pixels (INTER_AREA), boxes and landmarks mapped back to full resolution; ``None``
+    or 0 runs at full resolution. ``score_threshold``: the least score kept (``SCORE_THRESHOLD``).
+    A face is kept when both sides of its box reach the smallest face size: ``min_size`` pixels
+    of the full-resolution image when given, else ``min_size_fraction`` x its shorter side (as
+    the Haar detector's default, so the two differ by their detection, not their size filter).
+
+    Thread-safe: the model file is checked once, and each thread builds its own
+    ``FaceDetectorYN`` (it keeps its input size and network state between calls).
+    """
+
+    def __init__(
+        self,
+        score_threshold: float = SCORE_THRESHOLD,
+        nms_threshold: float = NMS_THRESHOLD,
+        min_size: int | None = None,
+        min_size_fraction: float = 0.06,
+        detect_max_side: int | None = DETECT_MAX_SIDE,
+        model_path: str | Path | None = None,
+    ) -> None:
+        import cv2
+
+        if not hasattr(cv2, "FaceDetectorYN"):
+            raise RuntimeError(f"OpenCV {cv2.__version__} has no FaceDetectorYN (OpenCV 4.5.4 and later have it)")
+        if not 0.0 < score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in (0, 1], got {score_threshold}")
+        if detect_max_side is not None and (detect_max_side < 0 or 0 < detect_max_side < CASCADE_WINDOW):
+            raise ValueError(f"detect_max_side must be 0 or None (full resolution) or at least {CASCADE_WINDOW}, "
+                             f"got {detect_max_side}")
+        self._model_path = str(verify_model_file(model_path or yunet_model_path()))
+        self.score_threshold = float(score_threshold)
+        self.nms_threshold = float(nms_threshold)
+        self.min_size = min_size
+        self.min_size_fraction = min_size_fraction
+        self.detect_max_side = detect_max_side or None
+        self._local = threading.local()
+        self._net((CASCADE_WINDOW, CASCADE_WINDOW))  # fail here, in the caller's thread, when OpenCV cannot load it
+
+    def _net(self, size: tuple[int, int]):  # -> cv2.FaceDetectorYN
+        import cv2
+
+        net = getattr(self._local, "net", None)
+        if net is None:
+            net = cv2.FaceDetectorYN.create(self._model_path, "", size, self.score_threshold,
+                                            self.nms_threshold, TOP_K)
+            self._local.net = net
+        net.setInputSize(size)
+        return net
+
+    def detection_scale(self, shape: tuple[int, ...]) -> float:
+        """Factor (<= 1) from an image of ``shape`` to the copy YuNet searches."""
+        longest = max(shape[:2])
+        if self.detect_max_side is None or longest <= self.detect_max_side:
+            return 1.0
+        return self.detect_max_side / longest
+
+    def _smallest_face(self, shape: tuple[int, ...]) -> float:
+        if self.min_size is not None:
+            return float(self.min_size)
+        return min(shape[:2]) * self.min_size_fraction
+
+    def detect_faces(self, image: np.ndarray) -> list[Detection]:
+        """Faces of an RGB (H,W,3) or grey (H,W) uint8 image: box (x, y, w, h) clipped to the image,
+        score and landmarks (``LANDMARKS``) in its full-resolution pixels, sorted by box."""
+        import cv2
+
+        bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if image.ndim == 2 else cv2.COLOR_RGB2BGR)
+        height, width = bgr.shape[:2]
+        scale = self.detection_scale(bgr.shape)
+        small = bgr
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+        _, faces = self._net((small.shape[1], small.shape[0])).detect(small)
+        if faces is None:
+            return []
+        fx, fy = width / small.shape[1], height / small.shape[0]
+        smallest = self._smallest_face(bgr.shape)
+        found = []
+        for row in np.asarray(faces, dtype=np.float64).reshape(-1, 15):
+            box = _full_box(row[:4], fx, fy, width, height)
+            if box is None or min(box[2], box[3]) < smallest:
+                continue
+            points = tuple((float(x * fx), float(y * fy)) for x, y in row[4:14].reshape(5, 2))
+            found.append(Detection(box, float(row[14]), points))
+        return sorted(found, key=lambda detection: detection.box)
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        """Face boxes (x, y, w, h) in full-resolution pixels, sorted: ``FaceDetector.detect``'s format."""
+        return [detection.box for detection in self.detect_faces(image)]
+
+
+def _full_box(row: np.ndarray, fx: float, fy: float, width: int, height: int) -> Box | None:
+    """YuNet's float box on the searched copy -> an int box of the full image, clipped to it
+    (None when nothing of it lies inside)."""
+    x, y, w, h = (float(v) for v in row)
+    x0, y0 = max(0, round(x * fx)), max(0, round(y * fy))
+    x1, y1 = min(width, round((x + w) * fx)), min(height, round((y + h) * fy))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1 - x0, y1 - y0
