@@ -4,7 +4,7 @@ import json
 import re
 
 from fer_pipeline.commands.html_pages import first_visit_script, with_head_script
-from fer_pipeline.commands.mlflow_app import UI_DEFAULTS, landing_fragment
+from fer_pipeline.commands.ui import MLFLOW_DEFAULTS, landing_fragment
 
 
 def _defaults_in(script: str) -> dict:
@@ -32,7 +32,7 @@ def test_the_script_comes_first_in_the_head_before_the_uis_own_scripts():
 
 
 def test_mlflow_opens_in_model_training_mode_with_the_assistant_and_ui_telemetry_off():
-    assert UI_DEFAULTS["mlflow.workflowType_v1"] == "machine_learning"
-    assert UI_DEFAULTS["mlflow.settings.telemetry.enabled_v1"] is False
+    assert MLFLOW_DEFAULTS["mlflow.workflowType_v1"] == "machine_learning"
+    assert MLFLOW_DEFAULTS["mlflow.settings.telemetry.enabled_v1"] is False
     assert landing_fragment("7") == "#/experiments/7/runs"
     assert landing_fragment("") == landing_fragment(None) == landing_fragment("1;alert(1)") == ""

@@ -18,28 +18,12 @@ import os
 from mlflow.server.fastapi_app import app
 
 from fer_pipeline.commands.html_pages import first_visit_script, rewrite_html_pages, with_head_script
-from fer_pipeline.commands.ui import LANDING_ENVIRONMENT
-
-#: MLflow 3.17's localStorage keys (``<key>_v<version>``) and the project's defaults
-UI_DEFAULTS = {
-    "mlflow.workflowType_v1": "machine_learning",  # not "genai": an experiment opens on its runs
-    "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": True,  # so the assistant does not open itself
-    "mlflow.assistant.panelOpen_v1": False,
-    # The UI's own usage telemetry (a worker sending click events) off, as the server's is
-    # (MLFLOW_DISABLE_TELEMETRY), and so without the home page's banner asking about it.
-    "mlflow.settings.telemetry.enabled_v1": False,
-    "mlflow.telemetry.info.alert.dismissed_v1": True,
-}
-
-
-def landing_fragment(experiment_id: str | None) -> str:
-    """``#/experiments/<id>/runs``, or nothing for no (or a malformed) experiment id."""
-    return f"#/experiments/{experiment_id}/runs" if experiment_id and experiment_id.isdigit() else ""
+from fer_pipeline.commands.ui import LANDING_ENVIRONMENT, MLFLOW_DEFAULTS, landing_fragment
 
 
 def _with_defaults(html: str) -> str:
     landing = landing_fragment(os.environ.get(LANDING_ENVIRONMENT))
-    return with_head_script(html, first_visit_script(UI_DEFAULTS, landing))
+    return with_head_script(html, first_visit_script(MLFLOW_DEFAULTS, landing))
 
 
 rewrite_html_pages(app, _with_defaults)

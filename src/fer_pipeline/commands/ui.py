@@ -52,6 +52,24 @@ OFFLINE_ENVIRONMENT = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true
 #: how ``fer-ui mlflow`` tells its server app (``commands/mlflow_app.py``) the experiment to open on
 LANDING_ENVIRONMENT = "FER_UI_LANDING_EXPERIMENT"
 
+#: the MLflow UI's first-visit settings (``commands/mlflow_app.py``): MLflow 3.17's localStorage keys
+#: (``<key>_v<version>``) and the project's defaults
+MLFLOW_DEFAULTS = {
+    "mlflow.workflowType_v1": "machine_learning",  # not "genai": an experiment opens on its runs
+    "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": True,  # so the assistant does not open itself
+    "mlflow.assistant.panelOpen_v1": False,
+    # The UI's own usage telemetry (a worker sending click events) off, as the server's is
+    # (MLFLOW_DISABLE_TELEMETRY), and so without the home page's banner asking about it.
+    "mlflow.settings.telemetry.enabled_v1": False,
+    "mlflow.telemetry.info.alert.dismissed_v1": True,
+}
+
+
+def landing_fragment(experiment_id: str | None) -> str:
+    """``#/experiments/<id>/runs``, or nothing for no (or a malformed) experiment id."""
+    return f"#/experiments/{experiment_id}/runs" if experiment_id and experiment_id.isdigit() else ""
+
+
 #: kedro-viz's first-visit settings (its localStorage "KedroViz"): no feature tour; the stages
 #: without their ~45 datasets, which the Filters panel shows; no layer bands, which put every
 #: reporting output in one row and made the whole DAG open at 17 % zoom.
