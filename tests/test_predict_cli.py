@@ -20,7 +20,7 @@ from fer_pipeline.commands.predict import find_project_root, main
 DEFAULT_MODEL_RELATIVE = Path("data") / "06_models" / "resnet34.pt"  # conf/base/catalog.yml's resnet_model
 from fer_pipeline.core.models import build_resnet34, model_config, save_model
 from fer_pipeline.demo import draw_photo
-from tests.core.photo_files import TIFF_FOLDER_IMAGES, write_tiff_folder
+from tests.core.photo_files import TIFF_FOLDER_IMAGES, assert_frontal_landmarks, csv_landmarks, write_tiff_folder
 from tests.core.video_clips import read_video, write_clip
 
 PHOTO_FACES = [(3, (60, 90, 130, 150)), (5, (290, 80, 120, 140))]
@@ -82,6 +82,10 @@ def test_detector_yunet_finds_the_same_faces(model_file: Path, photo: Path, tmp_
                      "--detector", detector]) == 0
         rows[detector] = [row for row in read_csv(out / "predictions.csv") if row["status"] == "face"]
     assert len(rows["yunet"]) == len(rows["haar"]) == len(PHOTO_FACES)
+    for row in rows["yunet"]:  # the score and landmarks, in the photo's pixels; empty for Haar
+        assert 0.7 <= float(row["score"]) <= 1.0
+        assert_frontal_landmarks([row[k] for k in ("x", "y", "w", "h")], csv_landmarks(row))
+    assert all(row["score"] == row["right_eye_x"] == row["left_mouth_corner_y"] == "" for row in rows["haar"])
 
 
 def test_a_folder_of_tiff_photos_is_searched_with_its_subfolders(model_file: Path, photo: Path, tmp_path: Path,

@@ -1,9 +1,10 @@
 """Photos for the photo tests (faces, the photo path, serving): demo-renderer faces drawn into
-photos, a folder of good and bad image files, a folder of TIFF photos with subfolders, and a
-model that counts its calls."""
+photos, a folder of good and bad image files, a folder of TIFF photos with subfolders, a
+model that counts its calls, and the checks of a face's landmarks."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import cv2
@@ -78,3 +79,26 @@ def write_tiff_folder(folder: Path) -> Path:
     (folder / ".thumbs").mkdir()
     assert cv2.imwrite(str(folder / ".thumbs" / "hidden.tiff"), np.zeros((8, 8, 3), np.uint8))
     return folder
+
+
+def assert_frontal_landmarks(box: Sequence[float], landmarks: Mapping[str, Sequence[float]]) -> None:
+    """A frontal face's 5 landmarks (name -> (x, y), in the image's pixels): all inside its box,
+    the person's right eye at the image's left (YuNet's sides are the person's own), the eyes
+    above the mouth corners."""
+    from fer_pipeline.core.faces.detector import LANDMARKS
+
+    assert list(landmarks) == list(LANDMARKS)
+    x, y, w, h = (float(v) for v in box)
+    for px, py in landmarks.values():
+        assert x <= float(px) <= x + w and y <= float(py) <= y + h, (box, landmarks)
+    eyes = [landmarks["right_eye"], landmarks["left_eye"]]
+    mouth = [landmarks["right_mouth_corner"], landmarks["left_mouth_corner"]]
+    assert float(eyes[0][0]) < float(eyes[1][0])
+    assert max(float(p[1]) for p in eyes) < min(float(p[1]) for p in mouth)
+
+
+def csv_landmarks(row: Mapping[str, str]) -> dict[str, tuple[float, float]]:
+    """A CSV row's landmark columns as name -> (x, y)."""
+    from fer_pipeline.core.faces.detector import LANDMARKS
+
+    return {name: (float(row[f"{name}_x"]), float(row[f"{name}_y"])) for name in LANDMARKS}

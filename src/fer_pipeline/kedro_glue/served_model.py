@@ -20,9 +20,10 @@ from kedro.pipeline import Pipeline
 from kedro_mlflow.pipeline import pipeline_ml_factory
 from kedro_mlflow.pipeline.pipeline_ml import PipelineML
 from mlflow.models import ModelSignature
-from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
+from mlflow.types.schema import AnyType, Array, ColSpec, DataType, Object, Property, Schema
 
 from fer_pipeline.core.classes import CLASSES, CONTEMPT
+from fer_pipeline.core.faces.detector import LANDMARKS
 from fer_pipeline.core.serving.requests import ServingConfig
 
 #: The model's name in the run (``runs:/<run id>/emotion_model``).
@@ -47,7 +48,8 @@ def signature(classes: tuple[str, ...] = SIGNATURE_CLASSES) -> ModelSignature:
     ``pixels`` is declared ``Any`` on purpose: with an array type, MLflow's schema enforcement
     refuses a ``dataframe_records`` request that mixes image rows and pixel rows (it cannot skip
     the missing cell), and answers a wrongly shaped array with a type error instead of the shape;
-    ``core.serving.crop_from_pixels`` checks it and names the problem.
+    ``core.serving.crop_from_pixels`` checks it and names the problem. A face's ``score`` and
+    ``landmarks`` ({name: [x, y]}, ``LANDMARKS``) are the detector's, null with Haar.
     """
     inputs = Schema([ColSpec(DataType.string, "image", required=False), ColSpec(AnyType(), "pixels", required=False)])
     outputs = Schema([
@@ -58,6 +60,8 @@ def signature(classes: tuple[str, ...] = SIGNATURE_CLASSES) -> ModelSignature:
         ColSpec(DataType.string, "emotion", required=False),
         ColSpec(DataType.double, "confidence", required=False),
         *[ColSpec(DataType.double, f"prob_{name}", required=False) for name in classes],
+        ColSpec(DataType.double, "score", required=False),
+        ColSpec(Object([Property(name, Array(DataType.double)) for name in LANDMARKS]), "landmarks", required=False),
     ])
     return ModelSignature(inputs=inputs, outputs=outputs)
 

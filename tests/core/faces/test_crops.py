@@ -22,3 +22,25 @@ def test_crop_faces_margin_and_borders() -> None:
     assert crops.shape == (2, 48, 48)
     assert crops[0, 0, 0] == 200  # replicated edge, not black padding
     assert crops[0, -1, -1] == 0
+
+
+def test_found_faces_carry_yunets_score_and_landmarks_and_none_for_haar() -> None:
+    from fer_pipeline.core.faces.crops import DETECTION_COLUMNS, find_faces, landmark_points
+    from fer_pipeline.core.faces.detector import LANDMARKS, make_detector
+    from fer_pipeline.demo import draw_photo
+    from tests.core.photo_files import PHOTO_FACES, assert_frontal_landmarks
+
+    photo = draw_photo(PHOTO_FACES, rng=np.random.default_rng(1))
+    assert DETECTION_COLUMNS == ("score", *[f"{name}_{axis}" for name in LANDMARKS for axis in "xy"])
+    rows = find_faces(photo, make_detector("yunet")).rows(file="group.jpg")
+    assert len(rows) == len(PHOTO_FACES)
+    for row in rows:
+        assert list(row)[-len(DETECTION_COLUMNS):] == list(DETECTION_COLUMNS)
+        assert 0.7 <= row["score"] <= 1.0
+        assert_frontal_landmarks((row["x"], row["y"], row["w"], row["h"]), landmark_points(row))
+    haar = find_faces(photo, make_detector("haar")).rows(file="group.jpg")
+    assert len(haar) == len(PHOTO_FACES)
+    assert all(row[column] is None for row in haar for column in DETECTION_COLUMNS)
+    assert all(landmark_points(row) is None for row in haar)
+    whole = find_faces(np.full((48, 48), 128, np.uint8), make_detector("yunet")).rows()
+    assert [row["box_source"] for row in whole] == ["whole_image"] and whole[0]["score"] is None

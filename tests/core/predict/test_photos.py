@@ -19,6 +19,8 @@ from tests.core.photo_files import (
     PHOTO_SEEDS,
     TIFF_FOLDER_IMAGES,
     CountingModel,
+    assert_frontal_landmarks,
+    csv_landmarks,
     write_image,
     write_photo_folder,
     write_tiff_folder,
@@ -186,3 +188,32 @@ def test_threaded_decode_and_detect_match_the_serial_run(photo_folder: Path, mod
     key = ("file", "face_index", "x", "y", "w", "h", "emotion")
     assert [tuple(r[k] for k in key) for r in threaded.rows] == [tuple(r[k] for k in key) for r in serial.rows]
     assert threaded.unreadable == serial.unreadable and list(threaded.annotated) == list(serial.annotated)
+
+
+def test_the_csv_reports_yunets_score_and_landmarks_and_leaves_them_empty_for_haar(
+        photo_folder: Path, model_and_config, tmp_path: Path) -> None:
+    from fer_pipeline.core.faces.crops import DETECTION_COLUMNS
+    from fer_pipeline.core.faces.detector import make_detector
+    from fer_pipeline.core.predict.photos import csv_columns, result_table
+
+    model, config = model_and_config
+    photos = [photo_folder / f"group_{seed}.jpg" for seed in PHOTO_SEEDS] + [photo_folder / "blank.png"]
+    csv_rows = {}
+    for kind in ("yunet", "haar"):
+        result = predict_photos(photos, model, config, detector=make_detector(kind), progress=False, device="cpu")
+        paths = write_outputs(result, tmp_path / kind)
+        with open(paths["csv"], newline="", encoding="utf-8") as handle:
+            csv_rows[kind] = list(csv.DictReader(handle))
+        assert list(csv_rows[kind][0]) == csv_columns(CLASSES)
+        assert csv_columns(CLASSES)[:-len(DETECTION_COLUMNS)][-1] == "reason"  # the new columns come last
+        table = result_table(result)
+        assert all(table[column].dtype == np.float64 for column in DETECTION_COLUMNS)
+    faces = [row for row in csv_rows["yunet"] if row["status"] == "face"]
+    assert len(faces) == 2 * len(PHOTO_SEEDS)
+    for row in faces:
+        assert 0.7 <= float(row["score"]) <= 1.0
+        assert_frontal_landmarks([row[k] for k in ("x", "y", "w", "h")], csv_landmarks(row))
+    no_face = next(row for row in csv_rows["yunet"] if row["status"] == "no_face")
+    assert all(no_face[column] == "" for column in DETECTION_COLUMNS)
+    assert sum(row["status"] == "face" for row in csv_rows["haar"]) >= 3  # Haar misses one of them
+    assert all(row[column] == "" for row in csv_rows["haar"] for column in DETECTION_COLUMNS)

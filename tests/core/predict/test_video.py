@@ -26,7 +26,7 @@ from fer_pipeline.core.predict.video import (
 )
 from fer_pipeline.core.predict.workers import map_ordered
 from fer_pipeline.demo import draw_photo
-from tests.core.photo_files import CountingModel
+from tests.core.photo_files import CountingModel, assert_frontal_landmarks, csv_landmarks
 from tests.core.video_clips import STILL_FACE, read_video, write_clip
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -207,3 +207,26 @@ def test_unreadable_video_is_a_clear_error(kind: str, model_and_config, tmp_path
     with pytest.raises(UnreadableVideoError, match=str(path).replace("\\", "\\\\")):
         predict_video(path, model, config, annotated_path=out / "annotated.mp4", device="cpu", progress=False)
     assert not out.exists() or list(out.iterdir()) == []  # nothing half-written
+
+
+def test_the_video_csv_reports_yunets_score_and_landmarks_and_leaves_them_empty_for_haar(
+        clip: Path, model_and_config, tmp_path: Path) -> None:
+    from fer_pipeline.core.faces.crops import DETECTION_COLUMNS
+    from fer_pipeline.core.faces.detector import make_detector
+
+    model, config = model_and_config
+    rows = {}
+    for kind in ("yunet", "haar"):
+        result = predict_video(clip, model, config, detector=make_detector(kind), device="cpu", progress=False)
+        rows[kind] = read_rows(write_video_csv(result, tmp_path / f"{kind}.csv"))
+        assert list(rows[kind][0]) == video_csv_columns(CLASSES)
+        assert video_csv_columns(CLASSES)[-len(DETECTION_COLUMNS) - 1] == f"prob_{CLASSES[-1]}"  # added at the end
+        table = video_table([result])
+        assert all(table[column].dtype == np.float64 for column in DETECTION_COLUMNS)
+    faces = [row for row in rows["yunet"] if row["track_id"] != ""]
+    assert len(faces) >= 12  # the still face on every frame, at least
+    for row in faces:
+        assert 0.7 <= float(row["score"]) <= 1.0
+        assert_frontal_landmarks([row[k] for k in ("x", "y", "w", "h")], csv_landmarks(row))
+    assert [row for row in rows["haar"] if row["track_id"] != ""]
+    assert all(row[column] == "" for row in rows["haar"] for column in DETECTION_COLUMNS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import subprocess
@@ -326,3 +327,34 @@ def test_serving_detector_yunet_finds_the_faces_with_its_own_shared_detector(pho
     assert isinstance(serving.shared_detector(320, "yunet"), YuNetDetector)
     assert serving.shared_detector(320, "yunet") is serving.shared_detector(320, "yunet")
     assert serving.shared_detector(320, "yunet") is not serving.shared_detector(320)
+
+
+def test_the_answer_carries_yunets_score_and_landmarks_and_null_for_haar(photo, model_file):
+    """Each face of the served answer has ``score`` and ``landmarks`` {name: [x, y]} (the person's
+    own sides) with YuNet, null with Haar, for a given crop and for an input without a face;
+    the answer stays strict JSON, as MLflow's scoring server writes it."""
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    from fer_pipeline.core.faces.detector import LANDMARKS
+    from tests.core.photo_files import assert_frontal_landmarks
+
+    blank = jpeg(np.full((240, 320, 3), 128, np.uint8))
+    rows = [{"image": b64(photo)}, {"pixels": draw_face(0, np.random.default_rng(1)).tolist()}, {"image": b64(blank)}]
+    answers = {}
+    for kind in ("yunet", "haar"):
+        config = ServingConfig(detector=kind, tta="none", device="cpu")
+        answer = classify_request_faces(find_request_faces(rows, config), model_file, config)
+        assert list(answer.columns)[-2:] == ["score", "landmarks"] == output_columns(CLASSES)[-2:]
+        served = io.StringIO()
+        predictions_to_json(answer, served)
+        answers[kind] = json.loads(served.getvalue())["predictions"]
+    detected = [row for row in answers["yunet"] if row["box_source"] == "detector"]
+    assert len(detected) == 2
+    for row in detected:
+        assert 0.7 <= row["score"] <= 1.0 and list(row["landmarks"]) == list(LANDMARKS)
+        assert all(len(point) == 2 for point in row["landmarks"].values())
+        assert_frontal_landmarks((row["x"], row["y"], row["w"], row["h"]), row["landmarks"])
+    others = [row for row in answers["yunet"] if row["box_source"] != "detector"]
+    assert [row["status"] for row in others] == ["face", "no_face"]  # the crop, the blank photo
+    assert len(answers["haar"]) == 4 and [list(row)[-2:] for row in answers["haar"]] == [["score", "landmarks"]] * 4
+    assert all(row["score"] is None and row["landmarks"] is None for row in [*others, *answers["haar"]])

@@ -31,6 +31,17 @@ def test_the_signature_names_what_core_serving_takes_and_returns():
     assert schema.outputs.required_input_names() == ["input_index", "status"]  # no_face rows have the rest null
 
 
+def test_the_signature_declares_the_detectors_score_and_landmarks():
+    from fer_pipeline.core.faces.detector import LANDMARKS
+
+    outputs = {spec.name: spec for spec in signature().outputs.inputs}
+    assert outputs["score"].type.name == "double"
+    landmarks = outputs["landmarks"].type.to_dict()
+    assert landmarks["type"] == "object" and sorted(landmarks["properties"]) == sorted(LANDMARKS)
+    assert all(prop == {"type": "array", "items": {"type": "double"}, "required": True}
+               for prop in landmarks["properties"].values())
+
+
 def test_requirements_pin_the_installed_versions():
     pins = dict(pin.split("==") for pin in pip_requirements())
     assert pins["torch"] == metadata.version("torch") and pins["kedro-mlflow"] == metadata.version("kedro-mlflow")

@@ -3,18 +3,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from fer_pipeline.core.classes import IMAGE_SIZE
-from fer_pipeline.core.faces.detector import Detector
+from fer_pipeline.core.faces.detector import LANDMARKS, Detection, Detector
 from fer_pipeline.core.faces.images import to_gray
 
 #: Images up to this size with no detected face are classified whole (already face crops).
 WHOLE_IMAGE_MAX_SIDE = 100
+#: The per-face columns of a detection, after the CSVs' others: the detector's score, then x and
+#: y of each landmark (``LANDMARKS``) in the image's pixels; empty for Haar, which has neither.
+DETECTION_COLUMNS: tuple[str, ...] = ("score", *[f"{name}_{axis}" for name in LANDMARKS for axis in ("x", "y")])
+
+Landmarks = tuple[tuple[float, float], ...]
+
+
+def detection_fields(score: float | None, landmarks: Landmarks | None) -> dict[str, float | None]:
+    """``DETECTION_COLUMNS`` -> value for one face: None where the detector gave none."""
+    points = landmarks or ((None, None),) * len(LANDMARKS)
+    coordinates = [value for point in points for value in point]
+    return dict(zip(DETECTION_COLUMNS, [score, *coordinates], strict=True))
+
+
+def landmark_points(row: Mapping[str, Any]) -> dict[str, list[float]] | None:
+    """A face row's landmarks as {name: [x, y]} in ``LANDMARKS`` order (the served answer's
+    ``landmarks``), None when the row has none (Haar, a whole image, a given crop)."""
+    if row.get(f"{LANDMARKS[0]}_x") is None:
+        return None
+    return {name: [row[f"{name}_x"], row[f"{name}_y"]] for name in LANDMARKS}
 
 
 def crop_faces(
@@ -56,16 +76,27 @@ class FoundFaces:
     """The faces of one image: boxes (x, y, w, h) in its pixels, how they were found
     (``box_source``: ``detector``, the face detector; ``whole_image``, a small image with no
     detection taken to be a face crop already; ``crop``, given as a ready 48x48 face, serving's
-    ``pixels``), and the crops the classifier takes, (F, 48, 48) uint8."""
+    ``pixels``), and the crops the classifier takes, (F, 48, 48) uint8. ``detections``: the
+    detector's ``Detection`` of each box (score, landmarks), empty when the boxes did not come
+    from the detector."""
 
     boxes: list[tuple[int, int, int, int]]
     box_source: str
     crops: np.ndarray
+    detections: list[Detection] = field(default_factory=list)
+
+    def detection_fields(self, index: int) -> dict[str, float | None]:
+        """Face ``index``'s ``DETECTION_COLUMNS`` (None where there is no score or landmark)."""
+        if index >= len(self.detections):
+            return detection_fields(None, None)
+        return detection_fields(self.detections[index].score, self.detections[index].landmarks)
 
     def rows(self, **identity: Any) -> list[dict[str, Any]]:
-        """One dict per face: ``identity`` (the file, the request row) + face_index, box, box_source."""
+        """One dict per face: ``identity`` (the file, the request row) + face_index, box,
+        box_source and ``DETECTION_COLUMNS``."""
         return [
-            {**identity, "face_index": i, "x": x, "y": y, "w": w, "h": h, "box_source": self.box_source}
+            {**identity, "face_index": i, "x": x, "y": y, "w": w, "h": h, "box_source": self.box_source,
+             **self.detection_fields(i)}
             for i, (x, y, w, h) in enumerate(self.boxes)
         ]
 
@@ -80,11 +111,13 @@ def find_faces(
     detected face whose longer side is at most ``whole_image_max_side`` px is taken to be a face
     crop already (FER2013's 48x48 images, where the cascade misses most faces for lack of
     surrounding context) and cropped whole, without margin; 0 disables this. The detector gets
-    the image as given (YuNet uses colour), the crops are grey."""
+    the image as given (YuNet uses colour), the crops are grey; each face keeps its detection
+    (score and landmarks, in the image's pixels, for YuNet)."""
     gray = to_gray(image)
-    boxes = detector.detect(image)
-    if boxes:
-        return FoundFaces(boxes, "detector", crop_faces(gray, boxes, margin=margin))
+    detections = detector.detect_faces(image)
+    if detections:
+        boxes = [detection.box for detection in detections]
+        return FoundFaces(boxes, "detector", crop_faces(gray, boxes, margin=margin), list(detections))
     if max(gray.shape) <= whole_image_max_side:
         whole = [(0, 0, gray.shape[1], gray.shape[0])]
         return FoundFaces(whole, "whole_image", crop_faces(gray, whole, margin=0.0))

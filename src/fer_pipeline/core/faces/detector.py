@@ -25,6 +25,9 @@ DETECTOR_KINDS: tuple[str, ...] = ("haar", "yunet")
 DEFAULT_DETECTOR = "haar"
 
 Box = tuple[int, int, int, int]
+#: YuNet's landmarks, in the order of its output, as the person's own sides: in a frontal,
+#: unmirrored photo their right eye is at the image's left (smaller x) and their left eye right.
+LANDMARKS = ("right_eye", "left_eye", "nose_tip", "right_mouth_corner", "left_mouth_corner")
 
 
 @dataclass(frozen=True)

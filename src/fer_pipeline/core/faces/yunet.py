@@ -14,6 +14,7 @@ import numpy as np
 from fer_pipeline.core.faces.detector import (
     CASCADE_WINDOW,
     DETECT_MAX_SIDE,
+    LANDMARKS,
     Box,
     Detection,
 )
@@ -22,9 +23,6 @@ YUNET_FILE = "face_detection_yunet_2023mar.onnx"
 #: opencv_zoo's models/face_detection_yunet/face_detection_yunet_2023mar.onnx (its LFS oid and size).
 YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
 YUNET_BYTES = 232589
-#: YuNet's landmarks, in the order of its output, as the person's own sides: in a frontal,
-#: unmirrored photo their right eye is at the image's left (smaller x) and their left eye right.
-LANDMARKS = ("right_eye", "left_eye", "nose_tip", "right_mouth_corner", "left_mouth_corner")
 #: OpenCV's samples (samples/dnn/face_detect.py, opencv_zoo's demo) keep faces scoring 0.9; the
 #: demo's drawn faces score 0.86-0.93 (4 of 40 under 0.9) and JAFFE photos about 0.93, so 0.7
 #: keeps a margin under real faces; measured on real photos later (issue 29).
@@ -144,7 +142,7 @@ class YuNetDetector:
             box = _full_box(row[:4], fx, fy, width, height)
             if box is None or min(box[2], box[3]) < smallest:
                 continue
-            points = tuple((float(x * fx), float(y * fy)) for x, y in row[4:14].reshape(5, 2))
+            points = tuple((float(x * fx), float(y * fy)) for x, y in row[4:14].reshape(len(LANDMARKS), 2))
             found.append(Detection(box, float(row[14]), points))
         return sorted(found, key=lambda detection: detection.box)
 

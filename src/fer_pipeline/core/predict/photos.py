@@ -21,7 +21,7 @@ from torch import nn
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.faces.annotate import annotate, preview_image
 from fer_pipeline.core.faces.classify import classify_crops, label_faces
-from fer_pipeline.core.faces.crops import WHOLE_IMAGE_MAX_SIDE, FoundFaces, find_faces
+from fer_pipeline.core.faces.crops import DETECTION_COLUMNS, WHOLE_IMAGE_MAX_SIDE, FoundFaces, find_faces
 from fer_pipeline.core.faces.detector import Detector, make_detector
 from fer_pipeline.core.faces.images import MAX_PIXELS, UnreadableImageError, load_image
 from fer_pipeline.core.predict.inputs import name_list, scan_media
@@ -37,7 +37,8 @@ class PredictionResult:
     """Outcome of ``predict_photos``.
 
     ``files``: every input file in processing order. ``rows``: one dict per face (file,
-    face_index, x, y, w, h, box_source, emotion, confidence, prob_<class>...). ``no_face``:
+    face_index, x, y, w, h, box_source, emotion, confidence, prob_<class>..., then the detector's
+    score and landmarks, ``DETECTION_COLUMNS``, None for Haar). ``no_face``:
     readable files without a detected face. ``unreadable``: {file, reason}. ``annotated``: unique name (file
     stem; ``stem_2``, ``stem_3``, ... for the second, third ... file of that stem, in file order, as
     two ``face.jpg`` in different subfolders) -> RGB uint8 preview with boxes and labels, for
@@ -84,20 +85,21 @@ class PredictionResult:
 def csv_columns(classes: Sequence[str]) -> list[str]:
     return [
         "file", "status", "face_index", "x", "y", "w", "h", "box_source", "emotion", "confidence",
-        *[f"prob_{c}" for c in classes], "reason",
+        *[f"prob_{c}" for c in classes], "reason", *DETECTION_COLUMNS,
     ]
 
 
 def result_table(result: PredictionResult):  # -> pandas.DataFrame (pandas imported lazily)
     """``result.csv_rows()`` as a DataFrame with the ``csv_columns`` order: integer box columns
-    (nullable Int64), float confidence / probabilities (NaN off face rows), "" in text columns."""
+    (nullable Int64), float confidence / probabilities / score / landmarks (NaN off face rows and
+    where the detector gave none), "" in text columns."""
     import pandas as pd
 
     columns = csv_columns(result.classes)
     table = pd.DataFrame(result.csv_rows(), columns=columns)
     for column in ("face_index", "x", "y", "w", "h"):
         table[column] = pd.to_numeric(table[column].replace("", None)).astype("Int64")
-    for column in ("confidence", *[f"prob_{c}" for c in result.classes]):
+    for column in ("confidence", *[f"prob_{c}" for c in result.classes], *DETECTION_COLUMNS):
         table[column] = pd.to_numeric(table[column].replace("", None)).astype("float64")
     return table
 

@@ -29,7 +29,7 @@ from torch import nn
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.faces.annotate import annotate
 from fer_pipeline.core.faces.classify import classify_crops, label_faces
-from fer_pipeline.core.faces.crops import FoundFaces, find_faces
+from fer_pipeline.core.faces.crops import DETECTION_COLUMNS, FoundFaces, find_faces
 from fer_pipeline.core.faces.detector import Detector, box_iou, make_detector
 from fer_pipeline.core.predict.workers import map_ordered
 
@@ -211,7 +211,8 @@ class AnnotatedVideoWriter:
 @dataclass
 class VideoResult:
     """Outcome of ``predict_video``. ``rows``: one dict per face of each processed frame (file,
-    frame, time_s, track_id, x, y, w, h, emotion, confidence, prob_<class>...) and one with only
+    frame, time_s, track_id, x, y, w, h, emotion, confidence, prob_<class>..., then the detector's
+    score and landmarks, ``DETECTION_COLUMNS``, None for Haar) and one with only
     file/frame/time_s for a processed frame without a face. ``error``: why reading stopped early
     (the frames before it are in ``rows`` and the annotated video), None for a complete read."""
 
@@ -242,7 +243,7 @@ class VideoResult:
 
 def video_csv_columns(classes: Sequence[str]) -> list[str]:
     return ["file", "frame", "time_s", "track_id", "x", "y", "w", "h", "emotion", "confidence",
-            *[f"prob_{c}" for c in classes]]
+            *[f"prob_{c}" for c in classes], *DETECTION_COLUMNS]
 
 
 @dataclass
@@ -286,8 +287,8 @@ class _FrameLabeller:
             self.tracker.update([])  # a frame without faces counts as a miss for every open track
             result.rows.append(dict(identity))
             return []
-        faces = [{**identity, "track_id": track, "x": x, "y": y, "w": w, "h": h}
-                 for track, (x, y, w, h) in zip(self.tracker.update(boxes), boxes, strict=True)]
+        faces = [{**identity, "track_id": track, "x": x, "y": y, "w": w, "h": h, **frame.found.detection_fields(i)}
+                 for i, (track, (x, y, w, h)) in enumerate(zip(self.tracker.update(boxes), boxes, strict=True))]
         label_faces(faces, probabilities, result.classes)
         result.rows.extend(faces)
         return faces
@@ -434,7 +435,8 @@ def write_video_csv(result: VideoResult, path: str | os.PathLike) -> Path:
 
 def video_table(results: Sequence[VideoResult], classes: Sequence[str] = CLASSES):  # -> pandas.DataFrame
     """All videos' rows as one DataFrame (``video_csv_columns``): nullable Int64 frame / track /
-    box columns, float64 time, confidence and probabilities (NaN off face rows)."""
+    box columns, float64 time, confidence, probabilities, score and landmarks (NaN off face rows
+    and where the detector gave none)."""
     import pandas as pd
 
     classes = results[0].classes if results else tuple(classes)
@@ -442,6 +444,6 @@ def video_table(results: Sequence[VideoResult], classes: Sequence[str] = CLASSES
     table = pd.DataFrame([row for result in results for row in result.rows], columns=columns)
     for column in ("frame", "track_id", "x", "y", "w", "h"):
         table[column] = pd.to_numeric(table[column]).astype("Int64")
-    for column in ("time_s", "confidence", *[f"prob_{c}" for c in classes]):
+    for column in ("time_s", "confidence", *[f"prob_{c}" for c in classes], *DETECTION_COLUMNS):
         table[column] = pd.to_numeric(table[column]).astype("float64")
     return table

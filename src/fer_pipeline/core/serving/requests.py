@@ -9,7 +9,8 @@ A request is a table, one row per input (what the MLflow scoring server makes of
 * ``pixels``: a ready 48x48 grey face, integers 0-255 (nested lists in JSON, or an array).
 
 The answer is a table with one row per face (``input_index`` = the request row, its box, the
-emotion, the seven probabilities) and one ``status="no_face"`` row per input without a face.
+emotion, the seven probabilities, the detector's score and landmarks: None with Haar) and one
+``status="no_face"`` row per input without a face.
 A request with a bad input is refused as a whole (``ServingInputError``), naming every bad row
 and what is wrong with it, before any face is classified.
 
@@ -33,7 +34,7 @@ from fer_pipeline.core.classes import CLASSES, IMAGE_SIZE
 from fer_pipeline.core.config import from_params
 from fer_pipeline.core.device import amp_mode
 from fer_pipeline.core.faces.classify import classify_crops, label_faces
-from fer_pipeline.core.faces.crops import WHOLE_IMAGE_MAX_SIDE, FoundFaces, find_faces
+from fer_pipeline.core.faces.crops import WHOLE_IMAGE_MAX_SIDE, FoundFaces, find_faces, landmark_points
 from fer_pipeline.core.faces.detector import (
     CASCADE_WINDOW,
     DEFAULT_DETECTOR,
@@ -104,7 +105,7 @@ class ServingConfig:
 @dataclass
 class RequestFaces:
     """What ``find_request_faces`` found: the face rows (``input_index``, face_index, box,
-    box_source) in request order, their crops (F, 48, 48) uint8, and the inputs with no face."""
+    box_source, ``DETECTION_COLUMNS``) in request order, their crops (F, 48, 48) uint8, and the inputs with no face."""
 
     num_inputs: int
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -270,17 +271,19 @@ def find_request_faces(requests: Any, config: ServingConfig, detector: Detector 
 
 def output_columns(classes: Sequence[str] = CLASSES) -> list[str]:
     return ["input_index", "status", "face_index", "x", "y", "w", "h", "box_source", "emotion", "confidence",
-            *[f"prob_{c}" for c in classes]]
+            *[f"prob_{c}" for c in classes], "score", "landmarks"]
 
 
 def answer_table(found: RequestFaces, probabilities: np.ndarray, classes: Sequence[str]):  # -> pandas.DataFrame
     """One row per face and one ``no_face`` row per input without a face, in request order.
-    Object columns, with None (JSON null) where a no-face row has no value: a float column
-    would carry NaN, which is not JSON."""
+    A face's ``score`` is the detector's and its ``landmarks`` {name: [x, y]} in the image's pixels
+    (``core.faces.crops.landmark_points``), both None with Haar. Object columns, with None (JSON
+    null) where a row has no value: a float column would carry NaN, which is not JSON."""
     import pandas as pd
 
     columns = output_columns(classes)
-    faces = label_faces([{**row, "status": "face"} for row in found.rows], probabilities, classes)
+    faces = label_faces([{**row, "status": "face", "landmarks": landmark_points(row)} for row in found.rows],
+                        probabilities, classes)
     no_face = [{"input_index": index, "status": "no_face"} for index in found.no_face]
     rows = sorted([*faces, *no_face], key=lambda row: row["input_index"])  # stable: faces keep their order
     records = [[row.get(column) for column in columns] for row in rows]
