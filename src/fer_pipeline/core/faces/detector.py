@@ -72,6 +72,15 @@ def make_detector(kind: str = DEFAULT_DETECTOR, **params: Any) -> Detector:
     return FaceDetector(**params)
 
 
+def detection_scale(shape: tuple[int, ...], detect_max_side: int | None) -> float:
+    """Factor (<= 1) from an image of ``shape`` to the copy a detector searches, whose longer side
+    is at most ``detect_max_side`` (None: the image itself)."""
+    longest = max(shape[:2])
+    if detect_max_side is None or longest <= detect_max_side:
+        return 1.0
+    return detect_max_side / longest
+
+
 class FaceDetector:
     """Frontal-face detector: OpenCV's bundled Haar cascade (no download, CPU, fast).
 
@@ -144,10 +153,7 @@ class FaceDetector:
 
     def detection_scale(self, shape: tuple[int, ...]) -> float:
         """Factor (<= 1) from an image of ``shape`` to the copy the cascade searches."""
-        longest = max(shape[:2])
-        if self.detect_max_side is None or longest <= self.detect_max_side:
-            return 1.0
-        return self.detect_max_side / longest
+        return detection_scale(shape, self.detect_max_side)
 
     def _min_size_for(self, gray: np.ndarray, scale: float = 1.0) -> tuple[int, int]:
         """Smallest box searched in ``gray`` (already scaled by ``scale``): an explicit ``min_size``

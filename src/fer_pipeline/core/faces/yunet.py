@@ -17,6 +17,7 @@ from fer_pipeline.core.faces.detector import (
     LANDMARKS,
     Box,
     Detection,
+    detection_scale,
 )
 
 YUNET_FILE = "face_detection_yunet_2023mar.onnx"
@@ -110,10 +111,7 @@ class YuNetDetector:
 
     def detection_scale(self, shape: tuple[int, ...]) -> float:
         """Factor (<= 1) from an image of ``shape`` to the copy YuNet searches."""
-        longest = max(shape[:2])
-        if self.detect_max_side is None or longest <= self.detect_max_side:
-            return 1.0
-        return self.detect_max_side / longest
+        return detection_scale(shape, self.detect_max_side)
 
     def _smallest_face(self, shape: tuple[int, ...]) -> float:
         if self.min_size is not None:
