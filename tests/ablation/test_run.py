@@ -7,6 +7,7 @@ import pytest
 from fer_pipeline.ablation.cli import main
 from fer_pipeline.ablation.records import read_runs
 from fer_pipeline.core.classes import CLASSES
+from fer_pipeline.core.models import load_model
 from tests.gpu_machine import ABLATION, TINY_ABLATION, run_like_gpu_machine
 
 
@@ -36,6 +37,11 @@ def test_ablation_runs_resume_and_skip_done(fer_demo_folder, tmp_path, runner_lo
     synthetic = [r for r in records if r["use_synthetic"]]
     assert all(r["synthetic_images"] > 0 and r["loss"] == "logit_adjusted" for r in synthetic)
     assert len(list((work / "ablation").glob("synthetic_*.npz"))) == 2  # one autoencoder per seed
+    kept = sorted(path.name for path in (work / "models").glob("*.pt"))  # each run's selected model
+    assert kept == ["ae_oversample_logit_adjusted_seed0.pt", "ae_oversample_logit_adjusted_seed1.pt",
+                    "ce_seed0.pt", "ce_seed1.pt"]
+    model, config = load_model(work / "models" / "ce_seed0.pt")
+    assert config["classes"] == list(CLASSES) and not model.training
 
     # another machine: earlier results come in with --done and are not run again
     fresh = tmp_path / "fresh"

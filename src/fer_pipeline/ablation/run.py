@@ -4,7 +4,9 @@ Each run trains the ResNet-34 (``core.training.job.train_resnet``: best epoch by
 macro-F1) and scores PublicTest and PrivateTest (``core.evaluation.split.evaluate_split``), the Kedro
 nodes' own stages. The oversampling autoencoder is trained once per seed, only when a strategy
 needs it (``augmentation.use_synthetic``); its synthetic faces are kept in memory and under
-``work/ablation/`` and reused by every strategy and later commands on the same machine.
+``work/ablation/`` and reused by every strategy and later commands on the same machine. Each run's
+selected model (its best epoch) is kept as a model file, ``work/models/<strategy>_seed<seed>.pt``,
+for ``fer-predict --model`` and the face benchmarks.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from fer_pipeline.core.autoencoder.training import autoencoder_epoch_logger, tra
 from fer_pipeline.core.device import resolve_device, synchronize
 from fer_pipeline.core.evaluation.metrics import HEADLINE_KEYS
 from fer_pipeline.core.evaluation.split import evaluate_split
+from fer_pipeline.core.models import save_model
 from fer_pipeline.core.training.job import train_resnet
 
 from .plan import digest, run_fingerprint, run_parameters
@@ -79,6 +82,11 @@ def checkpoint_folder(cache: SyntheticCache, strategy: str, seed: int) -> Path:
     return cache.folder.parent / "checkpoints" / f"{strategy}_seed{seed}"
 
 
+def model_file(cache: SyntheticCache, strategy: str, seed: int) -> Path:
+    """Where a (strategy, seed) run keeps its selected model (``run_one``)."""
+    return cache.folder.parent / "models" / f"{strategy}_seed{seed}.pt"
+
+
 def run_one(dataset: Mapping[str, Any], params: Mapping[str, Any], strategy: str, seed: int,
             cache: SyntheticCache) -> dict[str, Any]:
     """Train and evaluate one (strategy, seed); returns its record (without the bookkeeping keys)."""
@@ -101,6 +109,7 @@ def run_one(dataset: Mapping[str, Any], params: Mapping[str, Any], strategy: str
     tta = params["evaluate"]["tta"]
     val, test = (evaluate_split(result.model, result.config, dataset, split, tta, params["evaluate"]).report
                  for split in ("val", "test"))
+    save_model(model_file(cache, strategy, seed), result.model, result.config)
     train_cfg = result.train_config
     rates = [row["images_per_s"] for row in result.history]
     clean = test.get("without_leaked_duplicates") or {}
