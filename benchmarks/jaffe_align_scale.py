@@ -3,11 +3,12 @@ crop widened ``--scales`` times around FER2013's median framing, against today's
 
 Each photo (``<rater>.<CODE><n>.<id>.tiff``, CODE one of AN DI FE HA NE SA SU) is read as the predict
 stage reads photos, YuNet finds its faces (every JAFFE photo has one; the largest is kept) and the
-crops are classified (``classify_crops``, no TTA). Printed per crop: accuracy, macro-F1 and the mean
-negative log-likelihood of the true class (smoother than accuracy on 213 photos). Never run it on
+crops are classified (``classify_crops``, no TTA) by each ``--model``. Printed per crop and model:
+accuracy, macro-F1 and the mean negative log-likelihood of the true class (smoother than accuracy
+on 213 photos), then the means over the models. Never run it on
 a FER2013 test set: the framing is measured on FER2013's training faces, the scale chosen here.
 
-    python benchmarks/jaffe_align_scale.py --model data/06_models/resnet34.pt --data ../shared/datasets/jaffe
+    python benchmarks/jaffe_align_scale.py --data ../shared/datasets/jaffe --model a.pt [b.pt ...]
 """
 
 from __future__ import annotations
@@ -59,24 +60,40 @@ def scores(model, config, crops: np.ndarray, labels: list[str]) -> tuple[float, 
     return float(np.mean(predicted == truth)), float(np.mean(f1s)), float(nll)
 
 
+def crops_by_name(grays, detections, margins, scales) -> dict[str, np.ndarray]:
+    """The compared crops of every face: square ones at each margin, aligned ones at each scale."""
+    crops = {}
+    for margin in margins:
+        crops[f"square, margin {margin:g}"] = np.stack(
+            [crop_faces(gray, [d.box], margin=margin)[0] for gray, d in zip(grays, detections)])
+    for scale in scales:
+        crops[f"aligned, scale {scale:g}"] = np.stack(
+            [align_crop(gray, d.landmarks, scale=scale) for gray, d in zip(grays, detections)])
+    return crops
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a model file (fer_pipeline.core.models.save_model)")
+    parser.add_argument("--model", required=True, nargs="+", help="model files (core.models.save_model)")
     parser.add_argument("--data", type=Path, default=Path("../shared/datasets/jaffe"))
     parser.add_argument("--scales", type=float, nargs="+", default=[0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4])
     parser.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.1, 0.2])
     args = parser.parse_args(argv)
 
-    model, config = load_model(args.model)
     grays, detections, labels = jaffe_faces(args.data)
-    print(f"{len(labels)} JAFFE photos with a face; model {args.model}")
-    print(f"{'crop':22s} {'accuracy':>9s} {'macro_f1':>9s} {'nll':>7s}")
-    for margin in args.margins:
-        crops = np.stack([crop_faces(gray, [d.box], margin=margin)[0] for gray, d in zip(grays, detections)])
-        print(f"{f'square, margin {margin:g}':22s} " + " ".join(f"{v:9.4f}" for v in scores(model, config, crops, labels)))
-    for scale in args.scales:
-        crops = np.stack([align_crop(gray, d.landmarks, scale=scale) for gray, d in zip(grays, detections)])
-        print(f"{f'aligned, scale {scale:g}':22s} " + " ".join(f"{v:9.4f}" for v in scores(model, config, crops, labels)))
+    crops = crops_by_name(grays, detections, args.margins, args.scales)
+    table = {name: [] for name in crops}
+    for path in args.model:
+        model, config = load_model(path)
+        for name, faces in crops.items():
+            table[name].append(scores(model, config, faces, labels))
+    models = ", ".join(f"m{i} {path}" for i, path in enumerate(args.model))
+    print(f"{len(labels)} JAFFE photos with a face; models: {models}")
+    heads = " ".join(f"{f'm{i} acc':>7s} {f'm{i} f1':>7s} {f'm{i} nll':>7s}" for i in range(len(args.model)))
+    print(f"{'crop':22s} {heads} {'mean acc':>8s} {'mean nll':>8s}")
+    for name, rows in table.items():
+        cells = " ".join(f"{acc:7.4f} {f1:7.4f} {nll:7.4f}" for acc, f1, nll in rows)
+        print(f"{name:22s} {cells} {np.mean([r[0] for r in rows]):8.4f} {np.mean([r[2] for r in rows]):8.4f}")
 
 
 if __name__ == "__main__":
