@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -58,8 +58,8 @@ def face_frame(landmarks: Landmarks) -> FaceFrame:
     (rx, ry), (lx, ly) = landmarks[0], landmarks[1]
     eyes = ((rx + lx) / 2.0, (ry + ly) / 2.0)
     mouth = ((landmarks[3][0] + landmarks[4][0]) / 2.0, (landmarks[3][1] + landmarks[4][1]) / 2.0)
-    frame = FaceFrame(eyes, math.atan2(ly - ry, lx - rx), math.hypot(lx - rx, ly - ry), 0.0)
-    return FaceFrame(eyes, frame.angle, frame.eye_distance, frame.to_face(mouth)[1])
+    eye_line = FaceFrame(eyes, math.atan2(ly - ry, lx - rx), math.hypot(lx - rx, ly - ry), 0.0)
+    return replace(eye_line, mouth_drop=eye_line.to_face(mouth)[1])
 
 
 def can_align(landmarks: Landmarks | None) -> bool:
@@ -78,9 +78,8 @@ def aligned_window(landmarks: Landmarks, scale: float = ALIGN_SCALE) -> tuple[np
     zoom = window / side  # the rounding of the window, so that the framing stays exact
     cos, sin = math.cos(frame.angle) * zoom, math.sin(frame.angle) * zoom
     rotation = np.array([[cos, sin], [-sin, cos]])
-    # The framing is in pixel edges (the window spans [0, window)), the matrix in pixel indices
-    # (pixel i's centre is at i + 0.5): the eyes' index lands at the target's edge position - 0.5.
-    # scale widens (> 1) or narrows the FER2013 framing about its centre.
+    # Widened about the crop's centre, the eyes move towards it. The framing is in pixel edges (the
+    # window spans [0, window)), the matrix in pixel indices (pixel i's centre is at i + 0.5).
     target = ((np.array([EYES_X, EYES_Y]) - 0.5) / scale + 0.5) * window - 0.5
     shift = target - rotation @ np.array(frame.eyes)
     return np.hstack([rotation, shift[:, None]]), window
