@@ -19,6 +19,7 @@ from fer_pipeline.core.evaluation import external_sets as ee
 from fer_pipeline.core.faces.crops import find_faces
 from fer_pipeline.core.faces.detector import FaceDetector
 from fer_pipeline.core.faces.images import load_image
+from fer_pipeline.core.faces.recognizer import FaceFinder
 from tests.core.external_sets import (
     CROP_MAP,
     ConstantModel,
@@ -241,7 +242,7 @@ def test_photos_the_largest_face_is_scored(tmp_path):
     path = save_rgb(tmp_path / "sad" / "group.jpg", two_face_photo())
     spec = el.ExternalSet.from_params("group", {"path": str(tmp_path), "kind": "photos"})
     detector = FaceDetector()
-    faces = ee.photo_faces_of(el.list_external_set(spec, CLASSES), detector, margin=0.2)
+    faces = ee.photo_faces_of(el.list_external_set(spec, CLASSES), FaceFinder(detector, 0.2, 0))
     found = find_faces(load_image(path), detector, margin=0.2)
     assert len(found.boxes) == 2 and faces.multiple_faces == ["sad/group.jpg"]
     largest = int(np.argmax([w * h for *_xy, w, h in found.boxes]))

@@ -20,6 +20,7 @@ import yaml
 
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.faces.detector import FaceDetector
+from fer_pipeline.core.faces.recognizer import EmotionRecognizer
 from fer_pipeline.core.models import build_resnet34, model_config, save_model
 from fer_pipeline.core.predict.photos import predict_photos
 from fer_pipeline.core.serving.requests import (
@@ -193,7 +194,8 @@ def test_the_answer_matches_fer_predict_on_the_same_file(photo, model_file, tmp_
     """One implementation: the served path and fer-predict's give the same boxes and probabilities."""
     (tmp_path / "group.jpg").write_bytes(photo)
     model, config = cached_model(model_file, "cpu").model, cached_model(model_file, "cpu").config
-    expected = predict_photos([tmp_path / "group.jpg"], model, config, device="cpu", progress=False).rows
+    expected = predict_photos([tmp_path / "group.jpg"], EmotionRecognizer(model, config, device="cpu"),
+                              progress=False).rows
     found = find_request_faces([{"image": b64(photo)}], CONFIG)
     answer = classify_request_faces(found, model_file, CONFIG)
     assert len(answer) == len(expected) == 2
