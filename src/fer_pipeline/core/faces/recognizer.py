@@ -86,6 +86,18 @@ def labelled_faces(found: FoundFaces, probabilities: np.ndarray, classes: Sequen
     return faces
 
 
+def label_found(found: Sequence[FoundFaces], probabilities: np.ndarray | None,
+                classes: Sequence[str]) -> list[list[Face]]:
+    """Each image's ``Face``s: ``found`` (one per image) with the rows of ``probabilities`` (one
+    per face, all images' in order; None when there is no face at all) that classify them."""
+    labelled, offset = [], 0
+    for faces in found:
+        count = len(faces.boxes)
+        labelled.append(labelled_faces(faces, probabilities[offset:offset + count], classes) if count else [])
+        offset += count
+    return labelled
+
+
 @dataclass(frozen=True)
 class FaceFinder:
     """How faces are found and cropped (``crops.find_faces``): the detector, the context
@@ -200,14 +212,7 @@ class EmotionRecognizer:
     def label(self, found: Sequence[FoundFaces]) -> list[list[Face]]:
         """The ``Face``s of each image's ``found`` faces, all classified in one batched call."""
         crops = [faces.crops for faces in found if len(faces.boxes)]
-        probabilities = self._probabilities(np.concatenate(crops)) if crops else None
-        labelled, offset = [], 0
-        for faces in found:
-            count = len(faces.boxes)
-            labelled.append(labelled_faces(faces, probabilities[offset:offset + count], self.classes) if count
-                            else [])
-            offset += count
-        return labelled
+        return label_found(found, self._probabilities(np.concatenate(crops)) if crops else None, self.classes)
 
     def predict(self, image: Any, channels: str = "rgb") -> list[Face]:
         """The faces of ``image`` with their emotions, left to right ([] when it has none).
