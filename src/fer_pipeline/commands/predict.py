@@ -4,11 +4,11 @@ The results go to ``--output``, which then holds this run's results only (``pred
 written beside it and swapped in; a folder holding files fer-predict did not write is refused).
 
 Exit codes: 0 every input read (whether or not faces were found), 1 no readable image or video
-among the inputs (``--output`` left as it was), 2 usage error, missing input path or an
-``--output`` that is not fer-predict's, 3 model file missing or invalid, 4 some inputs could not
-be read in full (unreadable photos or videos, or a video that broke off part-way: its frames
-before the break are kept): the others' results are written, the failures listed on stderr,
-130 interrupted (``--output`` left as it was).
+among the inputs (``--output`` left as it was), 2 usage error (an unknown ``--device`` too),
+missing input path or an ``--output`` that is not fer-predict's, 3 model file missing or
+invalid, 4 some inputs could not be read in full (unreadable photos or videos, or a video that
+broke off part-way: its frames before the break are kept): the others' results are written, the
+failures listed on stderr, 130 interrupted (``--output`` left as it was).
 """
 
 from __future__ import annotations
