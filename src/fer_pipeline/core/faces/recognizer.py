@@ -127,7 +127,7 @@ class FaceFinder:
         it is a ``Detector`` (``detect_max_side`` is then its own)."""
         if isinstance(detector, str):
             detector = make_detector(detector, detect_max_side=detect_max_side)
-        return cls(detector, margin, whole_image_max_side)
+        return cls(detector, margin=margin, whole_image_max_side=whole_image_max_side)
 
     def find(self, image: np.ndarray) -> FoundFaces:
         """The faces of an RGB (H, W, 3) or grey (H, W) uint8 image, cropped (``find_faces``)."""
