@@ -191,6 +191,8 @@ def test_options_are_checked_when_the_recognizer_is_made(model_file):
                                    whole_image_max_side=0, tta="flip", amp="off")
     finder = recognizer.finder
     assert (finder.detector.detect_max_side, finder.margin, finder.whole_image_max_side) == (None, 0.3, 0)
+    assert repr(recognizer).startswith("EmotionRecognizer(classes=['angry', ") and "detector=YuNetDetector" in repr(
+        recognizer) and "tta='flip'" in repr(recognizer)
 
 
 def test_load_keeps_the_model_file_errors(tmp_path):

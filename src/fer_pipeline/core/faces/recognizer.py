@@ -177,6 +177,12 @@ class EmotionRecognizer:
         # that to one module at once crashed torch (core.serving.requests).
         self._lock = threading.Lock()
 
+    def __repr__(self) -> str:
+        finder = self.finder
+        return (f"EmotionRecognizer(classes={list(self.classes)}, detector={type(finder.detector).__name__}, "
+                f"margin={finder.margin}, whole_image_max_side={finder.whole_image_max_side}, tta={self.tta!r}, "
+                f"device={str(self.device)!r}, amp={self.amp!r})")
+
     @classmethod
     def load(cls, path: str | os.PathLike, **options: Any) -> EmotionRecognizer:
         """The recognizer of the model file at ``path`` (``core.models.load_model``: a
