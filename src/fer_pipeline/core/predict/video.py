@@ -299,16 +299,13 @@ class _FrameLabeller:
 
 
 def _find_frame_faces(item: tuple[int, np.ndarray], finder: FaceFinder, every_n_frames: int) -> _Frame:
-    """Worker: the faces of every ``every_n_frames``-th frame (found on an RGB copy, which the
-    detector downscales and the crops make grey, inside ``find_faces``; boxes in the frame's own
-    pixels)."""
-    import cv2
-
+    """Worker: the faces of every ``every_n_frames``-th frame, found in the BGR frame as OpenCV
+    reads it (``find_faces`` makes it grey once, for the crops and the Haar cascade; YuNet takes
+    BGR itself); boxes in the frame's own pixels."""
     index, frame = item
     if index % every_n_frames:
         return _Frame(index, frame, None)
-    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    return _Frame(index, frame, finder.find(rgb))
+    return _Frame(index, frame, finder.find(frame, channels="bgr"))
 
 
 def _truncation_error(path: Path, frames_read: int, frame_count: int) -> str | None:
