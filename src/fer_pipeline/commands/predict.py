@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="search faces on a copy at most PX long, boxes mapped back to full resolution "
                         f"({DETECT_SIDE_RANGE[0]}-{DETECT_SIDE_RANGE[1]}, default {DETECT_MAX_SIDE}; faces under "
                         f"{CASCADE_WINDOW} px of that copy are missed; 0: full resolution)")
+    parser.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
+                        help="crop each face with landmarks (--detector yunet) levelled and framed like FER2013's "
+                        "faces instead of a square around its box (default: --no-align)")
     parser.add_argument("--max-pixels", type=in_range(int, 1), default=MAX_PIXELS, metavar="N",
                         help="an image with more pixels is skipped and reported as unreadable, from its header, "
                         f"before it is decoded (default {MAX_PIXELS:,}, as fer-serve's serving.max_pixels)")
@@ -312,9 +315,9 @@ def _load_recognizer(args: argparse.Namespace) -> tuple | int:
                 hint += "; models of other environments: " + ", ".join(found)
         _error(f"model file not found: {model_path}\n  {hint}")
         return EXIT_BAD_MODEL
-    options = {"detector": args.detector, "detect_max_side": args.detect_max_side, "margin": args.margin,
-               "whole_image_max_side": args.whole_image_max_side, "tta": args.tta, "device": args.device,
-               "amp": args.amp}
+    options = {"detector": args.detector, "detect_max_side": args.detect_max_side, "align": args.align,
+               "margin": args.margin, "whole_image_max_side": args.whole_image_max_side, "tta": args.tta,
+               "device": args.device, "amp": args.amp}
     try:
         return EmotionRecognizer.load(model_path, **options), model_path
     except (ModelFileError, DetectorModelError, OSError) as error:  # names the file and how a model is made

@@ -126,6 +126,22 @@ def test_yunet_faces_carry_their_score_and_landmarks(model_file, photo):
         assert (row["score"], row["right_eye_x"], row["right_eye_y"]) == (face.score, *face.landmarks["right_eye"])
 
 
+def test_align_passes_through_to_the_crops(model_file, photo):
+    """``align`` reaches ``find_faces``: YuNet's faces get the aligned crops, Haar's (no landmarks) the square."""
+    from fer_pipeline.core.faces.crops import find_faces
+
+    aligned = EmotionRecognizer.load(model_file, detector="yunet", align=True, device="cpu")
+    assert aligned.finder.align and "align=True" in repr(aligned)
+    expected = find_faces(photo, aligned.finder.detector, margin=0.2, align=True)
+    np.testing.assert_array_equal(aligned.find_faces(photo).crops, expected.crops)
+    square = find_faces(photo, aligned.finder.detector, margin=0.2)
+    assert not np.array_equal(expected.crops, square.crops)
+    haar = EmotionRecognizer.load(model_file, align=True, device="cpu")
+    np.testing.assert_array_equal(haar.find_faces(photo).crops, find_faces(photo, haar.finder.detector).crops)
+    with pytest.raises(ValueError, match="align must be True or False"):
+        EmotionRecognizer.load(model_file, align="yes")
+
+
 def test_bad_images_are_refused_with_what_is_wrong(recognizer, tmp_path):
     with pytest.raises(TypeError, match="must be uint8"):
         recognizer.predict(np.zeros((64, 64, 3), np.float32))
@@ -133,7 +149,7 @@ def test_bad_images_are_refused_with_what_is_wrong(recognizer, tmp_path):
         recognizer.predict(np.zeros((64, 64, 4), np.uint8))
     with pytest.raises(ValueError, match=r"grey \(H, W\) or colour \(H, W, 3\)"):
         recognizer.predict(np.zeros((2, 64, 64, 3), np.uint8))
-    with pytest.raises(ValueError, match="channels must be one of rgb, bgr, got 'grb'"):
+    with pytest.raises(ValueError, match=r"channels must be one of rgb, bgr .* got 'grb'"):
         recognizer.predict(np.zeros((64, 64, 3), np.uint8), channels="grb")
     with pytest.raises(TypeError, match=r"file path, the bytes of an image file or a numpy array, got list"):
         recognizer.predict([[0, 1], [2, 3]])

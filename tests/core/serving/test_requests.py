@@ -300,6 +300,8 @@ def test_serving_config_rejects_typos_and_bad_values():
     assert ServingConfig().detector == "haar" and ServingConfig(detector="yunet").detector == "yunet"
     assert ServingConfig(amp=False).amp == "off" and ServingConfig(detect_max_side=None).detect_max_side is None
     assert ServingConfig(device="cuda:1").device == "cuda:1"  # checked for form, not for presence
+    with pytest.raises(ValueError, match="serving.align must be true or false, got 'yes'"):
+        ServingConfig(align="yes")
 
 
 def test_one_detector_per_detection_scale_shared_by_the_threads():
@@ -327,6 +329,10 @@ def test_serving_detector_yunet_finds_the_faces_with_its_own_shared_detector(pho
     assert [row["face_index"] for row in found.rows] == [0, 1] and found.crops.shape == (2, 48, 48)
     assert len(haar.rows) == 2
     assert isinstance(serving.shared_detector(320, "yunet"), YuNetDetector)
+    aligned = find_request_faces([{"image": b64(photo)}], ServingConfig(detector="yunet", align=True, device="cpu"))
+    assert serving.face_finder(ServingConfig(detector="yunet", align=True)).align
+    assert [row["x"] for row in aligned.rows] == [row["x"] for row in found.rows]  # the same faces,
+    assert not np.array_equal(aligned.crops, found.crops)  # cropped aligned
     assert serving.shared_detector(320, "yunet") is serving.shared_detector(320, "yunet")
     assert serving.shared_detector(320, "yunet") is not serving.shared_detector(320)
 

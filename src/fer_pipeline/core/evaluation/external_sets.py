@@ -182,7 +182,7 @@ def _faces_of(spec: ExternalSet, listing: Listing, detector: Any, margin: float)
         from fer_pipeline.core.faces.recognizer import FaceFinder
 
         faces = photo_faces_of(listing, FaceFinder.make(detector or spec.detector, margin=margin,
-                                                        whole_image_max_side=0))
+                                                        whole_image_max_side=0, align=spec.align))
     for item in faces.unreadable:
         log.warning("%s: unreadable, not scored: %s (%s)", spec.where, item["file"], item["reason"])
     if not len(faces.labels):
@@ -212,6 +212,7 @@ def _set_report(spec: ExternalSet, listing: Listing, precision: str) -> dict[str
         "path": spec.path.as_posix(),
         "kind": spec.kind,
         "detector": spec.detector if spec.kind == "photos" else None,
+        "align": spec.align if spec.kind == "photos" else None,
         "precision": precision,
         "label_source": "file_name" if spec.label_pattern else "folder",
         "label_pattern": spec.label_pattern,

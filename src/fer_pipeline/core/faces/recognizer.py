@@ -32,10 +32,7 @@ from fer_pipeline.core.classes import CLASSES, IMAGE_SIZE
 from fer_pipeline.core.faces.classify import classify_crops
 from fer_pipeline.core.faces.crops import WHOLE_IMAGE_MAX_SIDE, FoundFaces, detection_fields, find_faces
 from fer_pipeline.core.faces.detector import DEFAULT_DETECTOR, DETECT_MAX_SIDE, LANDMARKS, Detector, make_detector
-from fer_pipeline.core.faces.images import MAX_PIXELS, UnreadableImageError, decode_image, load_image
-
-#: The colour orders ``EmotionRecognizer.predict`` takes for a 3-channel array.
-CHANNEL_ORDERS = ("rgb", "bgr")
+from fer_pipeline.core.faces.images import MAX_PIXELS, UnreadableImageError, check_channels, decode_image, load_image
 
 
 @dataclass(frozen=True)
@@ -101,13 +98,15 @@ def label_found(found: Sequence[FoundFaces], probabilities: np.ndarray | None,
 @dataclass(frozen=True)
 class FaceFinder:
     """How faces are found and cropped (``crops.find_faces``): the detector, the context
-    ``margin`` around each box, and the whole-image rule (an image up to ``whole_image_max_side``
-    px with no detection is taken to be a face crop already; 0 disables it). Thread-safe: the
+    ``margin`` around each box, the whole-image rule (an image up to ``whole_image_max_side`` px
+    with no detection is taken to be a face crop already; 0 disables it), and ``align`` (faces
+    with landmarks, YuNet's, levelled and framed like FER2013, ``align.py``). Thread-safe: the
     detectors keep one cascade / network per thread."""
 
     detector: Detector
     margin: float = 0.2
     whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE
+    align: bool = False
 
     def __post_init__(self) -> None:
         if not callable(getattr(self.detector, "detect_faces", None)):
@@ -118,20 +117,24 @@ class FaceFinder:
         side = self.whole_image_max_side
         if isinstance(side, bool) or not isinstance(side, numbers.Integral) or side < 0:
             raise ValueError(f"whole_image_max_side must be a whole number of pixels >= 0 (0: off), got {side!r}")
+        if not isinstance(self.align, bool):
+            raise ValueError(f"align must be True or False, got {self.align!r}")
 
     @classmethod
     def make(cls, detector: str | Detector = DEFAULT_DETECTOR, detect_max_side: int | None = DETECT_MAX_SIDE,
-             margin: float = 0.2, whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE) -> FaceFinder:
+             margin: float = 0.2, whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE, align: bool = False) -> FaceFinder:
         """A finder with the detector named ``detector`` (``haar`` | ``yunet``, searching a copy at
         most ``detect_max_side`` px long; 0 or None: full resolution), or ``detector`` itself when
         it is a ``Detector`` (``detect_max_side`` is then its own)."""
         if isinstance(detector, str):
             detector = make_detector(detector, detect_max_side=detect_max_side)
-        return cls(detector, margin=margin, whole_image_max_side=whole_image_max_side)
+        return cls(detector, margin=margin, whole_image_max_side=whole_image_max_side, align=align)
 
-    def find(self, image: np.ndarray) -> FoundFaces:
-        """The faces of an RGB (H, W, 3) or grey (H, W) uint8 image, cropped (``find_faces``)."""
-        return find_faces(image, self.detector, margin=self.margin, whole_image_max_side=self.whole_image_max_side)
+    def find(self, image: np.ndarray, channels: str = "rgb") -> FoundFaces:
+        """The faces of a colour (H, W, 3) uint8 image in ``channels`` order (``rgb`` | ``bgr``) or
+        a grey (H, W) one, cropped (``find_faces``)."""
+        return find_faces(image, self.detector, margin=self.margin, whole_image_max_side=self.whole_image_max_side,
+                          align=self.align, channels=channels)
 
 
 #: The face-finding options ``EmotionRecognizer`` passes to ``FaceFinder.make``.
@@ -144,7 +147,7 @@ class EmotionRecognizer:
     ``EmotionRecognizer(model, config, ...)``, ``load(path, ...)`` or ``from_mlflow(run_id, ...)``.
     Options, defaults as ``fer-predict``'s: the face finding (``FaceFinder.make``): ``detector``
     (``haar`` | ``yunet`` | a ``Detector``), ``detect_max_side``, ``margin``,
-    ``whole_image_max_side`` (or ``finder``, a ready ``FaceFinder``); the classifier: ``tta``
+    ``whole_image_max_side``, ``align`` (or ``finder``, a ready ``FaceFinder``); the classifier: ``tta``
     (``none`` | ``flip`` | ``ten_crop``), ``device`` (``auto``: CUDA when available), ``amp``
     (``auto`` | ``on`` | ``off``: bf16 autocast), ``batch_size``. Thread-safe: one forward pass
     at a time.
@@ -180,7 +183,8 @@ class EmotionRecognizer:
     def __repr__(self) -> str:
         finder = self.finder
         return (f"EmotionRecognizer(classes={list(self.classes)}, detector={type(finder.detector).__name__}, "
-                f"margin={finder.margin}, whole_image_max_side={finder.whole_image_max_side}, tta={self.tta!r}, "
+                f"margin={finder.margin}, whole_image_max_side={finder.whole_image_max_side}, align={finder.align}, "
+                f"tta={self.tta!r}, "
                 f"device={str(self.device)!r}, amp={self.amp!r})")
 
     @classmethod
@@ -213,7 +217,7 @@ class EmotionRecognizer:
     def find_faces(self, image: Any, channels: str = "rgb") -> FoundFaces:
         """The faces of one image (``as_image``: a path, bytes or an array), found and cropped,
         not yet classified (``label`` does that, many images in one model call)."""
-        return self.finder.find(as_image(image, channels))
+        return self.finder.find(*as_image(image, channels))
 
     def label(self, found: Sequence[FoundFaces]) -> list[list[Face]]:
         """The ``Face``s of each image's ``found`` faces, all classified in one batched call."""
@@ -261,29 +265,29 @@ class EmotionRecognizer:
                                   batch_size=self.batch_size, amp=self.amp)
 
 
-def as_image(image: Any, channels: str = "rgb") -> np.ndarray:
-    """What ``find_faces`` takes, RGB (H, W, 3) or grey (H, W) uint8, from a file path (decoded,
-    ``images.load_image``), the bytes of an image file (``images.decode_image``), or a uint8 array:
-    grey (H, W) or (H, W, 1), or (H, W, 3) in the ``channels`` order (``rgb`` | ``bgr``). Files and
-    bytes over ``images.MAX_PIXELS`` are refused (``ImageTooLargeError``) before decoding."""
-    if channels not in CHANNEL_ORDERS:
-        raise ValueError(f"channels must be one of {', '.join(CHANNEL_ORDERS)}, got {channels!r}")
+def as_image(image: Any, channels: str = "rgb") -> tuple[np.ndarray, str]:
+    """What ``find_faces`` takes, a uint8 image and its colour order: from a file path (decoded,
+    ``images.load_image``) or the bytes of an image file (``images.decode_image``), RGB; from a
+    uint8 array, grey (H, W) or (H, W, 1), or (H, W, 3) in the ``channels`` order (``rgb`` |
+    ``bgr``), as it is. Files and bytes over ``images.MAX_PIXELS`` are refused
+    (``ImageTooLargeError``) before decoding."""
+    check_channels(channels)
     if isinstance(image, (str, os.PathLike)):
         if not Path(image).is_file():
             raise FileNotFoundError(f"no such image file: {image}")
         try:
-            return load_image(image, max_pixels=MAX_PIXELS)
+            return load_image(image, max_pixels=MAX_PIXELS), "rgb"
         except UnreadableImageError as error:
             raise type(error)(f"{image}: {error}") from error
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return decode_image(bytes(image), max_pixels=MAX_PIXELS)
+        return decode_image(bytes(image), max_pixels=MAX_PIXELS), "rgb"
     if not isinstance(image, np.ndarray):
         raise TypeError(f"image must be a file path, the bytes of an image file or a numpy array, got "
                         f"{type(image).__name__} (a PIL image: np.asarray(image.convert('RGB')))")
-    return _array_image(image, channels)
+    return _array_image(image), channels
 
 
-def _array_image(image: np.ndarray, channels: str) -> np.ndarray:
+def _array_image(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8:
         raise TypeError(f"an image array must be uint8 (0-255), got {image.dtype}: convert with "
                         "np.clip(image, 0, 255).astype(np.uint8) (times 255 first for values 0-1)")
@@ -292,9 +296,4 @@ def _array_image(image: np.ndarray, channels: str) -> np.ndarray:
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)) or 0 in image.shape:
         hint = ": drop the alpha channel, image[..., :3]" if image.ndim == 3 and image.shape[2] == 4 else ""
         raise ValueError(f"an image array must be grey (H, W) or colour (H, W, 3), got shape {image.shape}{hint}")
-    image = np.ascontiguousarray(image)  # OpenCV refuses views with negative strides (image[..., ::-1])
-    if image.ndim == 3 and channels == "bgr":
-        import cv2
-
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return image
+    return np.ascontiguousarray(image)  # OpenCV refuses views with negative strides (image[..., ::-1])

@@ -69,6 +69,7 @@ class ServingConfig:
     amp: str = "auto"
     detector: str = DEFAULT_DETECTOR
     detect_max_side: int | None = DETECT_MAX_SIDE
+    align: bool = False
     whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE
     max_pixels: int = MAX_PIXELS
     max_inputs: int = 256
@@ -85,6 +86,8 @@ class ServingConfig:
             raise ValueError(f"serving.whole_image_max_side must be >= 0, got {self.whole_image_max_side}")
         object.__setattr__(self, "amp", amp_mode(self.amp))  # YAML's bare on/off arrive as booleans
         check_detector_kind(self.detector, "serving.detector")
+        if not isinstance(self.align, bool):
+            raise ValueError(f"serving.align must be true or false, got {self.align!r}")
         side = self.detect_max_side
         if side is not None and (side < 0 or 0 < side < CASCADE_WINDOW):
             raise ValueError(f"serving.detect_max_side must be 0/null (full resolution) or >= {CASCADE_WINDOW}, "
@@ -252,7 +255,7 @@ def shared_detector(detect_max_side: int | None, kind: str = DEFAULT_DETECTOR) -
 def face_finder(config: ServingConfig, detector: Detector | None = None) -> FaceFinder:
     """The face finding of ``params:serving``, with ``detector`` or the shared one of its kind and scale."""
     return FaceFinder(detector or shared_detector(config.detect_max_side, config.detector), margin=config.margin,
-                      whole_image_max_side=config.whole_image_max_side)
+                      whole_image_max_side=config.whole_image_max_side, align=config.align)
 
 
 def find_request_faces(requests: Any, config: ServingConfig, detector: Detector | None = None) -> RequestFaces:

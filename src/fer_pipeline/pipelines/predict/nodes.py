@@ -70,8 +70,8 @@ def _recognizer(resnet_model: ModelFile, params: dict[str, Any]) -> EmotionRecog
     """The trained model with params:predict's face finding and classifier options."""
     return EmotionRecognizer.load(
         resnet_model.require(), detector=params.get("detector", DEFAULT_DETECTOR),
-        detect_max_side=params.get("detect_max_side", DETECT_MAX_SIDE), margin=params["margin"], tta=params["tta"],
-        device=params["device"], amp=params.get("amp", "auto"))
+        detect_max_side=params.get("detect_max_side", DETECT_MAX_SIDE), align=params.get("align", False),
+        margin=params["margin"], tta=params["tta"], device=params["device"], amp=params.get("amp", "auto"))
 
 
 def predict_emotions(
