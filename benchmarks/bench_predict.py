@@ -30,6 +30,7 @@ from fer_pipeline.core.faces.classify import classify_crops
 from fer_pipeline.core.faces.crops import crop_faces
 from fer_pipeline.core.faces.detector import DETECT_MAX_SIDE, FaceDetector, box_iou
 from fer_pipeline.core.faces.images import load_image, to_gray
+from fer_pipeline.core.faces.recognizer import EmotionRecognizer
 from fer_pipeline.core.models import STEMS, build_resnet34, load_model, model_config
 from fer_pipeline.core.pixels import MEAN, STD
 from fer_pipeline.core.predict.photos import collect_image_files, predict_photos
@@ -86,14 +87,14 @@ def bench_photos(args: argparse.Namespace, model, config) -> None:
         runs = [("full", None, 1, "off"), ("full", None, 1, "auto")]
         runs += [(str(args.detect_max_side), args.detect_max_side, workers, amp)
                  for workers in sorted({1, args.workers}) for amp in ("off", "auto")]
-        predict_photos([tmp], model, config, device="cpu", progress=False, workers=1)  # warm-up
+        predict_photos([tmp], EmotionRecognizer(model, config, device="cpu"), progress=False, workers=1)  # warm-up
         print(f"{'predict_photos end to end':<28}{'threads':>8}{'amp':>6}{'seconds':>9}{'photos/s':>10}"
               f"{'faces/s':>9}{'faces':>7}")
         for name, side, workers, amp in runs:
-            detector = FaceDetector(detect_max_side=side)
+            recognizer = EmotionRecognizer(model, config, detector=FaceDetector(detect_max_side=side), device="cpu",
+                                           amp=amp)
             start = time.perf_counter()
-            result = predict_photos([tmp], model, config, detector=detector, device="cpu", progress=False,
-                                    workers=workers, amp=amp)
+            result = predict_photos([tmp], recognizer, progress=False, workers=workers)
             seconds = time.perf_counter() - start
             print(f"{f'detect at {name}':<28}{workers:>8}{amp:>6}{seconds:9.2f}{len(files) / seconds:10.1f}"
                   f"{result.num_faces / seconds:9.1f}{result.num_faces:7d}")
@@ -124,17 +125,17 @@ def bench_video(args: argparse.Namespace, model, config) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         clip = write_clip(Path(tmp) / "clip.avi", args.frames)
-        predict_video(clip, model, config, device="cpu", progress=False, every_n_frames=5)  # warm-up
+        predict_video(clip, EmotionRecognizer(model, config, device="cpu"), progress=False, every_n_frames=5)  # warm-up
         print(f"640x480 clip, {args.frames} frames, 2 faces; decode+detect threads {args.workers}, "
               f"torch threads {torch.get_num_threads()}, detect_max_side={args.detect_max_side}")
         print(f"{'every_n_frames':>15}{'amp':>6}{'seconds':>9}{'frames/s':>10}{'processed':>10}{'faces':>7}"
               f"{'tracks':>7}")
         for every in (1, 2, 3):
             for amp in ("off", "auto"):
-                result = predict_video(clip, model, config, annotated_path=Path(tmp) / "annotated.mp4",
-                                       every_n_frames=every, device="cpu", amp=amp, progress=False,
-                                       workers=args.workers,
-                                       detector=FaceDetector(detect_max_side=args.detect_max_side))
+                detector = FaceDetector(detect_max_side=args.detect_max_side)
+                recognizer = EmotionRecognizer(model, config, detector=detector, device="cpu", amp=amp)
+                result = predict_video(clip, recognizer, annotated_path=Path(tmp) / "annotated.mp4",
+                                       every_n_frames=every, progress=False, workers=args.workers)
                 print(f"{every:>15}{amp:>6}{result.seconds:9.2f}{result.frames_per_second:10.1f}"
                       f"{result.frames_processed:10d}{result.num_faces:7d}{result.num_tracks:7d}")
 

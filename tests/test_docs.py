@@ -45,6 +45,7 @@ def test_the_readmes_serving_answer_is_what_the_served_pipeline_answers(tmp_path
     from mlflow.pyfunc.scoring_server import predictions_to_json
 
     from fer_pipeline.core.classes import CLASSES
+    from fer_pipeline.core.faces.recognizer import label_found
     from fer_pipeline.core.serving.requests import ServingConfig, answer_table, find_request_faces
     from fer_pipeline.demo import write_demo_photos
     from fer_pipeline.params import load_environment_parameters
@@ -58,7 +59,31 @@ def test_the_readmes_serving_answer_is_what_the_served_pipeline_answers(tmp_path
     probabilities = np.array([[row[f"prob_{name}"] for name in CLASSES]
                               for row in shown["predictions"] if row["status"] == "face"])
     served = io.StringIO()
-    predictions_to_json(answer_table(found, probabilities, CLASSES), served)
+    predictions_to_json(answer_table(label_found(found.found, probabilities, CLASSES), CLASSES), served)
     answer = json.loads(served.getvalue())
     assert answer == shown
     assert [list(row) for row in answer["predictions"]] == [list(row) for row in shown["predictions"]]  # key order
+
+
+def test_the_readmes_python_example_runs(tmp_path: Path, monkeypatch) -> None:
+    """The README's "From Python" block, run as written, in a folder holding the model file and
+    the photo it names (a small random-weight model; a drawn photo with faces)."""
+    import cv2
+    import torch
+
+    from fer_pipeline.core.models import build_resnet34, model_config, save_model
+    from fer_pipeline.demo import draw_photo
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"^### From Python\n.*?^```python\n(.*?)^```$", readme, re.M | re.S)
+    assert block, "README's From Python example is missing"
+    torch.manual_seed(0)
+    save_model(tmp_path / "data/06_models/resnet34.pt", build_resnet34(arch="resnet18"),
+               model_config(arch="resnet18", input_size=44))
+    photo = draw_photo([(3, (60, 90, 130, 150)), (5, (290, 80, 120, 140))], rng=np.random.default_rng(1))
+    cv2.imwrite(str(tmp_path / "photo.jpg"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    monkeypatch.chdir(tmp_path)
+    namespace = {"array_of_48x48_faces": np.zeros((2, 48, 48), np.uint8)}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    assert len(namespace["faces"]) == 2
+    assert namespace["rec"].classify_crops(namespace["array_of_48x48_faces"]).shape == (2, 7)

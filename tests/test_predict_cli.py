@@ -210,6 +210,33 @@ def test_missing_input_exits_2_before_loading_the_model(tmp_path: Path, capsys) 
     assert "missing.jpg" in capsys.readouterr().err
 
 
+def test_align_reaches_the_recognizer(model_file: Path, photo: Path, tmp_path: Path, monkeypatch) -> None:
+    from fer_pipeline.commands.predict import build_parser
+    from fer_pipeline.core.faces import recognizer
+
+    assert build_parser().parse_args(["x.jpg"]).align is False
+    assert build_parser().parse_args(["x.jpg", "--align"]).align is True
+    made = []
+    original = recognizer.EmotionRecognizer.load.__func__
+
+    def load(cls, path, **options):
+        made.append(options)
+        return original(cls, path, **options)
+
+    monkeypatch.setattr(recognizer.EmotionRecognizer, "load", classmethod(load))
+    assert main([str(photo), "--model", str(model_file), "--output", str(tmp_path / "out"), "--device", "cpu",
+                 "--detector", "yunet", "--align", "--quiet"]) == 0
+    assert made[0]["align"] is True and made[0]["detector"] == "yunet"
+
+
+def test_an_unknown_device_exits_2_before_anything_is_written(model_file: Path, photo: Path, tmp_path: Path,
+                                                             capsys) -> None:
+    out = tmp_path / "out"
+    assert main([str(photo), "--model", str(model_file), "--output", str(out), "--device", "gpu", "--quiet"]) == 2
+    assert capsys.readouterr().err == "fer-predict: error: device must be auto, cpu, cuda, cuda:1, ..., got 'gpu'\n"
+    assert not out.exists()
+
+
 def test_bad_model_exits_3(photo: Path, tmp_path: Path, capsys) -> None:
     assert main([str(photo), "--model", str(tmp_path / "nope.pt")]) == 3
     assert "kedro run" in capsys.readouterr().err

@@ -4,11 +4,11 @@ The results go to ``--output``, which then holds this run's results only (``pred
 written beside it and swapped in; a folder holding files fer-predict did not write is refused).
 
 Exit codes: 0 every input read (whether or not faces were found), 1 no readable image or video
-among the inputs (``--output`` left as it was), 2 usage error, missing input path or an
-``--output`` that is not fer-predict's, 3 model file missing or invalid, 4 some inputs could not
-be read in full (unreadable photos or videos, or a video that broke off part-way: its frames
-before the break are kept): the others' results are written, the failures listed on stderr,
-130 interrupted (``--output`` left as it was).
+among the inputs (``--output`` left as it was), 2 usage error (an unknown ``--device`` too),
+missing input path or an ``--output`` that is not fer-predict's, 3 model file missing or
+invalid, 4 some inputs could not be read in full (unreadable photos or videos, or a video that
+broke off part-way: its frames before the break are kept): the others' results are written, the
+failures listed on stderr, 130 interrupted (``--output`` left as it was).
 """
 
 from __future__ import annotations
@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="search faces on a copy at most PX long, boxes mapped back to full resolution "
                         f"({DETECT_SIDE_RANGE[0]}-{DETECT_SIDE_RANGE[1]}, default {DETECT_MAX_SIDE}; faces under "
                         f"{CASCADE_WINDOW} px of that copy are missed; 0: full resolution)")
+    parser.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
+                        help="crop each face with landmarks (--detector yunet) levelled and framed like FER2013's "
+                        "faces instead of a square around its box (default: --no-align)")
     parser.add_argument("--max-pixels", type=in_range(int, 1), default=MAX_PIXELS, metavar="N",
                         help="an image with more pixels is skipped and reported as unreadable, from its header, "
                         f"before it is decoded (default {MAX_PIXELS:,}, as fer-serve's serving.max_pixels)")
@@ -217,26 +220,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
     # Heavy imports only after the cheap checks, so usage errors answer instantly.
-    from fer_pipeline.core.faces.detector import make_detector
-    from fer_pipeline.core.faces.yunet import DetectorModelError
-
     _quiet_video_log()
-    try:
-        detector = make_detector(args.detector, detect_max_side=args.detect_max_side)
-    except DetectorModelError as error:
-        _error(str(error))
-        return EXIT_BAD_MODEL
-    loaded = _load_model(args.model)
-    if loaded is None:
-        return EXIT_BAD_MODEL
-    model, config, model_path = loaded
+    loaded = _load_recognizer(args)
+    if isinstance(loaded, int):
+        return loaded
+    recognizer, model_path = loaded
 
     photo_files, video_files = _scan_inputs(args.paths)
     if not photo_files and not video_files:
         return _report_nothing_read(args, [], found_any=False)
     staging = start_staging(output)
     try:
-        result, paths, videos = _predict_into(staging, photo_files, video_files, model, config, detector, args)
+        result, paths, videos = _predict_into(staging, photo_files, video_files, recognizer, args)
     except KeyboardInterrupt:
         _stopped(staging, args.output, "interrupted")
         return EXIT_INTERRUPTED
@@ -256,19 +251,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _report_failures(failed, len(photo_files) + len(video_files), args.output)
 
 
-def _predict_into(staging: Path, photo_files: list[Path], video_files: list[Path], model, config: dict, detector,
+def _predict_into(staging: Path, photo_files: list[Path], video_files: list[Path], recognizer,
                   args: argparse.Namespace) -> tuple:
     """(photos' ``PredictionResult``, their written paths or None, the videos' results), written under ``staging``."""
     from fer_pipeline.core.predict.photos import predict_photos, write_outputs
 
-    common = {"margin": args.margin, "tta": args.tta, "device": args.device, "progress": not args.quiet,
-              "amp": args.amp, "workers": args.workers}
-    result = predict_photos(photo_files, model, config, detector=detector, max_pixels=args.max_pixels,
-                            whole_image_max_side=args.whole_image_max_side, **common)
+    common = {"progress": not args.quiet, "workers": args.workers}
+    result = predict_photos(photo_files, recognizer, max_pixels=args.max_pixels, **common)
     # Written before the videos are read: when a long video is interrupted, the photos' results
     # are among the finished ones that ``_stopped`` keeps.
     paths = write_outputs(result, staging) if result.files else None
-    return result, paths, _predict_videos(video_files, model, config, detector, staging / "videos", args, common)
+    return result, paths, _predict_videos(video_files, recognizer, staging / "videos", args, common)
 
 
 #: Swallows ``core.predict.video``'s warning of a video that broke off: fer-predict lists it with
@@ -301,36 +294,41 @@ def _scan_inputs(paths: list[str]) -> tuple[list[Path], list[Path]]:
     return media.images, media.videos
 
 
-def _load_model(model_arg: Path | None) -> tuple | None:
-    """(model, config, path) of ``--model``, or of ``default_model_path()`` when not given; None
-    once the reason it cannot be loaded is printed (a missing default names the models the
-    other environments wrote)."""
+def _load_recognizer(args: argparse.Namespace) -> tuple | int:
+    """(``EmotionRecognizer``, model path) of ``--model`` (``default_model_path()`` when not given)
+    with the face-finding and classifier flags; else the exit code once the reason is printed:
+    ``EXIT_BAD_MODEL`` for a missing or invalid model file (a missing default names the models
+    the other environments wrote) or detector model, ``EXIT_USAGE`` for a bad ``--device``."""
+    from fer_pipeline.core.faces.recognizer import EmotionRecognizer
+    from fer_pipeline.core.faces.yunet import DetectorModelError
     from fer_pipeline.core.model_files import ModelFileError
-    from fer_pipeline.core.models import load_model
 
-    model_path = model_arg if model_arg is not None else default_model_path()
+    model_path = args.model if args.model is not None else default_model_path()
     hint = ("train one first with `kedro run`, or pass --model FILE (the demo, `kedro run --env demo`, "
             "writes its model under data/demo/)")
     if not model_path.is_file():
-        if model_arg is None:  # the default is missing: name the models the other environments wrote
+        if args.model is None:  # the default is missing: name the models the other environments wrote
             found = [f"--model {default_model_path(env=env)} (--env {env})"
                      for env in environment_data_roots(find_project_root())
                      if env != "base" and default_model_path(env=env).is_file()]
             if found:
                 hint += "; models of other environments: " + ", ".join(found)
         _error(f"model file not found: {model_path}\n  {hint}")
-        return None
-
+        return EXIT_BAD_MODEL
+    options = {"detector": args.detector, "detect_max_side": args.detect_max_side, "align": args.align,
+               "margin": args.margin, "whole_image_max_side": args.whole_image_max_side, "tta": args.tta,
+               "device": args.device, "amp": args.amp}
     try:
-        model, config = load_model(model_path, map_location="cpu")
-    except (ModelFileError, OSError) as error:  # names the file and how a model is made
+        return EmotionRecognizer.load(model_path, **options), model_path
+    except (ModelFileError, DetectorModelError, OSError) as error:  # names the file and how a model is made
         _error(str(error))
-        return None
-    return model, config, model_path
+        return EXIT_BAD_MODEL
+    except ValueError as error:  # --device, the one option argparse cannot check
+        _error(str(error))
+        return EXIT_USAGE
 
 
-def _predict_videos(files: list[Path], model, config: dict, detector, out: Path, args: argparse.Namespace,
-                    common: dict) -> list[tuple]:
+def _predict_videos(files: list[Path], recognizer, out: Path, args: argparse.Namespace, common: dict) -> list[tuple]:
     """Each video -> ``out/<name>.csv`` and ``<name>.mp4``; returns (VideoResult, csv path) per
     readable video and (file, reason) per unreadable one. A video that breaks off part-way keeps
     its frames before the break (``VideoResult.error`` says where)."""
@@ -346,7 +344,7 @@ def _predict_videos(files: list[Path], model, config: dict, detector, out: Path,
         name = unique_name(file.stem, taken)
         taken.add(name)
         try:
-            video = predict_video(file, model, config, detector=detector, annotated_path=out / f"{name}.mp4",
+            video = predict_video(file, recognizer, annotated_path=out / f"{name}.mp4",
                                   every_n_frames=args.every_n_frames, **common)
         except UnreadableVideoError as error:  # listed with the other failures at the end
             done.append((str(file), str(error)))

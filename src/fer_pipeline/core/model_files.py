@@ -5,6 +5,8 @@ model, the evaluate and predict stages), the autoencoder and Kedro's ``ModelFile
 not such a bundle (random bytes, text, a checkpoint of another program, a pickle holding code)
 raises ``ModelFileError`` naming the file and how a model is made, never torch's own advice to
 re-run ``torch.load`` with ``weights_only=False``: that would run whatever code the file holds.
+``download_run_model`` fetches the file an MLflow run logged (the evaluate stage's
+``model_run_id``, ``EmotionRecognizer.from_mlflow``).
 """
 
 from __future__ import annotations
@@ -72,3 +74,34 @@ def load_weights(model: torch.nn.Module, state: Mapping[str, Any], path: str | o
     if missing or unexpected:
         raise not_a_model(path, f"its weights do not fit its config: {len(missing)} missing, "
                           f"{len(unexpected)} unknown, e.g. {(list(missing) + list(unexpected))[0]!r}", origin)
+
+
+#: Where training logs the classifier's file in its MLflow run: conf/base/catalog.yml's
+#: ``resnet_model.artifact_path`` (the file keeps its name, ``resnet34.pt``).
+RUN_MODEL_ARTIFACT = "model"
+
+
+def download_run_model(run_id: str, dst: str | os.PathLike, tracking_uri: str | None = None) -> Path:
+    """The model file MLflow run ``run_id`` logged (``RUN_MODEL_ARTIFACT/*.pt``), downloaded into
+    ``dst`` with MLflow's own client (any store MLflow reads). ``tracking_uri`` None: MLflow's
+    current one (``mlflow.set_tracking_uri``, ``MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the
+    working directory: the project's store when run from its root). ``ModelFileError`` for a run
+    the store does not have or one that logged no model file. MLflow is imported here only."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    where = tracking_uri or mlflow.get_tracking_uri()
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    try:
+        client.get_run(run_id)
+        logged = sorted(item.path for item in client.list_artifacts(run_id, RUN_MODEL_ARTIFACT)
+                        if item.path.endswith(".pt"))
+    except MlflowException as error:
+        raise ModelFileError(f"no MLflow run {run_id!r} in {where} ({error.message}); "
+                             "pass the store of the run as tracking_uri") from error
+    if not logged:
+        raise ModelFileError(f"MLflow run {run_id} in {where} logged no model file ({RUN_MODEL_ARTIFACT}/*.pt): "
+                             "only runs that train the classifier (`kedro run`, `--pipelines training`) log one")
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=logged[0], dst_path=os.fspath(dst),
+                                                tracking_uri=tracking_uri)
+    return Path(local)

@@ -19,10 +19,12 @@ from fer_pipeline.core.evaluation import external_sets as ee
 from fer_pipeline.core.faces.crops import find_faces
 from fer_pipeline.core.faces.detector import FaceDetector
 from fer_pipeline.core.faces.images import load_image
+from fer_pipeline.core.faces.recognizer import FaceFinder
 from tests.core.external_sets import (
     CROP_MAP,
     ConstantModel,
     constant_config,
+    one_face_photo,
     save_rgb,
     two_face_photo,
     write_crops,
@@ -61,6 +63,8 @@ def test_no_sets_is_an_empty_report():
         ({"path": "x", "kind": "crops", "label_pattern": "(["}, ValueError, "is not a regular expression"),
         ({"path": "x", "kind": "photos", "detector": "yunett"}, el.ExternalSetError,
          "evaluate.external_sets.ckplus48.detector must be one of haar, yunet, got 'yunett' (did you mean 'yunet'?)"),
+        ({"path": "x", "kind": "photos", "align": "yes"}, el.ExternalSetError,
+         "evaluate.external_sets.ckplus48.align must be true or false, got 'yes'"),
     ],
 )
 def test_bad_entries_are_refused_with_a_hint(entry, error, message):
@@ -237,11 +241,26 @@ def test_photos_with_the_yunet_detector_find_the_same_faces(tmp_path):
     ee.check_external_sets({"cnn": {"path": str(root), "kind": "photos", "detector": "yunet"}}, CLASSES)
 
 
+def test_photos_with_align_score_yunets_aligned_crops(tmp_path):
+    from fer_pipeline.core.faces.detector import make_detector
+
+    path = save_rgb(tmp_path / "happy" / "h0.jpg", one_face_photo(3, seed=0))
+    spec = el.ExternalSet.from_params("jaffe", {"path": str(tmp_path), "kind": "photos", "detector": "yunet",
+                                                "align": True})
+    assert spec.align and not el.ExternalSet.from_params("jaffe", {"path": str(tmp_path), "kind": "photos"}).align
+    report = _evaluate({"jaffe": {"path": str(tmp_path), "kind": "photos", "detector": "yunet", "align": True}})
+    assert report["jaffe"]["align"] is True and report["jaffe"]["scored"] == 1
+    faces = ee.photo_faces_of(el.list_external_set(spec, CLASSES),
+                              FaceFinder.make("yunet", margin=0.2, whole_image_max_side=0, align=True))
+    aligned = find_faces(load_image(path), make_detector("yunet"), margin=0.2, align=True)
+    np.testing.assert_array_equal(faces.crops, aligned.crops)
+
+
 def test_photos_the_largest_face_is_scored(tmp_path):
     path = save_rgb(tmp_path / "sad" / "group.jpg", two_face_photo())
     spec = el.ExternalSet.from_params("group", {"path": str(tmp_path), "kind": "photos"})
     detector = FaceDetector()
-    faces = ee.photo_faces_of(el.list_external_set(spec, CLASSES), detector, margin=0.2)
+    faces = ee.photo_faces_of(el.list_external_set(spec, CLASSES), FaceFinder(detector, 0.2, 0))
     found = find_faces(load_image(path), detector, margin=0.2)
     assert len(found.boxes) == 2 and faces.multiple_faces == ["sad/group.jpg"]
     largest = int(np.argmax([w * h for *_xy, w, h in found.boxes]))

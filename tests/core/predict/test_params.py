@@ -28,6 +28,7 @@ def test_the_predict_key_list_is_conf_base():
     ({"detect_max_side": 16}, r"predict.detect_max_side must be 0/null \(full resolution\) or >= 24"),
     ({"detector": "yunnet"}, r"predict.detector must be one of haar, yunet, got 'yunnet' \(did you mean 'yunet'\?\)"),
     ({"detector": None}, "predict.detector must be one of haar, yunet, got None"),
+    ({"align": "yes"}, "predict.align must be true or false, got 'yes'"),
 ])
 def test_predict_params_refuse_typos_and_bad_values_up_front(change, message):
     params = {"inputs": "photos", "margin": 0.2, "tta": "none", "device": "cpu", "amp": "auto"}

@@ -12,6 +12,7 @@ import pytest
 
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.faces.images import load_image
+from fer_pipeline.core.faces.recognizer import EmotionRecognizer
 from fer_pipeline.core.ingestion.decode import FORMAT_EXTENSIONS, imdecode_formats
 from fer_pipeline.core.predict.inputs import image_extensions
 from fer_pipeline.core.predict.photos import collect_image_files, predict_photos, write_outputs
@@ -71,7 +72,7 @@ def test_every_format_the_decoder_reads_is_found_by_its_extension(tmp_path: Path
 def test_same_named_photos_in_subfolders_keep_distinct_outputs(tmp_path: Path, model_and_config) -> None:
     model, config = model_and_config
     folder = write_tiff_folder(tmp_path / "jaffe")
-    result = predict_photos([folder], model, config, progress=False, device="cpu")
+    result = predict_photos([folder], EmotionRecognizer(model, config, device="cpu"), progress=False)
     assert result.files == [str(folder / name) for name in TIFF_FOLDER_IMAGES] and not result.unreadable
     assert {row["file"] for row in result.rows} == {str(folder / n) for n in TIFF_FOLDER_IMAGES[:3]}  # faces found
     assert result.no_face == [str(folder / "b" / "face.tiff")]
@@ -90,7 +91,7 @@ def test_same_named_photos_in_subfolders_keep_distinct_outputs(tmp_path: Path, m
 def test_predict_photos_end_to_end(photo_folder: Path, model_and_config, tmp_path: Path) -> None:
     model, config = model_and_config
     counting = CountingModel(model)
-    result = predict_photos([photo_folder], counting, config, progress=False, device="cpu")
+    result = predict_photos([photo_folder], EmotionRecognizer(counting, config, device="cpu"), progress=False)
 
     assert counting.calls == 1  # one batched call for every face of every photo
     assert counting.batch_sizes[0] == len(result.rows) >= 3
@@ -130,7 +131,7 @@ def test_predict_photos_without_faces_skips_the_model(tmp_path: Path, model_and_
     model, config = model_and_config
     counting = CountingModel(model)
     blank = write_image(tmp_path / "blank.jpg", np.full((200, 200, 3), 30, np.uint8))
-    result = predict_photos([blank], counting, config, progress=False, device="cpu")
+    result = predict_photos([blank], EmotionRecognizer(counting, config, device="cpu"), progress=False)
     assert counting.calls == 0 and result.rows == [] and result.no_face == [str(blank)]
     paths = write_outputs(result, tmp_path / "out")
     rows = list(csv.DictReader(open(paths["csv"], newline="", encoding="utf-8")))
@@ -143,7 +144,7 @@ def test_annotated_names_are_unique_and_previews_are_bounded(tmp_path: Path, mod
     (tmp_path / "a").mkdir()
     a = write_image(tmp_path / "a" / "photo.jpg", big)
     b = write_image(tmp_path / "photo.png", np.full((50, 50, 3), 100, np.uint8))
-    result = predict_photos([a, b], model, config, progress=False, device="cpu")
+    result = predict_photos([a, b], EmotionRecognizer(model, config, device="cpu"), progress=False)
     assert set(result.annotated) == {"photo", "photo_2"}
     assert max(result.annotated["photo"].shape[:2]) == 1280
 
@@ -154,11 +155,11 @@ def test_small_face_crops_are_classified_whole(tmp_path: Path, model_and_config)
     model, config = model_and_config
     face = write_image(tmp_path / "face48.png", draw_face(3, np.random.default_rng(0)))
     big_blank = write_image(tmp_path / "blank.png", np.full((200, 200), 128, np.uint8))
-    result = predict_photos([face, big_blank], model, config, progress=False, device="cpu")
+    result = predict_photos([face, big_blank], EmotionRecognizer(model, config, device="cpu"), progress=False)
     assert [(r["file"], r["box_source"], r["w"], r["h"]) for r in result.rows] == [(str(face), "whole_image", 48, 48)]
     assert result.no_face == [str(big_blank)]
     assert result.annotated["face48"].shape == (192, 192, 3)  # enlarged so the label is legible
-    off = predict_photos([face], model, config, progress=False, device="cpu", whole_image_max_side=0)
+    off = predict_photos([face], EmotionRecognizer(model, config, device="cpu", whole_image_max_side=0), progress=False)
     assert off.rows == [] and off.no_face == [str(face)]
 
 
@@ -166,7 +167,7 @@ def test_result_table_matches_the_csv(photo_folder: Path, model_and_config, tmp_
     from fer_pipeline.core.predict.photos import csv_columns, result_table
 
     model, config = model_and_config
-    result = predict_photos([photo_folder], model, config, progress=False, device="cpu")
+    result = predict_photos([photo_folder], EmotionRecognizer(model, config, device="cpu"), progress=False)
     table = result_table(result)
     assert list(table.columns) == csv_columns(CLASSES)
     assert len(table) == len(result.rows) + len(result.no_face) + len(result.unreadable)
@@ -175,15 +176,16 @@ def test_result_table_matches_the_csv(photo_folder: Path, model_and_config, tmp_
     np.testing.assert_allclose(faces[[f"prob_{c}" for c in CLASSES]].sum(axis=1), 1.0, atol=1e-5)
     assert table.loc[table["status"] != "face", "confidence"].isna().all()
     assert table.loc[table["status"] == "unreadable", "reason"].str.len().gt(0).all()
-    empty = result_table(predict_photos([], model, config, progress=False))
+    empty = result_table(predict_photos([], EmotionRecognizer(model, config), progress=False))
     assert empty.empty and list(empty.columns) == csv_columns(CLASSES)
 
 
 def test_threaded_decode_and_detect_match_the_serial_run(photo_folder: Path, model_and_config) -> None:
     model, config = model_and_config
     counting = CountingModel(model)
-    serial = predict_photos([photo_folder], model, config, progress=False, device="cpu", workers=1)
-    threaded = predict_photos([photo_folder], counting, config, progress=False, device="cpu", workers=3)
+    serial = predict_photos([photo_folder], EmotionRecognizer(model, config, device="cpu"), progress=False, workers=1)
+    threaded = predict_photos([photo_folder], EmotionRecognizer(counting, config, device="cpu"),
+                              progress=False, workers=3)
     assert counting.calls == 1  # threads find the faces; still one batched model call
     key = ("file", "face_index", "x", "y", "w", "h", "emotion")
     assert [tuple(r[k] for k in key) for r in threaded.rows] == [tuple(r[k] for k in key) for r in serial.rows]
@@ -200,7 +202,8 @@ def test_the_csv_reports_yunets_score_and_landmarks_and_leaves_them_empty_for_ha
     photos = [photo_folder / f"group_{seed}.jpg" for seed in PHOTO_SEEDS] + [photo_folder / "blank.png"]
     csv_rows = {}
     for kind in ("yunet", "haar"):
-        result = predict_photos(photos, model, config, detector=make_detector(kind), progress=False, device="cpu")
+        result = predict_photos(photos, EmotionRecognizer(model, config, detector=make_detector(kind), device="cpu"),
+                                progress=False)
         paths = write_outputs(result, tmp_path / kind)
         with open(paths["csv"], newline="", encoding="utf-8") as handle:
             csv_rows[kind] = list(csv.DictReader(handle))

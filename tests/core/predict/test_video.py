@@ -16,6 +16,7 @@ import pytest
 
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.faces.detector import FaceDetector, box_iou
+from fer_pipeline.core.faces.recognizer import EmotionRecognizer
 from fer_pipeline.core.predict.video import (
     IoUTracker,
     UnreadableVideoError,
@@ -116,8 +117,8 @@ def test_tracker_keeps_ids_for_overlapping_boxes_and_starts_new_ones() -> None:
 def test_video_rows_tracks_batches_and_annotated_video(clip: Path, model_and_config, tmp_path: Path) -> None:
     model, config = model_and_config
     counting = CountingModel(model)
-    result = predict_video(clip, counting, config, annotated_path=tmp_path / "out.mp4", device="cpu",
-                           progress=False, batch_frames=8)
+    result = predict_video(clip, EmotionRecognizer(counting, config, device="cpu"),
+                           annotated_path=tmp_path / "out.mp4", progress=False, batch_frames=8)
     assert (result.frames_read, result.frames_processed, result.error) == (12, 12, None)
     assert counting.batch_sizes == [16, 8]  # 8 frames x 2 faces, then the last 4 frames: one call each
     csv_path = write_video_csv(result, tmp_path / "out.csv")
@@ -144,8 +145,8 @@ def test_video_rows_tracks_batches_and_annotated_video(clip: Path, model_and_con
 def test_every_n_frames_processes_fewer_frames_and_carries_boxes(clip: Path, model_and_config,
                                                                tmp_path: Path) -> None:
     model, config = model_and_config
-    result = predict_video(clip, model, config, annotated_path=tmp_path / "n3.avi", every_n_frames=3,
-                           device="cpu", progress=False)
+    result = predict_video(clip, EmotionRecognizer(model, config, device="cpu"),
+                           annotated_path=tmp_path / "n3.avi", every_n_frames=3, progress=False)
     assert (result.frames_read, result.frames_processed) == (12, 4)
     assert sorted({r["frame"] for r in result.rows}) == [0, 3, 6, 9]
     written, source = read_video(result.annotated), read_video(clip)
@@ -155,7 +156,7 @@ def test_every_n_frames_processes_fewer_frames_and_carries_boxes(clip: Path, mod
                      and still_track([r]))
         assert box_drawn(written[skipped], source[skipped], still)
     with pytest.raises(ValueError, match="every_n_frames"):
-        predict_video(clip, model, config, every_n_frames=0, progress=False)
+        predict_video(clip, EmotionRecognizer(model, config), every_n_frames=0, progress=False)
 
 
 def test_frames_without_a_face_get_a_row_and_no_label(model_and_config, tmp_path: Path) -> None:
@@ -166,8 +167,8 @@ def test_frames_without_a_face_get_a_row_and_no_label(model_and_config, tmp_path
         writer.write(np.full((120, 160, 3), value, np.uint8))
     writer.release()
     counting = CountingModel(model)
-    result = predict_video(blank, counting, config, annotated_path=tmp_path / "blank_out.mp4", device="cpu",
-                           progress=False)
+    result = predict_video(blank, EmotionRecognizer(counting, config, device="cpu"),
+                           annotated_path=tmp_path / "blank_out.mp4", progress=False)
     assert counting.batch_sizes == [] and result.num_faces == 0
     assert [(r["frame"], r.get("track_id")) for r in result.rows] == [(0, None), (1, None), (2, None)]
     rows = read_rows(write_video_csv(result, tmp_path / "blank.csv"))
@@ -182,8 +183,8 @@ def test_truncated_video_keeps_the_frames_before_the_break(model_and_config, tmp
     cut = tmp_path / "cut.avi"
     cut.write_bytes(data[: len(data) // 2])
     with caplog.at_level(logging.WARNING):
-        result = predict_video(cut, model, config, annotated_path=tmp_path / "cut_out.mp4", device="cpu",
-                               progress=False)
+        result = predict_video(cut, EmotionRecognizer(model, config, device="cpu"),
+                               annotated_path=tmp_path / "cut_out.mp4", progress=False)
     assert 0 < result.frames_read < 12
     assert result.error and str(cut) in result.error and f"at frame {result.frames_read} of 12" in result.error
     assert str(cut) in caplog.text
@@ -205,7 +206,8 @@ def test_unreadable_video_is_a_clear_error(kind: str, model_and_config, tmp_path
         path.write_bytes(data[: len(data) // 2])
     out = tmp_path / "out"
     with pytest.raises(UnreadableVideoError, match=str(path).replace("\\", "\\\\")):
-        predict_video(path, model, config, annotated_path=out / "annotated.mp4", device="cpu", progress=False)
+        predict_video(path, EmotionRecognizer(model, config, device="cpu"),
+                      annotated_path=out / "annotated.mp4", progress=False)
     assert not out.exists() or list(out.iterdir()) == []  # nothing half-written
 
 
@@ -217,7 +219,8 @@ def test_the_video_csv_reports_yunets_score_and_landmarks_and_leaves_them_empty_
     model, config = model_and_config
     rows = {}
     for kind in ("yunet", "haar"):
-        result = predict_video(clip, model, config, detector=make_detector(kind), device="cpu", progress=False)
+        result = predict_video(clip, EmotionRecognizer(model, config, detector=make_detector(kind), device="cpu"),
+                               progress=False)
         rows[kind] = read_rows(write_video_csv(result, tmp_path / f"{kind}.csv"))
         assert list(rows[kind][0]) == video_csv_columns(CLASSES)
         assert video_csv_columns(CLASSES)[-len(DETECTION_COLUMNS) - 1] == f"prob_{CLASSES[-1]}"  # added at the end

@@ -20,6 +20,7 @@ import yaml
 
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.faces.detector import FaceDetector
+from fer_pipeline.core.faces.recognizer import EmotionRecognizer
 from fer_pipeline.core.models import build_resnet34, model_config, save_model
 from fer_pipeline.core.predict.photos import predict_photos
 from fer_pipeline.core.serving.requests import (
@@ -193,7 +194,8 @@ def test_the_answer_matches_fer_predict_on_the_same_file(photo, model_file, tmp_
     """One implementation: the served path and fer-predict's give the same boxes and probabilities."""
     (tmp_path / "group.jpg").write_bytes(photo)
     model, config = cached_model(model_file, "cpu").model, cached_model(model_file, "cpu").config
-    expected = predict_photos([tmp_path / "group.jpg"], model, config, device="cpu", progress=False).rows
+    expected = predict_photos([tmp_path / "group.jpg"], EmotionRecognizer(model, config, device="cpu"),
+                              progress=False).rows
     found = find_request_faces([{"image": b64(photo)}], CONFIG)
     answer = classify_request_faces(found, model_file, CONFIG)
     assert len(answer) == len(expected) == 2
@@ -298,6 +300,8 @@ def test_serving_config_rejects_typos_and_bad_values():
     assert ServingConfig().detector == "haar" and ServingConfig(detector="yunet").detector == "yunet"
     assert ServingConfig(amp=False).amp == "off" and ServingConfig(detect_max_side=None).detect_max_side is None
     assert ServingConfig(device="cuda:1").device == "cuda:1"  # checked for form, not for presence
+    with pytest.raises(ValueError, match="serving.align must be true or false, got 'yes'"):
+        ServingConfig(align="yes")
 
 
 def test_one_detector_per_detection_scale_shared_by_the_threads():
@@ -325,6 +329,10 @@ def test_serving_detector_yunet_finds_the_faces_with_its_own_shared_detector(pho
     assert [row["face_index"] for row in found.rows] == [0, 1] and found.crops.shape == (2, 48, 48)
     assert len(haar.rows) == 2
     assert isinstance(serving.shared_detector(320, "yunet"), YuNetDetector)
+    aligned = find_request_faces([{"image": b64(photo)}], ServingConfig(detector="yunet", align=True, device="cpu"))
+    assert serving.face_finder(ServingConfig(detector="yunet", align=True)).align
+    assert [row["x"] for row in aligned.rows] == [row["x"] for row in found.rows]  # the same faces,
+    assert not np.array_equal(aligned.crops, found.crops)  # cropped aligned
     assert serving.shared_detector(320, "yunet") is serving.shared_detector(320, "yunet")
     assert serving.shared_detector(320, "yunet") is not serving.shared_detector(320)
 

@@ -42,7 +42,7 @@ from fer_pipeline.core.config import reject_unknown_keys
 from fer_pipeline.core.faces.detector import DEFAULT_DETECTOR, check_detector_kind
 
 #: The keys of one entry of ``evaluate.external_sets``.
-EXTERNAL_SET_KEYS: tuple[str, ...] = ("path", "kind", "class_map", "label_pattern", "detector")
+EXTERNAL_SET_KEYS: tuple[str, ...] = ("path", "kind", "class_map", "label_pattern", "detector", "align")
 
 #: ``crops``: face crops of any size, grey or colour, decoded as ingestion does; ``photos``:
 #: full photos, faces found by the predict stage's detector.
@@ -87,6 +87,8 @@ class ExternalSet:
     label_pattern: str | None = None
     #: ``photos``: the face detector (``faces.detector.make_detector``), the predict stage's default
     detector: str = DEFAULT_DETECTOR
+    #: ``photos``: faces with landmarks (YuNet's) levelled and framed like FER2013 (``faces.align``)
+    align: bool = False
 
     @property
     def where(self) -> str:
@@ -143,7 +145,10 @@ class ExternalSet:
             detector = check_detector_kind(params.get("detector", DEFAULT_DETECTOR), f"{where}.detector")
         except ValueError as error:
             raise ExternalSetError(str(error)) from None
-        return cls(name, Path(os.path.expanduser(str(params["path"]))), kind, checked, pattern, detector)
+        align = params.get("align", False)
+        if not isinstance(align, bool):
+            raise ExternalSetError(f"{where}.align must be true or false, got {align!r}")
+        return cls(name, Path(os.path.expanduser(str(params["path"]))), kind, checked, pattern, detector, align)
 
 
 def parse_external_sets(params: Mapping[str, Any] | None) -> list[ExternalSet]:

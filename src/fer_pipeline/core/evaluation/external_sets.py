@@ -8,9 +8,9 @@ labelled before any is scored, so a typo fails in seconds. Then, here:
 3. **Faces.** ``crops``: each file is decoded exactly as ingestion decodes training faces
    (``ingestion.decode.decode_items``: grayscale, area resize to 48x48). ``photos``: each file
    is decoded as the predict stage decodes photos (``faces.images.load_image``), its faces found by
-   the set's ``detector`` (``haar``, the predict stage's default, or ``yunet``; ``faces.crops.find_faces``,
-   with the predict stage's ``margin``; the small-image "already a crop" fallback is off: a photo set is photos), and the
-   largest face is scored (photos with more than one face are counted in ``multiple_faces``).
+   the set's ``detector`` (``haar``, the predict stage's default, or ``yunet``; the ``FaceFinder`` of
+   ``faces.recognizer``, with the predict stage's ``margin``; the small-image "already a crop" fallback
+   is off: a photo set is photos), and the largest face is scored (photos with more than one face are counted in ``multiple_faces``).
    A photo with no face gets no prediction: it counts as wrong, in the confusion matrix's
    ``no_face`` column. Files that cannot be decoded are not scored; they are counted and listed
    with their reason (``unreadable``), and the run goes on.
@@ -93,9 +93,9 @@ def crop_faces_of(listing: Listing) -> Faces:
     return Faces(images[kept], labels, np.ones(len(labels), bool), unreadable, [], [])
 
 
-def photo_faces_of(listing: Listing, detector: Any, margin: float) -> Faces:
-    """``photos``: each photo decoded as the predict stage does, its largest detected face cropped."""
-    from fer_pipeline.core.faces.crops import find_faces
+def photo_faces_of(listing: Listing, finder: Any) -> Faces:
+    """``photos``: each photo decoded as the predict stage does, its largest face found by
+    ``finder`` (a ``faces.recognizer.FaceFinder``) cropped."""
     from fer_pipeline.core.faces.images import UnreadableImageError, load_image
 
     crops: list[np.ndarray] = []
@@ -110,7 +110,7 @@ def photo_faces_of(listing: Listing, detector: Any, margin: float) -> Faces:
         except UnreadableImageError as error:
             unreadable.append({"file": rel, "reason": str(error)})
             continue
-        found = find_faces(image, detector, margin=margin, whole_image_max_side=0)
+        found = finder.find(image)
         labels.append(label)
         has_face.append(bool(found.boxes))
         if not found.boxes:
@@ -179,11 +179,10 @@ def _faces_of(spec: ExternalSet, listing: Listing, detector: Any, margin: float)
     if spec.kind == "crops":
         faces = crop_faces_of(listing)
     else:
-        if detector is None:
-            from fer_pipeline.core.faces.detector import make_detector
+        from fer_pipeline.core.faces.recognizer import FaceFinder
 
-            detector = make_detector(spec.detector)
-        faces = photo_faces_of(listing, detector, margin)
+        faces = photo_faces_of(listing, FaceFinder.make(detector or spec.detector, margin=margin,
+                                                        whole_image_max_side=0, align=spec.align))
     for item in faces.unreadable:
         log.warning("%s: unreadable, not scored: %s (%s)", spec.where, item["file"], item["reason"])
     if not len(faces.labels):
@@ -213,6 +212,7 @@ def _set_report(spec: ExternalSet, listing: Listing, precision: str) -> dict[str
         "path": spec.path.as_posix(),
         "kind": spec.kind,
         "detector": spec.detector if spec.kind == "photos" else None,
+        "align": spec.align if spec.kind == "photos" else None,
         "precision": precision,
         "label_source": "file_name" if spec.label_pattern else "folder",
         "label_pattern": spec.label_pattern,

@@ -1,9 +1,6 @@
-"""Face crops -> emotions: class probabilities from the model, and the labels they give each face row."""
+"""Face crops -> emotions: class probabilities from the model (labelled faces: ``recognizer``)."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,17 +25,3 @@ def classify_crops(
     logits = predict_logits(model, crops, config, tta=tta, batch_size=batch_size, device=device, progress=False,
                             amp=amp)
     return softmax(logits)
-
-
-def label_faces(
-    rows: Sequence[dict[str, Any]], probabilities: np.ndarray, classes: Sequence[str]
-) -> Sequence[dict[str, Any]]:
-    """Add ``emotion`` (the most probable class), ``confidence`` (its probability) and
-    ``prob_<class>`` to each face row, in place, row i from ``probabilities[i]``; returns ``rows``."""
-    for row, probs in zip(rows, probabilities, strict=True):
-        best = int(probs.argmax())
-        row["emotion"] = classes[best]
-        row["confidence"] = float(probs[best])
-        for class_name, p in zip(classes, probs, strict=True):
-            row[f"prob_{class_name}"] = float(p)
-    return rows

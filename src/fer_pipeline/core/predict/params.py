@@ -11,7 +11,7 @@ from fer_pipeline.core.faces.detector import CASCADE_WINDOW, DEFAULT_DETECTOR, c
 from fer_pipeline.core.inference import TTA_MODES
 
 #: The predict stage's parameters (conf/base/parameters_predict.yml).
-PREDICT_KEYS = ("inputs", "margin", "tta", "device", "amp", "detector", "detect_max_side", "workers",
+PREDICT_KEYS = ("inputs", "margin", "tta", "device", "amp", "detector", "detect_max_side", "align", "workers",
                 "every_n_frames", "demo_photos")
 
 
@@ -21,6 +21,8 @@ def check_predict_params(params: Mapping[str, Any]) -> None:
     reject_unknown_keys(params, PREDICT_KEYS, "predict")
     amp_mode(params.get("amp", "auto"))
     check_detector_kind(params.get("detector", DEFAULT_DETECTOR), "predict.detector")
+    if not isinstance(params.get("align", False), bool):
+        raise ValueError(f"predict.align must be true or false, got {params['align']!r}")
     if params.get("tta", "none") not in TTA_MODES:
         raise ValueError(f"predict.tta must be one of {', '.join(TTA_MODES)}, got {params.get('tta')!r}")
     for key, default, least in (("margin", 0.2, 0), ("every_n_frames", 1, 1), ("workers", None, 1),

@@ -1,4 +1,4 @@
-"""Photos -> faces (OpenCV Haar cascade) -> emotions, with a CSV and annotated images.
+"""Photos -> faces -> emotions (``EmotionRecognizer``), with a CSV and annotated images.
 
 Everything runs locally: the Haar cascade ships inside opencv-python (``cv2.data``), nothing is
 downloaded. cv2 is imported lazily so ``core`` stays importable where OpenCV is missing.
@@ -15,15 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.faces.annotate import annotate, preview_image
-from fer_pipeline.core.faces.classify import classify_crops, label_faces
-from fer_pipeline.core.faces.crops import DETECTION_COLUMNS, WHOLE_IMAGE_MAX_SIDE, FoundFaces, find_faces
-from fer_pipeline.core.faces.detector import Detector, make_detector
+from fer_pipeline.core.faces.crops import DETECTION_COLUMNS, FoundFaces
 from fer_pipeline.core.faces.images import MAX_PIXELS, UnreadableImageError, load_image
+from fer_pipeline.core.faces.recognizer import EmotionRecognizer
 from fer_pipeline.core.predict.inputs import name_list, scan_media
 from fer_pipeline.core.predict.workers import map_ordered
 
@@ -139,8 +135,7 @@ class _PhotoFaces:
     reason: str = ""
 
 
-def _read_photo(file: Path, detector: Detector, margin: float, whole_image_max_side: int,
-                max_pixels: int | None = MAX_PIXELS) -> _PhotoFaces:
+def _read_photo(file: Path, recognizer: EmotionRecognizer, max_pixels: int | None = MAX_PIXELS) -> _PhotoFaces:
     """Decode one file, find its faces and keep only a preview-sized copy of it (full-resolution
     photos would pile up in memory over a big folder). Runs in a worker thread. An image over
     ``max_pixels`` is refused from its header, before decoding allocates it: unreadable."""
@@ -149,42 +144,31 @@ def _read_photo(file: Path, detector: Detector, margin: float, whole_image_max_s
         image = load_image(file, max_pixels=max_pixels)
     except UnreadableImageError as error:
         return _PhotoFaces(name, reason=str(error))
-    found = find_faces(image, detector, margin=margin, whole_image_max_side=whole_image_max_side)
+    found = recognizer.find_faces(image)
     preview, scale = preview_image(image)
     return _PhotoFaces(name, found, preview, scale)
 
 
 def predict_photos(
     paths: Iterable[str | os.PathLike],
-    model: nn.Module,
-    config: dict,
-    detector: Detector | None = None,
-    margin: float = 0.2,
-    tta: str = "none",
-    device: str | torch.device | None = "auto",
+    recognizer: EmotionRecognizer,
     progress: bool = True,
-    batch_size: int = 256,
-    whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE,
-    amp: bool | str = "auto",
     workers: int | None = None,
     max_pixels: int | None = MAX_PIXELS,
 ) -> PredictionResult:
-    """Detect faces in photos (files or folders) and classify each face's emotion.
+    """Detect faces in photos (files or folders) and classify each face's emotion with ``recognizer``.
 
-    Each readable image goes through ``find_faces`` (so a small image with no detection is
-    classified whole, ``box_source="whole_image"``, up to ``whole_image_max_side`` px; 0
-    disables this), decoded and searched by ``workers`` threads (``map_ordered``; results in
+    Each readable image goes through ``recognizer.find_faces`` (its detector, margin and
+    whole-image rule), decoded and searched by ``workers`` threads (``map_ordered``; results in
     input order); unreadable files (and images over ``max_pixels``, from their header) are
-    recorded, not raised; all faces go through one
-    batched ``classify_crops`` call. Raises FileNotFoundError for a missing input path.
+    recorded, not raised; all faces go through one batched ``recognizer.label`` call. Raises
+    FileNotFoundError for a missing input path.
     """
-    classes = tuple(config.get("classes", CLASSES))
-    detector = detector or make_detector()
     files = collect_image_files(paths)
-    result = PredictionResult(classes=classes, files=[str(f) for f in files])
+    result = PredictionResult(classes=recognizer.classes, files=[str(f) for f in files])
 
     def read(file: Path) -> _PhotoFaces:
-        return _read_photo(file, detector, margin, whole_image_max_side, max_pixels)
+        return _read_photo(file, recognizer, max_pixels)
 
     photos: Iterable[_PhotoFaces] = map_ordered(read, files, workers)
     if progress:
@@ -195,30 +179,22 @@ def predict_photos(
         except ImportError:  # pragma: no cover
             pass
 
-    crops: list[np.ndarray] = []
-    # (file, preview image, preview / original scale, that file's face rows)
-    pending: list[tuple[str, np.ndarray, float, list[dict[str, Any]]]] = []
+    readable: list[_PhotoFaces] = []
     for photo in photos:
         if photo.found is None:
             result.unreadable.append({"file": photo.name, "reason": photo.reason})
             continue
-        faces = photo.found.rows(file=photo.name)
-        if faces:
-            crops.append(photo.found.crops)
-        else:
+        if not photo.found.boxes:
             result.no_face.append(photo.name)
-        pending.append((photo.name, photo.preview, photo.preview_scale, faces))
+        readable.append(photo)
 
-    if crops:
-        probabilities = classify_crops(model, np.concatenate(crops), config, tta=tta, device=device,
-                                       batch_size=batch_size, amp=amp)
-        # In place: the annotation below reads each face's emotion from the same dicts.
-        result.rows.extend(label_faces([face for *_, faces in pending for face in faces], probabilities, classes))
-
-    for name, preview, scale, faces in pending:
-        key = unique_name(Path(name).stem, result.annotated)
-        scaled = [{**face, **{k: face[k] * scale for k in ("x", "y", "w", "h")}} for face in faces]
-        result.annotated[key] = annotate(preview, scaled, max_side=None)
+    for photo, faces in zip(readable, recognizer.label([photo.found for photo in readable]), strict=True):
+        rows = [{"file": photo.name, "face_index": index, **face.row()} for index, face in enumerate(faces)]
+        result.rows.extend(rows)
+        key = unique_name(Path(photo.name).stem, result.annotated)
+        scale = photo.preview_scale
+        scaled = [{**row, **{k: row[k] * scale for k in ("x", "y", "w", "h")}} for row in rows]
+        result.annotated[key] = annotate(photo.preview, scaled, max_side=None)
     return result
 
 

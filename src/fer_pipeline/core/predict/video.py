@@ -1,8 +1,8 @@
 """Videos -> faces per frame -> emotions, with a per-frame CSV, face tracks and an annotated video.
 
-Kedro-free, like the photo path (``core.predict.photos``), and built from the same pieces of
-``core.faces`` (``make_detector``, ``find_faces``, ``classify_crops``, ``label_faces``,
-``annotate``) and ``core.predict.workers``. A video is streamed: frames are decoded in
+Kedro-free, like the photo path (``core.predict.photos``), and built from the same pieces:
+``core.faces`` (``EmotionRecognizer``'s face finding and labelling, ``annotate``) and
+``core.predict.workers``. A video is streamed: frames are decoded in
 order by one thread (``cv2.VideoCapture`` is not thread-safe) and searched for faces by a few
 (``map_ordered``), while the calling thread classifies the crops of ``batch_frames`` frames in
 one model call, tracks the faces and writes the annotated frames, so memory stays bounded
@@ -12,6 +12,7 @@ whatever the video's length.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 import os
@@ -23,14 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.faces.annotate import annotate
-from fer_pipeline.core.faces.classify import classify_crops, label_faces
-from fer_pipeline.core.faces.crops import DETECTION_COLUMNS, FoundFaces, find_faces
-from fer_pipeline.core.faces.detector import Detector, box_iou, make_detector
+from fer_pipeline.core.faces.crops import DETECTION_COLUMNS, FoundFaces
+from fer_pipeline.core.faces.detector import box_iou
+from fer_pipeline.core.faces.recognizer import EmotionRecognizer, Face, FaceFinder
 from fer_pipeline.core.predict.workers import map_ordered
 
 log = logging.getLogger(__name__)
@@ -258,40 +257,37 @@ class _Frame:
 class _FrameLabeller:
     """The per-video state between batches: the tracker, and the labelled faces of the last
     processed frame, which skipped frames show. ``flush`` classifies a batch of frames' crops in
-    one model call, adds their CSV rows and writes the annotated frames in order."""
+    one model call (``EmotionRecognizer.label``), adds their CSV rows and writes the annotated
+    frames in order."""
 
-    def __init__(self, result: VideoResult, model: nn.Module, config: dict, writer: AnnotatedVideoWriter | None,
-                 classify: dict[str, Any], tracker: IoUTracker) -> None:
-        self.result, self.model, self.config, self.writer = result, model, config, writer
-        self.classify, self.tracker = classify, tracker
+    def __init__(self, result: VideoResult, recognizer: EmotionRecognizer, writer: AnnotatedVideoWriter | None,
+                 tracker: IoUTracker) -> None:
+        self.result, self.recognizer, self.writer, self.tracker = result, recognizer, writer, tracker
         self.shown: list[dict[str, Any]] = []
 
     def flush(self, frames: list[_Frame]) -> None:
-        crops = [f.found.crops for f in frames if f.found is not None and len(f.found.boxes)]
-        probabilities = (classify_crops(self.model, np.concatenate(crops), self.config, **self.classify)
-                         if crops else np.zeros((0, len(self.result.classes)), np.float32))
-        offset = 0
+        processed = [frame for frame in frames if frame.found is not None]
+        labelled = iter(self.recognizer.label([frame.found for frame in processed]))
         for frame in frames:
             if frame.found is not None:
-                count = len(frame.found.boxes)
-                self.shown = self._label(frame, probabilities[offset:offset + count])
-                offset += count
+                self.shown = self._label(frame, next(labelled))
             if self.writer is not None:
                 self._write(frame.image, self.shown)
 
-    def _label(self, frame: _Frame, probabilities: np.ndarray) -> list[dict[str, Any]]:
-        result, boxes = self.result, frame.found.boxes
+    def _label(self, frame: _Frame, faces: list[Face]) -> list[dict[str, Any]]:
+        result = self.result
         identity = {"file": result.file, "frame": frame.index, "time_s": round(frame.index / result.info.fps, 4)}
         result.frames_processed += 1
-        if not boxes:
+        if not faces:
             self.tracker.update([])  # a frame without faces counts as a miss for every open track
             result.rows.append(dict(identity))
             return []
-        faces = [{**identity, "track_id": track, "x": x, "y": y, "w": w, "h": h, **frame.found.detection_fields(i)}
-                 for i, (track, (x, y, w, h)) in enumerate(zip(self.tracker.update(boxes), boxes, strict=True))]
-        label_faces(faces, probabilities, result.classes)
-        result.rows.extend(faces)
-        return faces
+        tracks = self.tracker.update([face.box for face in faces])
+        # A frame's faces all come from the detector (no whole-image rule in a video): no box_source column.
+        rows = [{**identity, "track_id": track, **{k: v for k, v in face.row().items() if k != "box_source"}}
+                for track, face in zip(tracks, faces, strict=True)]
+        result.rows.extend(rows)
+        return rows
 
     def _write(self, frame_bgr: np.ndarray, faces: list[dict[str, Any]]) -> None:
         import cv2
@@ -302,15 +298,14 @@ class _FrameLabeller:
         self.writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
 
 
-def _find_frame_faces(item: tuple[int, np.ndarray], detector: Detector, margin: float,
-                      every_n_frames: int) -> _Frame:
+def _find_frame_faces(item: tuple[int, np.ndarray], finder: FaceFinder, every_n_frames: int) -> _Frame:
     """Worker: the faces of every ``every_n_frames``-th frame, found in the BGR frame as OpenCV
     reads it (``find_faces`` makes it grey once, for the crops and the Haar cascade; YuNet takes
     BGR itself); boxes in the frame's own pixels."""
     index, frame = item
     if index % every_n_frames:
         return _Frame(index, frame, None)
-    return _Frame(index, frame, find_faces(frame, detector, margin=margin, whole_image_max_side=0, channels="bgr"))
+    return _Frame(index, frame, finder.find(frame, channels="bgr"))
 
 
 def _truncation_error(path: Path, frames_read: int, frame_count: int) -> str | None:
@@ -324,25 +319,21 @@ def _truncation_error(path: Path, frames_read: int, frame_count: int) -> str | N
 
 def predict_video(
     path: str | os.PathLike,
-    model: nn.Module,
-    config: dict,
-    detector: Detector | None = None,
+    recognizer: EmotionRecognizer,
     annotated_path: str | os.PathLike | None = None,
     every_n_frames: int = 1,
-    margin: float = 0.2,
-    tta: str = "none",
-    device: str | torch.device | None = "auto",
-    amp: bool | str = "auto",
     batch_frames: int = 32,
     workers: int | None = None,
     progress: bool = True,
     tracker: IoUTracker | None = None,
 ) -> VideoResult:
-    """Detect and classify the faces of every ``every_n_frames``-th frame of a video, track them
-    (``IoUTracker``), and write an annotated copy to ``annotated_path`` (``.mp4`` or ``.avi``;
-    None: no video), where the frames in between show the last processed frame's boxes.
+    """Detect and classify the faces of every ``every_n_frames``-th frame of a video with
+    ``recognizer`` (its detector, margin and classifier; no whole-image rule: a frame is never
+    a face crop), track them (``IoUTracker``), and write an annotated copy to ``annotated_path``
+    (``.mp4`` or ``.avi``; None: no video), where the frames in between show the last processed
+    frame's boxes.
 
-    The crops of ``batch_frames`` processed frames go through one ``classify_crops`` call.
+    The crops of ``batch_frames`` processed frames go through one ``recognizer.label`` call.
     ``UnreadableVideoError`` when the file cannot be opened or yields no frame. A stream that
     breaks off early is not raised: the frames before the break are kept (rows, annotated
     video) and ``result.error`` says at which frame it broke; it is logged as a warning too.
@@ -350,16 +341,14 @@ def predict_video(
     if every_n_frames < 1:
         raise ValueError(f"every_n_frames must be >= 1, got {every_n_frames}")
     path = Path(path)
-    detector = detector or make_detector()
+    finder = dataclasses.replace(recognizer.finder, whole_image_max_side=0)
     capture, info = open_video(path)
-    result = VideoResult(file=str(path), classes=tuple(config.get("classes", CLASSES)), info=info,
-                         every_n_frames=every_n_frames)
+    result = VideoResult(file=str(path), classes=recognizer.classes, info=info, every_n_frames=every_n_frames)
     writer = AnnotatedVideoWriter(annotated_path, info.fps) if annotated_path is not None else None
-    labeller = _FrameLabeller(result, model, config, writer, {"tta": tta, "device": device, "amp": amp},
-                              tracker or IoUTracker())
+    labeller = _FrameLabeller(result, recognizer, writer, tracker or IoUTracker())
     start = time.perf_counter()
     try:
-        _stream(capture, info, labeller, detector, margin, every_n_frames, batch_frames, workers, progress)
+        _stream(capture, info, labeller, finder, every_n_frames, batch_frames, workers, progress)
     except BaseException:
         if writer is not None:
             writer.discard()
@@ -379,12 +368,12 @@ def predict_video(
     return result
 
 
-def _stream(capture, info: VideoInfo, labeller: _FrameLabeller, detector: Detector, margin: float,
-            every_n_frames: int, batch_frames: int, workers: int | None, progress: bool) -> None:
+def _stream(capture, info: VideoInfo, labeller: _FrameLabeller, finder: FaceFinder, every_n_frames: int,
+            batch_frames: int, workers: int | None, progress: bool) -> None:
     """Decode, detect (threads), and hand frames to ``labeller`` in batches of ``batch_frames``
     processed frames (at most ``batch_frames x (every_n_frames + 1)`` frames held at once)."""
     def find(item: tuple[int, np.ndarray]) -> _Frame:
-        return _find_frame_faces(item, detector, margin, every_n_frames)
+        return _find_frame_faces(item, finder, every_n_frames)
 
     # Up to a batch of frames decoded and searched ahead: while this thread classifies one batch,
     # the workers prepare the next instead of idling.

@@ -5,7 +5,8 @@ A request is a table, one row per input (what the MLflow scoring server makes of
 
 * ``image``: an encoded image file (JPEG, PNG, BMP, WebP, TIFF), as base64 text (JSON) or bytes
   (Python). A photo, whose faces the detector finds, or a small face crop, classified whole:
-  exactly what ``fer-predict`` does with the same file (``core.faces.crops.find_faces``).
+  exactly what ``fer-predict`` does with the same file (``core.faces.recognizer``: the request's
+  ``FaceFinder``, then ``EmotionRecognizer.label``).
 * ``pixels``: a ready 48x48 grey face, integers 0-255 (nested lists in JSON, or an array).
 
 The answer is a table with one row per face (``input_index`` = the request row, its box, the
@@ -33,8 +34,7 @@ import numpy as np
 from fer_pipeline.core.classes import CLASSES, IMAGE_SIZE
 from fer_pipeline.core.config import from_params
 from fer_pipeline.core.device import amp_mode
-from fer_pipeline.core.faces.classify import classify_crops, label_faces
-from fer_pipeline.core.faces.crops import WHOLE_IMAGE_MAX_SIDE, FoundFaces, find_faces, landmark_points
+from fer_pipeline.core.faces.crops import WHOLE_IMAGE_MAX_SIDE, FoundFaces, landmark_points
 from fer_pipeline.core.faces.detector import (
     CASCADE_WINDOW,
     DEFAULT_DETECTOR,
@@ -44,6 +44,7 @@ from fer_pipeline.core.faces.detector import (
     make_detector,
 )
 from fer_pipeline.core.faces.images import MAX_PIXELS, ImageTooLargeError, UnreadableImageError, decode_image
+from fer_pipeline.core.faces.recognizer import EmotionRecognizer, Face, FaceFinder
 from fer_pipeline.core.inference import TTA_MODES
 
 #: The request's columns; each row fills exactly one.
@@ -68,6 +69,7 @@ class ServingConfig:
     amp: str = "auto"
     detector: str = DEFAULT_DETECTOR
     detect_max_side: int | None = DETECT_MAX_SIDE
+    align: bool = False
     whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE
     max_pixels: int = MAX_PIXELS
     max_inputs: int = 256
@@ -84,6 +86,8 @@ class ServingConfig:
             raise ValueError(f"serving.whole_image_max_side must be >= 0, got {self.whole_image_max_side}")
         object.__setattr__(self, "amp", amp_mode(self.amp))  # YAML's bare on/off arrive as booleans
         check_detector_kind(self.detector, "serving.detector")
+        if not isinstance(self.align, bool):
+            raise ValueError(f"serving.align must be true or false, got {self.align!r}")
         side = self.detect_max_side
         if side is not None and (side < 0 or 0 < side < CASCADE_WINDOW):
             raise ValueError(f"serving.detect_max_side must be 0/null (full resolution) or >= {CASCADE_WINDOW}, "
@@ -104,13 +108,29 @@ class ServingConfig:
 
 @dataclass
 class RequestFaces:
-    """What ``find_request_faces`` found: the face rows (``input_index``, face_index, box,
-    box_source, ``DETECTION_COLUMNS``) in request order, their crops (F, 48, 48) uint8, and the inputs with no face."""
+    """What ``find_request_faces`` found: the ``FoundFaces`` of each input, in request order."""
 
-    num_inputs: int
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    crops: np.ndarray = field(default_factory=lambda: np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8))
-    no_face: list[int] = field(default_factory=list)
+    found: list[FoundFaces]
+
+    @property
+    def num_inputs(self) -> int:
+        return len(self.found)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per face (``input_index``, face_index, box, box_source, ``DETECTION_COLUMNS``)."""
+        return [row for index, faces in enumerate(self.found) for row in faces.rows(input_index=index)]
+
+    @property
+    def crops(self) -> np.ndarray:
+        """The faces' crops (F, 48, 48) uint8, in the order of ``rows``."""
+        crops = [faces.crops for faces in self.found if len(faces.boxes)]
+        return np.concatenate(crops) if crops else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+
+    @property
+    def no_face(self) -> list[int]:
+        """The inputs without a face."""
+        return [index for index, faces in enumerate(self.found) if not faces.boxes]
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,7 +186,7 @@ def crop_from_pixels(value: Any) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-def _faces_of_row(row: Mapping[str, Any], config: ServingConfig, detector: Detector) -> FoundFaces:
+def _faces_of_row(row: Mapping[str, Any], config: ServingConfig, finder: FaceFinder) -> FoundFaces:
     image, pixels = row.get("image"), row.get("pixels")
     has_image, has_pixels = not _missing(image), not _missing(pixels)
     if has_image and has_pixels:
@@ -182,7 +202,7 @@ def _faces_of_row(row: Mapping[str, Any], config: ServingConfig, detector: Detec
         raise ServingInputError(f"{error} (serving.max_pixels)") from error
     except UnreadableImageError as error:
         raise ServingInputError(str(error)) from error
-    return find_faces(decoded, detector, margin=config.margin, whole_image_max_side=config.whole_image_max_side)
+    return finder.find(decoded)
 
 
 def request_rows(requests: Any) -> list[dict[str, Any]]:
@@ -232,36 +252,33 @@ def shared_detector(detect_max_side: int | None, kind: str = DEFAULT_DETECTOR) -
         return _detectors[kind, detect_max_side]
 
 
+def face_finder(config: ServingConfig, detector: Detector | None = None) -> FaceFinder:
+    """The face finding of ``params:serving``, with ``detector`` or the shared one of its kind and scale."""
+    return FaceFinder(detector or shared_detector(config.detect_max_side, config.detector), margin=config.margin,
+                      whole_image_max_side=config.whole_image_max_side, align=config.align)
+
+
 def find_request_faces(requests: Any, config: ServingConfig, detector: Detector | None = None) -> RequestFaces:
-    """Decode every input of the request and find its faces (``find_faces`` for an image, the
+    """Decode every input of the request and find its faces (``face_finder`` for an image, the
     given crop for pixels). Raises ``ServingInputError`` for a request with bad rows, naming
     each (up to ``MAX_REPORTED_ERRORS``), or more than ``config.max_inputs`` rows."""
     rows = request_rows(requests)
     if len(rows) > config.max_inputs:
         raise ServingInputError(f"the request has {len(rows)} inputs, over the limit of {config.max_inputs} "
                                 "(serving.max_inputs): send them in several requests")
-    detector = detector or shared_detector(config.detect_max_side, config.detector)
-    found = RequestFaces(num_inputs=len(rows))
-    crops: list[np.ndarray] = []
+    finder = face_finder(config, detector)
+    found: list[FoundFaces] = []
     errors: list[str] = []
     for index, row in enumerate(rows):
         try:
-            faces = _faces_of_row(row, config, detector)
+            found.append(_faces_of_row(row, config, finder))
         except ServingInputError as error:
             errors.append(f"row {index}: {error}")
-            continue
-        if faces.boxes:
-            found.rows.extend(faces.rows(input_index=index))
-            crops.append(faces.crops)
-        else:
-            found.no_face.append(index)
     if errors:
         shown = "; ".join(errors[:MAX_REPORTED_ERRORS])
         more = f"; and {len(errors) - MAX_REPORTED_ERRORS} more" if len(errors) > MAX_REPORTED_ERRORS else ""
         raise ServingInputError(f"{len(errors)} of {len(rows)} inputs refused: {shown}{more}")
-    if crops:
-        found.crops = np.concatenate(crops)
-    return found
+    return RequestFaces(found)
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,39 +291,44 @@ def output_columns(classes: Sequence[str] = CLASSES) -> list[str]:
             *[f"prob_{c}" for c in classes], "score", "landmarks"]
 
 
-def answer_table(found: RequestFaces, probabilities: np.ndarray, classes: Sequence[str]):  # -> pandas.DataFrame
-    """One row per face and one ``no_face`` row per input without a face, in request order.
-    A face's ``score`` is the detector's and its ``landmarks`` {name: [x, y]} in the image's pixels
-    (``core.faces.crops.landmark_points``), both None with Haar. Object columns, with None (JSON
-    null) where a row has no value: a float column would carry NaN, which is not JSON."""
+def answer_table(faces: Sequence[Sequence[Face]], classes: Sequence[str]):  # -> pandas.DataFrame
+    """One row per face and one ``no_face`` row per input without a face, in request order
+    (``faces``: each input's). A face's ``score`` is the detector's and its ``landmarks``
+    {name: [x, y]} in the image's pixels (``crops.landmark_points``), both None with Haar. Object
+    columns, with None (JSON null) where a row has no value: a float column would carry NaN,
+    which is not JSON."""
     import pandas as pd
 
     columns = output_columns(classes)
-    faces = label_faces([{**row, "status": "face", "landmarks": landmark_points(row)} for row in found.rows],
-                        probabilities, classes)
-    no_face = [{"input_index": index, "status": "no_face"} for index in found.no_face]
-    rows = sorted([*faces, *no_face], key=lambda row: row["input_index"])  # stable: faces keep their order
+    rows = []
+    for index, found in enumerate(faces):
+        rows += [_face_row(index, face_index, face) for face_index, face in enumerate(found)] or [
+            {"input_index": index, "status": "no_face"}]
     records = [[row.get(column) for column in columns] for row in rows]
     return pd.DataFrame(records, columns=columns, dtype=object)  # dtype=object keeps None and ints as they are
 
 
+def _face_row(input_index: int, face_index: int, face: Face) -> dict[str, Any]:
+    row = {"input_index": input_index, "status": "face", "face_index": face_index, **face.row()}
+    return {**row, "landmarks": landmark_points(row)}
+
+
 def classify_request_faces(found: RequestFaces, model_path: str | os.PathLike, config: ServingConfig):
     """The answer (``answer_table``) for the faces of a request, classified by the model file at
-    ``model_path`` (loaded once per process, ``cached_model``) with ``classify_crops``."""
+    ``model_path`` (loaded once per process, ``cached_model``) with ``EmotionRecognizer.label``."""
     served = cached_model(model_path, config.device)
-    classes = tuple(served.config.get("classes", CLASSES))
-    probabilities = np.zeros((0, len(classes)), dtype=np.float32)
-    if len(found.crops):
-        # One forward pass at a time: ``predict_logits`` sets the module's mode and memory format
-        # on each call, and two threads converting one module at once crashed torch (SIGSEGV in
-        # Module._apply, before ``cached_model`` converted it up front). Torch spreads each pass
-        # over the cores itself; decoding and face detection, before this, still run in
-        # parallel. Measured with benchmarks/bench_serving.py (8 clients, 600 requests): 27.7
-        # requests/s with the lock, 29.4 without, within the machine's noise.
-        with served.lock:
-            probabilities = classify_crops(served.model, found.crops, served.config, tta=config.tta,
-                                           device=config.device, batch_size=config.batch_size, amp=config.amp)
-    return answer_table(found, probabilities, classes)
+    recognizer = EmotionRecognizer(served.model, served.config, finder=face_finder(config), tta=config.tta,
+                                   device=config.device, amp=config.amp, batch_size=config.batch_size)
+    # One forward pass at a time per model, whichever request's recognizer runs it:
+    # ``predict_logits`` sets the module's mode and memory format on each call, and two threads
+    # converting one module at once crashed torch (SIGSEGV in Module._apply, before
+    # ``cached_model`` converted it up front). Torch spreads each pass over the cores itself;
+    # decoding and face detection, before this, still run in parallel. Measured with
+    # benchmarks/bench_serving.py (8 clients, 600 requests): 27.7 requests/s with the lock,
+    # 29.4 without, within the machine's noise.
+    with served.lock:
+        faces = recognizer.label(found.found)
+    return answer_table(faces, recognizer.classes)
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from fer_pipeline.core.evaluation.protocol import CHOOSE_ON_VAL
 from fer_pipeline.core.evaluation.protocol import evaluate_model as evaluate_protocol
 from fer_pipeline.core.evaluation.split import EVALUATE_KEYS
 from fer_pipeline.core.ingestion.dataset import class_names
+from fer_pipeline.core.model_files import download_run_model
 from fer_pipeline.core.models import load_model
 from fer_pipeline.kedro_glue.datasets import ModelFile
 from fer_pipeline.kedro_glue.tracking import point_metrics, set_tags
@@ -27,14 +28,7 @@ def resolve_model(model_file: ModelFile, run_id: str | None) -> tuple[Path, str 
     """The local model file, or the one logged by MLflow run ``run_id``."""
     if not run_id:
         return model_file.require(), None
-    import mlflow
-
-    target = Path(tempfile.mkdtemp(prefix="fer_model_"))
-    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", dst_path=target.as_posix())
-    files = sorted(Path(local).glob("*.pt"))
-    if not files:
-        raise FileNotFoundError(f"MLflow run {run_id} has no model/*.pt artifact")
-    return files[0], run_id
+    return download_run_model(run_id, tempfile.mkdtemp(prefix="fer_model_")), run_id
 
 
 def evaluate_model(resnet_model: ModelFile, fer_dataset: dict[str, np.ndarray], params: dict[str, Any]):

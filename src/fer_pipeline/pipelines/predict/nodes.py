@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_pipeline.core.faces.detector import DEFAULT_DETECTOR, DETECT_MAX_SIDE, Detector, make_detector
-from fer_pipeline.core.models import load_model
+from fer_pipeline.core.faces.detector import DEFAULT_DETECTOR, DETECT_MAX_SIDE
+from fer_pipeline.core.faces.recognizer import EmotionRecognizer
 from fer_pipeline.core.predict.inputs import scan_media
 from fer_pipeline.core.predict.params import check_predict_params
 from fer_pipeline.core.predict.photos import predict_photos, result_table, unique_name
@@ -66,9 +66,12 @@ def prepare_videos(params: dict[str, Any]) -> dict[str, Any]:
     return {"videos": [v.as_posix() for v in videos]}
 
 
-def _detector(params: dict[str, Any]) -> Detector:
-    return make_detector(params.get("detector", DEFAULT_DETECTOR),
-                         detect_max_side=params.get("detect_max_side", DETECT_MAX_SIDE))
+def _recognizer(resnet_model: ModelFile, params: dict[str, Any]) -> EmotionRecognizer:
+    """The trained model with params:predict's face finding and classifier options."""
+    return EmotionRecognizer.load(
+        resnet_model.require(), detector=params.get("detector", DEFAULT_DETECTOR),
+        detect_max_side=params.get("detect_max_side", DETECT_MAX_SIDE), align=params.get("align", False),
+        margin=params["margin"], tta=params["tta"], device=params["device"], amp=params.get("amp", "auto"))
 
 
 def predict_emotions(
@@ -76,11 +79,8 @@ def predict_emotions(
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, float]]:
     from PIL import Image
 
-    model, config = load_model(resnet_model.require(), map_location="cpu")
-    result = predict_photos(
-        photos["inputs"], model, config, detector=_detector(params), margin=params["margin"], tta=params["tta"],
-        device=params["device"], progress=True, amp=params.get("amp", "auto"), workers=params.get("workers"),
-    )
+    result = predict_photos(photos["inputs"], _recognizer(resnet_model, params), progress=True,
+                            workers=params.get("workers"))
     table = result_table(result)
     # The names are unique file stems already ("photo.v2", "face_2"): taken as they are, not cut again.
     annotated = {name: Image.fromarray(np.asarray(img)) for name, img in result.annotated.items()}
@@ -108,16 +108,14 @@ def predict_videos(
     annotated: dict[str, Path] = {}
     unreadable = 0
     if videos:
-        model, config = load_model(resnet_model.require(), map_location="cpu")
+        recognizer = _recognizer(resnet_model, params)
         staging = _staging_folder()
-        detector = _detector(params)
         for file in videos:
             name = unique_name(Path(file).stem, annotated)
             try:
                 result = predict_video(
-                    file, model, config, detector=detector, annotated_path=staging / f"{name}.mp4",
-                    every_n_frames=int(params.get("every_n_frames", 1)), margin=params["margin"], tta=params["tta"],
-                    device=params["device"], amp=params.get("amp", "auto"), workers=params.get("workers"),
+                    file, recognizer, annotated_path=staging / f"{name}.mp4",
+                    every_n_frames=int(params.get("every_n_frames", 1)), workers=params.get("workers"),
                 )
             except UnreadableVideoError as error:
                 log.warning("Unreadable video: %s", error)
