@@ -13,8 +13,8 @@ import numpy as np
 
 from fer_pipeline.core.faces.detector import (
     CASCADE_WINDOW,
-    DETECT_MAX_SIDE,
     LANDMARKS,
+    YUNET_DETECT_MAX_SIDE,
     Box,
     Detection,
     detection_scale,
@@ -25,9 +25,14 @@ YUNET_FILE = "face_detection_yunet_2023mar.onnx"
 YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
 YUNET_BYTES = 232589
 #: OpenCV's samples (samples/dnn/face_detect.py, opencv_zoo's demo) keep faces scoring 0.9; the
-#: demo's drawn faces score 0.86-0.93 (4 of 40 under 0.9) and JAFFE photos about 0.93, so 0.7
-#: keeps a margin under real faces; measured on real photos later (issue 29).
-SCORE_THRESHOLD = 0.7
+#: demo's drawn faces score 0.86-0.93 (4 of 40 under 0.9) and JAFFE photos 0.91 and more. Small
+#: faces score lower: JAFFE's 50-px faces in 1280x960 frames, searched at 720 px, score 0.5-0.9,
+#: and 0.6 keeps 96-98 % of them (0.7: 92-95 %), with no other box on any JAFFE variant
+#: (``benchmarks/faces_jaffe.py``, issue 29).
+SCORE_THRESHOLD = 0.6
+#: The smallest face kept, as a fraction of the image's shorter side: 29 px in a 1280x960 frame,
+#: under the 40-45 px YuNet box of the small JAFFE faces (0.06, Haar's, dropped them all).
+MIN_SIZE_FRACTION = 0.03
 NMS_THRESHOLD = 0.3
 TOP_K = 5000
 
@@ -62,10 +67,14 @@ class YuNetDetector:
 
     ``detect_max_side``: as ``FaceDetector``'s, YuNet runs on a copy whose longer side is at most
     this many pixels (INTER_AREA), boxes and landmarks mapped back to full resolution; ``None``
-    or 0 runs at full resolution. ``score_threshold``: the least score kept (``SCORE_THRESHOLD``).
-    A face is kept when both sides of its box reach the smallest face size: ``min_size`` pixels
-    of the full-resolution image when given, else ``min_size_fraction`` x its shorter side (as
-    the Haar detector's default, so the two differ by their detection, not their size filter).
+    or 0 runs at full resolution. Its default, ``YUNET_DETECT_MAX_SIDE`` (720), is larger than
+    the cascade's 320: YuNet finds faces down to about 12 px of that copy, 2 % of a large photo.
+    ``score_threshold``: the least score kept (``SCORE_THRESHOLD``). A face is kept when both
+    sides of its box reach the smallest face size: ``min_size`` pixels of the full-resolution
+    image when given, else ``min_size_fraction`` x its shorter side (``MIN_SIZE_FRACTION``, 3 %,
+    half the cascade's 6 %: YuNet's few false boxes are not tiny ones, and a 5 % face is a real
+    face in a group or distant photo). The defaults were chosen on JAFFE and harder versions of
+    it (``benchmarks/faces_jaffe.py``, README "Face detectors on real photos").
 
     Thread-safe: the model file is checked once, and each thread builds its own
     ``FaceDetectorYN`` (it keeps its input size and network state between calls).
@@ -76,8 +85,8 @@ class YuNetDetector:
         score_threshold: float = SCORE_THRESHOLD,
         nms_threshold: float = NMS_THRESHOLD,
         min_size: int | None = None,
-        min_size_fraction: float = 0.06,
-        detect_max_side: int | None = DETECT_MAX_SIDE,
+        min_size_fraction: float = MIN_SIZE_FRACTION,
+        detect_max_side: int | None = YUNET_DETECT_MAX_SIDE,
         model_path: str | Path | None = None,
     ) -> None:
         import cv2
