@@ -44,3 +44,28 @@ def test_found_faces_carry_yunets_score_and_landmarks_and_none_for_haar() -> Non
     assert all(landmark_points(row) is None for row in haar)
     whole = find_faces(np.full((48, 48), 128, np.uint8), make_detector("yunet")).rows()
     assert [row["box_source"] for row in whole] == ["whole_image"] and whole[0]["score"] is None
+
+
+def test_find_faces_takes_bgr_as_well_as_rgb_and_grey_once() -> None:
+    import cv2
+    import pytest
+
+    from fer_pipeline.core.faces.crops import find_faces
+    from fer_pipeline.core.faces.detector import make_detector
+    from fer_pipeline.demo import draw_photo
+    from tests.core.photo_files import PHOTO_FACES
+
+    photo = draw_photo(PHOTO_FACES, rng=np.random.default_rng(1))
+    bgr = cv2.cvtColor(photo, cv2.COLOR_RGB2BGR)
+    for kind in ("haar", "yunet"):
+        detector = make_detector(kind)
+        for align in (False, True):
+            from_rgb = find_faces(photo, detector, align=align)
+            from_bgr = find_faces(bgr, detector, align=align, channels="bgr")
+            assert len(from_rgb.boxes) == 2 and from_bgr.boxes == from_rgb.boxes
+            assert from_bgr.detections == from_rgb.detections
+            np.testing.assert_array_equal(from_bgr.crops, from_rgb.crops)
+        # BGR read as RGB is another image (red and blue swapped): the order matters.
+        assert not np.array_equal(find_faces(bgr, detector).crops, find_faces(photo, detector).crops)
+    with pytest.raises(ValueError, match="channels must be one of rgb, bgr"):
+        find_faces(photo, make_detector("haar"), channels="BGR ")

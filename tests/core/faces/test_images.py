@@ -83,3 +83,19 @@ def test_load_image_refuses_an_image_over_the_servers_limit_by_default(tmp_path:
     with pytest.raises(ImageTooLargeError, match=f"{side}x{side} = {side * side:,} pixels is over the limit of "
                                                  f"{limit:,}"):
         load_image(big)
+
+
+def test_to_gray_and_to_bgr_follow_the_colour_order() -> None:
+    from fer_pipeline.core.faces.images import to_bgr, to_gray
+
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    bgr = rgb[..., ::-1].copy()
+    np.testing.assert_array_equal(to_gray(rgb), cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+    np.testing.assert_array_equal(to_gray(bgr, "bgr"), to_gray(rgb))
+    assert not np.array_equal(to_gray(bgr), to_gray(rgb))
+    assert to_bgr(bgr, "bgr") is bgr  # already OpenCV's order: no copy
+    np.testing.assert_array_equal(to_bgr(rgb), bgr)
+    grey = to_gray(rgb)
+    assert to_gray(grey, "bgr") is grey and to_bgr(grey).shape == (20, 30, 3)
+    with pytest.raises(ValueError, match="channels must be one of rgb, bgr"):
+        to_gray(rgb, "hsv")

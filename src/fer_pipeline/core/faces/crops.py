@@ -1,5 +1,5 @@
-"""One image -> its faces: detection, the whole-image rule for small images, square crops
-(shared by fer-predict, the predict stage, serving and cross-dataset evaluation)."""
+"""One image -> its faces: detection, the whole-image rule for small images, square or aligned
+(``align.py``) crops (shared by fer-predict, the predict stage, serving and cross-dataset evaluation)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from fer_pipeline.core.classes import IMAGE_SIZE
+from fer_pipeline.core.faces.align import align_crop, can_align
 from fer_pipeline.core.faces.detector import LANDMARKS, Detection, Detector
 from fer_pipeline.core.faces.images import to_gray
 
@@ -101,23 +102,44 @@ class FoundFaces:
         ]
 
 
+def detection_crops(gray: np.ndarray, detections: Sequence[Detection], margin: float = 0.2,
+                    align: bool = False) -> np.ndarray:
+    """The (F, 48, 48) uint8 crops of detected faces: with ``align``, a face with landmarks (YuNet)
+    levelled and framed like FER2013 (``align.align_crop``); any other face, and every face without
+    ``align``, the square around its box (``crop_faces``)."""
+    if not detections:
+        return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    return np.stack([
+        align_crop(gray, detection.landmarks) if align and can_align(detection.landmarks)
+        else crop_faces(gray, [detection.box], margin=margin)[0]
+        for detection in detections
+    ])
+
+
 def find_faces(
     image: np.ndarray,
     detector: Detector,
     margin: float = 0.2,
     whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE,
+    align: bool = False,
+    channels: str = "rgb",
 ) -> FoundFaces:
-    """Detect the faces of an RGB or grey image and crop them (``crop_faces``). An image with no
+    """Detect the faces of a colour or grey image and crop them (``detection_crops``: squares with
+    ``margin``, or aligned crops of the faces with landmarks when ``align``). An image with no
     detected face whose longer side is at most ``whole_image_max_side`` px is taken to be a face
     crop already (FER2013's 48x48 images, where the cascade misses most faces for lack of
-    surrounding context) and cropped whole, without margin; 0 disables this. The detector gets
-    the image as given (YuNet uses colour), the crops are grey; each face keeps its detection
+    surrounding context) and cropped whole, without margin; 0 disables this.
+
+    ``channels``: the colour order of a 3-channel image, ``rgb`` (``decode_image``'s) or ``bgr``
+    (OpenCV's, video frames, which then need no conversion). The image is made grey once, here,
+    for the crops and the Haar cascade; YuNet takes the colour image. Each face keeps its detection
     (score and landmarks, in the image's pixels, for YuNet)."""
-    gray = to_gray(image)
-    detections = detector.detect_faces(image)
+    gray = to_gray(image, channels)
+    detections = detector.detect_faces(image, gray=gray, channels=channels)
     if detections:
         boxes = [detection.box for detection in detections]
-        return FoundFaces(boxes, "detector", crop_faces(gray, boxes, margin=margin), list(detections))
+        crops = detection_crops(gray, detections, margin=margin, align=align)
+        return FoundFaces(boxes, "detector", crops, list(detections))
     if max(gray.shape) <= whole_image_max_side:
         whole = [(0, 0, gray.shape[1], gray.shape[0])]
         return FoundFaces(whole, "whole_image", crop_faces(gray, whole, margin=0.0))

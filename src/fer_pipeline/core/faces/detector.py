@@ -46,11 +46,15 @@ class Detection:
 
 
 class Detector(Protocol):
-    """What callers use: boxes (``find_faces``), or boxes with score and landmarks."""
+    """What callers use: boxes, or boxes with score and landmarks (``find_faces``). ``detect_faces``
+    takes the image in its colour order ``channels`` (``images.CHANNEL_ORDERS``) and, when the caller
+    has made it already, its grey version ``gray``, so that each image is converted once: the Haar
+    cascade searches the grey image, YuNet the colour one (BGR)."""
 
     def detect(self, image: np.ndarray) -> list[Box]: ...
 
-    def detect_faces(self, image: np.ndarray) -> list[Detection]: ...
+    def detect_faces(self, image: np.ndarray, gray: np.ndarray | None = None,
+                     channels: str = "rgb") -> list[Detection]: ...
 
 
 def check_detector_kind(kind: Any, where: str = "detector") -> str:
@@ -202,9 +206,12 @@ class FaceDetector:
                      for box in boxes]
         return sorted(boxes)
 
-    def detect_faces(self, image: np.ndarray) -> list[Detection]:
-        """``detect``'s boxes as ``Detection``s, without score or landmarks (the cascade has none)."""
-        return [Detection(box) for box in self.detect(image)]
+    def detect_faces(self, image: np.ndarray, gray: np.ndarray | None = None,
+                     channels: str = "rgb") -> list[Detection]:
+        """``detect``'s boxes as ``Detection``s, without score or landmarks (the cascade has none),
+        searched in ``gray`` when given (``image`` made grey, the caller's), else in ``image`` made
+        grey from its colour order ``channels``."""
+        return [Detection(box) for box in self.detect(to_gray(image, channels) if gray is None else gray)]
 
 
 def _scale_box(

@@ -1,4 +1,4 @@
-"""Image files and bytes -> RGB uint8 pixels: reading, the header's size, decoding, grey.
+"""Image files and bytes -> RGB uint8 pixels: reading, the header's size, decoding, grey and BGR.
 
 Decoding is ``ingestion.decode.imdecode``, the one OpenCV decode shared with ingestion, after
 the same format sniffing and truncation check (``sniff_format``, ``truncation``). cv2 is
@@ -18,6 +18,9 @@ from fer_pipeline.core.ingestion.decode import imdecode, sniff_format, truncatio
 #: The most pixels an image may have (fer-predict's ``--max-pixels``, ``serving.max_pixels``): a
 #: 225-megapixel photo took 2.35 GB to decode and search, and nothing needs more for faces.
 MAX_PIXELS = 50_000_000
+#: The colour orders a 3-channel image may come in (``to_gray``'s and ``find_faces``' ``channels``):
+#: ``rgb`` as ``decode_image`` gives it, ``bgr`` as OpenCV reads video frames.
+CHANNEL_ORDERS: tuple[str, ...] = ("rgb", "bgr")
 
 
 class UnreadableImageError(ValueError):
@@ -110,10 +113,30 @@ def decode_image(raw: bytes, max_pixels: int | None = None) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def to_gray(image: np.ndarray) -> np.ndarray:
-    """RGB (H,W,3) or grey (H,W) uint8 -> grey (H,W) uint8."""
+def check_channels(channels: str) -> str:
+    """``channels`` when it is a colour order (``CHANNEL_ORDERS``), else a ``ValueError`` saying which are."""
+    if channels not in CHANNEL_ORDERS:
+        raise ValueError(f"channels must be one of {', '.join(CHANNEL_ORDERS)} (the colour order of a 3-channel "
+                         f"image), got {channels!r}")
+    return channels
+
+
+def to_gray(image: np.ndarray, channels: str = "rgb") -> np.ndarray:
+    """A colour (H,W,3) image in ``channels`` order (``rgb``, as decoded here; ``bgr``, OpenCV's own,
+    as video frames come) or grey (H,W) uint8 -> grey (H,W) uint8 (a grey image as it is)."""
     import cv2
 
+    check_channels(channels)
     if image.ndim == 2:
         return image
-    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY if channels == "rgb" else cv2.COLOR_BGR2GRAY)
+
+
+def to_bgr(image: np.ndarray, channels: str = "rgb") -> np.ndarray:
+    """A colour image in ``channels`` order or a grey one -> BGR (H,W,3) uint8 (a BGR image as it is)."""
+    import cv2
+
+    check_channels(channels)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return image if channels == "bgr" else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)

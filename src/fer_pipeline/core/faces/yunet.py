@@ -19,6 +19,7 @@ from fer_pipeline.core.faces.detector import (
     Detection,
     detection_scale,
 )
+from fer_pipeline.core.faces.images import to_bgr
 
 YUNET_FILE = "face_detection_yunet_2023mar.onnx"
 #: opencv_zoo's models/face_detection_yunet/face_detection_yunet_2023mar.onnx (its LFS oid and size).
@@ -127,12 +128,15 @@ class YuNetDetector:
             return float(self.min_size)
         return min(shape[:2]) * self.min_size_fraction
 
-    def detect_faces(self, image: np.ndarray) -> list[Detection]:
-        """Faces of an RGB (H,W,3) or grey (H,W) uint8 image: box (x, y, w, h) clipped to the image,
-        score and landmarks (``LANDMARKS``) in its full-resolution pixels, sorted by box."""
+    def detect_faces(self, image: np.ndarray, gray: np.ndarray | None = None,
+                     channels: str = "rgb") -> list[Detection]:
+        """Faces of a colour (H,W,3) image in ``channels`` order (``rgb`` or ``bgr``, which YuNet
+        takes as it is) or grey (H,W) uint8 image: box (x, y, w, h) clipped to the image, score and
+        landmarks (``LANDMARKS``) in its full-resolution pixels, sorted by box. ``gray`` is unused
+        (the ``Detector`` protocol's: YuNet sees colour)."""
         import cv2
 
-        bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if image.ndim == 2 else cv2.COLOR_RGB2BGR)
+        bgr = to_bgr(image, channels)
         height, width = bgr.shape[:2]
         scale = self.detection_scale(bgr.shape)
         small = bgr

@@ -304,16 +304,13 @@ class _FrameLabeller:
 
 def _find_frame_faces(item: tuple[int, np.ndarray], detector: Detector, margin: float,
                       every_n_frames: int) -> _Frame:
-    """Worker: the faces of every ``every_n_frames``-th frame (found on an RGB copy, which the
-    detector downscales and the crops make grey, inside ``find_faces``; boxes in the frame's own
-    pixels)."""
-    import cv2
-
+    """Worker: the faces of every ``every_n_frames``-th frame, found in the BGR frame as OpenCV
+    reads it (``find_faces`` makes it grey once, for the crops and the Haar cascade; YuNet takes
+    BGR itself); boxes in the frame's own pixels."""
     index, frame = item
     if index % every_n_frames:
         return _Frame(index, frame, None)
-    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    return _Frame(index, frame, find_faces(rgb, detector, margin=margin, whole_image_max_side=0))
+    return _Frame(index, frame, find_faces(frame, detector, margin=margin, whole_image_max_side=0, channels="bgr"))
 
 
 def _truncation_error(path: Path, frames_read: int, frame_count: int) -> str | None:
