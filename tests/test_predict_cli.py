@@ -88,25 +88,6 @@ def test_detector_yunet_finds_the_same_faces(model_file: Path, photo: Path, tmp_
     assert all(row["score"] == row["right_eye_x"] == row["left_mouth_corner_y"] == "" for row in rows["haar"])
 
 
-@pytest.mark.parametrize(("flags", "kind", "side"), [
-    (["--detector", "haar"], "haar", 320), (["--detector", "yunet"], "yunet", 720),
-    (["--detector", "yunet", "--detect-max-side", "320"], "yunet", 320), (["--detect-max-side", "0"], "haar", 0)])
-def test_detect_max_side_defaults_to_the_detectors_own(flags: list[str], kind: str, side: int, photo: Path,
-                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fer_pipeline.core.faces import detector as detectors
-    from fer_pipeline.core.faces.yunet import DetectorModelError
-
-    built = []
-
-    def stop_at_the_detector(kind: str, **params) -> None:
-        built.append((kind, params))
-        raise DetectorModelError("stop here")
-
-    monkeypatch.setattr(detectors, "make_detector", stop_at_the_detector)
-    assert main([str(photo), "--output", str(tmp_path / "out"), *flags]) == 3
-    assert built == [(kind, {"detect_max_side": side})]
-
-
 def test_a_folder_of_tiff_photos_is_searched_with_its_subfolders(model_file: Path, photo: Path, tmp_path: Path,
                                                                   capsys) -> None:
     folder = write_tiff_folder(tmp_path / "jaffe")

@@ -71,16 +71,18 @@ def test_the_true_face_follows_each_variant_and_stays_in_the_frame(bench, name: 
         assert width == height == round(256 * (np.cos(angle) + np.sin(angle)))
 
 
-def test_small_face_is_a_third_of_the_photo_inside_a_large_frame(bench):
+@pytest.mark.parametrize(("name", "scale"), [("framed", 1.0), ("small", 1 / 3)])
+def test_framed_and_small_place_the_photo_whole_inside_a_large_frame(bench, name: str, scale: float):
     box = (70, 50, 110, 130)
     for seed in range(5):
-        variant = bench.make_variant("small", _square(box=box), np.random.default_rng(seed))
+        variant = bench.make_variant(name, _square(box=box), np.random.default_rng(seed))
         assert variant.image.shape == (960, 1280, 3)
         x, y, w, h = bench.mapped_box(box, variant.matrix)
-        assert (w, h) == pytest.approx((110 / 3, 130 / 3), rel=0.01)
+        assert (w, h) == pytest.approx((110 * scale, 130 * scale), rel=0.01)
         assert 0 <= x and 0 <= y and x + w <= 1280 and y + h <= 960
         photo_x, photo_y = variant.matrix[:, 2]  # the pasted photo's corner: the face lies inside it
-        assert photo_x <= x and photo_y <= y and x + w <= photo_x + 86 and y + h <= photo_y + 86
+        side = round(256 * scale)
+        assert photo_x <= x and photo_y <= y and x + w <= photo_x + side and y + h <= photo_y + side
         assert _bright_centre(np.where(variant.image > 250, 255, 0)) == pytest.approx([x + w / 2, y + h / 2], abs=1.0)
 
 

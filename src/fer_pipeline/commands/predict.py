@@ -22,14 +22,7 @@ from pathlib import Path
 
 # Light modules (numpy at most): ``--help`` and usage errors need no torch/OpenCV import.
 from fer_pipeline.commands.predict_output import OutputFolderError, check_output, discard, publish, start_staging
-from fer_pipeline.core.faces.detector import (
-    CASCADE_WINDOW,
-    DEFAULT_DETECTOR,
-    DETECT_MAX_SIDE,
-    DETECTOR_KINDS,
-    YUNET_DETECT_MAX_SIDE,
-    default_detect_max_side,
-)
+from fer_pipeline.core.faces.detector import CASCADE_WINDOW, DEFAULT_DETECTOR, DETECT_MAX_SIDE, DETECTOR_KINDS
 from fer_pipeline.core.faces.images import MAX_PIXELS
 from fer_pipeline.core.ingestion.decode import FORMAT_EXTENSIONS
 from fer_pipeline.core.predict.inputs import VIDEO_EXTENSIONS, image_extensions, scan_media
@@ -118,11 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="face detector: haar (OpenCV's Haar cascade, the default) or yunet (the shipped, "
                         "sha256-checked YuNet CNN, with 5 landmarks per face)")
     parser.add_argument("--detect-max-side", type=in_range(int, *DETECT_SIDE_RANGE, or_zero="full resolution"),
-                        default=None, metavar="PX",
+                        default=DETECT_MAX_SIDE, metavar="PX",
                         help="search faces on a copy at most PX long, boxes mapped back to full resolution "
-                        f"({DETECT_SIDE_RANGE[0]}-{DETECT_SIDE_RANGE[1]}, default {DETECT_MAX_SIDE} for haar, whose "
-                        f"faces under {CASCADE_WINDOW} px of that copy are missed, {YUNET_DETECT_MAX_SIDE} for "
-                        "yunet; 0: full resolution)")
+                        f"({DETECT_SIDE_RANGE[0]}-{DETECT_SIDE_RANGE[1]}, default {DETECT_MAX_SIDE}; faces under "
+                        f"{CASCADE_WINDOW} px of that copy are missed; 0: full resolution)")
     parser.add_argument("--max-pixels", type=in_range(int, 1), default=MAX_PIXELS, metavar="N",
                         help="an image with more pixels is skipped and reported as unreadable, from its header, "
                         f"before it is decoded (default {MAX_PIXELS:,}, as fer-serve's serving.max_pixels)")
@@ -230,8 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     _quiet_video_log()
     try:
-        side = default_detect_max_side(args.detector) if args.detect_max_side is None else args.detect_max_side
-        detector = make_detector(args.detector, detect_max_side=side)
+        detector = make_detector(args.detector, detect_max_side=args.detect_max_side)
     except DetectorModelError as error:
         _error(str(error))
         return EXIT_BAD_MODEL

@@ -16,10 +16,6 @@ from fer_pipeline.core.faces.images import to_gray
 
 #: The Haar cascade searches a copy of each image at most this long (``FaceDetector``).
 DETECT_MAX_SIDE = 320
-#: YuNet searches a larger copy (``yunet.YuNetDetector``): its CNN finds faces down to about 12 px of
-#: the copy, and at 320 px the small-face JAFFE frames (a 50-px face in 1280x960) were all missed; 720
-#: finds 96-98 % of them, 640 71 % (``benchmarks/faces_jaffe.py``, issue 29).
-YUNET_DETECT_MAX_SIDE = 720
 #: The frontal-face cascade's window: it finds no face smaller than this in the image it searches.
 CASCADE_WINDOW = 24
 #: The detectors ``make_detector`` builds (``detector`` in params:predict and params:serving,
@@ -78,12 +74,6 @@ def make_detector(kind: str = DEFAULT_DETECTOR, **params: Any) -> Detector:
 
         return YuNetDetector(**params)
     return FaceDetector(**params)
-
-
-def default_detect_max_side(kind: str) -> int:
-    """The ``detect_max_side`` a detector gets unless told otherwise: ``YUNET_DETECT_MAX_SIDE``
-    for yunet, ``DETECT_MAX_SIDE`` for haar."""
-    return YUNET_DETECT_MAX_SIDE if check_detector_kind(kind) == "yunet" else DETECT_MAX_SIDE
 
 
 def detection_scale(shape: tuple[int, ...], detect_max_side: int | None) -> float:

@@ -13,8 +13,8 @@ import numpy as np
 
 from fer_pipeline.core.faces.detector import (
     CASCADE_WINDOW,
+    DETECT_MAX_SIDE,
     LANDMARKS,
-    YUNET_DETECT_MAX_SIDE,
     Box,
     Detection,
     detection_scale,
@@ -31,6 +31,11 @@ YUNET_BYTES = 232589
 #: and 0.6 keeps 96-98 % of them (0.7: 92-95 %), with no other box on any JAFFE variant
 #: (``benchmarks/faces_jaffe.py``, issue 29).
 SCORE_THRESHOLD = 0.6
+#: A photo with no face on the ``detect_max_side`` copy is searched again on a copy at most this
+#: long: YuNet finds faces down to about 12 px of the copy it searches, and JAFFE's 50-px faces in
+#: 1280x960 frames, 12 px at 320 px, were all missed there; at 720 px 96-98 % are found (640:
+#: 71-86 %). Only photos without a found face pay for the second search.
+RETRY_MAX_SIDE = 720
 #: The smallest face kept, as a fraction of the image's shorter side: 29 px in a 1280x960 frame,
 #: under the 40-45 px YuNet box of the small JAFFE faces (0.06, Haar's, dropped them all).
 MIN_SIZE_FRACTION = 0.03
@@ -68,8 +73,11 @@ class YuNetDetector:
 
     ``detect_max_side``: as ``FaceDetector``'s, YuNet runs on a copy whose longer side is at most
     this many pixels (INTER_AREA), boxes and landmarks mapped back to full resolution; ``None``
-    or 0 runs at full resolution. Its default, ``YUNET_DETECT_MAX_SIDE`` (720), is larger than
-    the cascade's 320: YuNet finds faces down to about 12 px of that copy, 2 % of a large photo.
+    or 0 runs at full resolution. ``retry_max_side``: when that copy yields no face and the image
+    is longer than it, YuNet searches again on a copy at most this long (``RETRY_MAX_SIDE``,
+    720; None or 0: no second search), as the cascade retries on an equalised copy: small faces
+    in large photos (12 px at 320, the least YuNet finds, is 5 % of a 1280x960 frame's width)
+    are found, and photos whose faces the first search finds cost no more.
     ``score_threshold``: the least score kept (``SCORE_THRESHOLD``). A face is kept when both
     sides of its box reach the smallest face size: ``min_size`` pixels of the full-resolution
     image when given, else ``min_size_fraction`` x its shorter side (``MIN_SIZE_FRACTION``, 3 %,
@@ -87,7 +95,8 @@ class YuNetDetector:
         nms_threshold: float = NMS_THRESHOLD,
         min_size: int | None = None,
         min_size_fraction: float = MIN_SIZE_FRACTION,
-        detect_max_side: int | None = YUNET_DETECT_MAX_SIDE,
+        detect_max_side: int | None = DETECT_MAX_SIDE,
+        retry_max_side: int | None = RETRY_MAX_SIDE,
         model_path: str | Path | None = None,
     ) -> None:
         import cv2
@@ -99,12 +108,16 @@ class YuNetDetector:
         if detect_max_side is not None and (detect_max_side < 0 or 0 < detect_max_side < CASCADE_WINDOW):
             raise ValueError(f"detect_max_side must be 0 or None (full resolution) or at least {CASCADE_WINDOW}, "
                              f"got {detect_max_side}")
+        if retry_max_side is not None and (retry_max_side < 0 or 0 < retry_max_side < CASCADE_WINDOW):
+            raise ValueError(f"retry_max_side must be 0 or None (no second search) or at least {CASCADE_WINDOW}, "
+                             f"got {retry_max_side}")
         self._model_path = str(verify_model_file(model_path or yunet_model_path()))
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
         self.min_size = min_size
         self.min_size_fraction = min_size_fraction
         self.detect_max_side = detect_max_side or None
+        self.retry_max_side = retry_max_side or None
         self._local = threading.local()
         self._net((CASCADE_WINDOW, CASCADE_WINDOW))  # fail here, in the caller's thread, when OpenCV cannot load it
 
@@ -134,11 +147,19 @@ class YuNetDetector:
         takes as it is) or grey (H,W) uint8 image: box (x, y, w, h) clipped to the image, score and
         landmarks (``LANDMARKS``) in its full-resolution pixels, sorted by box. ``gray`` is unused
         (the ``Detector`` protocol's: YuNet sees colour)."""
+        bgr = to_bgr(image, channels)
+        found = self._search(bgr, self.detection_scale(bgr.shape))
+        if not found and self.retry_max_side is not None:
+            retry = detection_scale(bgr.shape, self.retry_max_side)
+            if retry > self.detection_scale(bgr.shape):  # a larger copy than the first search's
+                found = self._search(bgr, retry)
+        return found
+
+    def _search(self, bgr: np.ndarray, scale: float) -> list[Detection]:
+        """The faces YuNet finds on ``bgr`` resized by ``scale``, in ``bgr``'s pixels, sorted by box."""
         import cv2
 
-        bgr = to_bgr(image, channels)
         height, width = bgr.shape[:2]
-        scale = self.detection_scale(bgr.shape)
         small = bgr
         if scale < 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
