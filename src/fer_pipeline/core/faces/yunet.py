@@ -27,15 +27,15 @@ YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4
 YUNET_BYTES = 232589
 #: OpenCV's samples (samples/dnn/face_detect.py, opencv_zoo's demo) keep faces scoring 0.9; the
 #: demo's drawn faces score 0.86-0.93 (4 of 40 under 0.9) and JAFFE photos 0.91 and more. Small
-#: faces score lower: JAFFE's 50-px faces in 1280x960 frames, searched at 720 px, score 0.5-0.9,
-#: and 0.6 keeps 96-98 % of them (0.7: 92-95 %), with no other box on any JAFFE variant
+#: faces score lower: JAFFE's 50-px faces in 1280x960 frames, searched at 800 px, score 0.5-0.9,
+#: and 0.6 keeps 99.5-100 % of them (0.7: 97-99 %) with no false box, where 0.5 adds some
 #: (``benchmarks/faces_jaffe.py``, issue 29).
 SCORE_THRESHOLD = 0.6
 #: A photo with no face on the ``detect_max_side`` copy is searched again on a copy at most this
 #: long: YuNet finds faces down to about 12 px of the copy it searches, and JAFFE's 50-px faces in
-#: 1280x960 frames, 12 px at 320 px, were all missed there; at 720 px 96-98 % are found (640:
-#: 71-86 %). Only photos without a found face pay for the second search.
-RETRY_MAX_SIDE = 720
+#: 1280x960 frames, 12 px at 320 px, were all missed there; searched at 800 px 99.5-100 % are
+#: found (720: 96-98 %, 640: 71-86 %). Only photos without a found face pay for the second search.
+RETRY_MAX_SIDE = 800
 #: The smallest face kept, as a fraction of the image's shorter side: 29 px in a 1280x960 frame,
 #: under the 40-45 px YuNet box of the small JAFFE faces (0.06, Haar's, dropped them all).
 MIN_SIZE_FRACTION = 0.03
@@ -75,7 +75,7 @@ class YuNetDetector:
     this many pixels (INTER_AREA), boxes and landmarks mapped back to full resolution; ``None``
     or 0 runs at full resolution. ``retry_max_side``: when that copy yields no face and the image
     is longer than it, YuNet searches again on a copy at most this long (``RETRY_MAX_SIDE``,
-    720; None or 0: no second search), as the cascade retries on an equalised copy: small faces
+    800; None or 0: no second search), as the cascade retries on an equalised copy: small faces
     in large photos (12 px at 320, the least YuNet finds, is 5 % of a 1280x960 frame's width)
     are found, and photos whose faces the first search finds cost no more.
     ``score_threshold``: the least score kept (``SCORE_THRESHOLD``). A face is kept when both
