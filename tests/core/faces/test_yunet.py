@@ -144,6 +144,30 @@ def test_smallest_face_and_score_threshold_filter():
         YuNetDetector(detect_max_side=16)
 
 
+def test_a_small_face_in_a_large_frame_is_found_by_the_second_search():
+    # A 60-px face in 1280x960 (6 % of the shorter side) is 15 px on the 320-px copy: missed there
+    # (these seeds' faces), found on the 800-px copy (38 px). The first settings (no second search,
+    # score 0.7, faces under 6 % of the side dropped) found none (issue 29).
+    first = YuNetDetector(score_threshold=0.7, min_size_fraction=0.06, retry_max_side=None)
+    for seed in (0, 2, 3):
+        photo = draw_photo([(3, (600, 400, 60, 60))], size=(1280, 960), rng=np.random.default_rng(seed))
+        found = YuNetDetector().detect(photo)
+        assert len(found) == 1 and box_iou(found[0], (600, 400, 60, 60)) > 0.5
+        assert YuNetDetector(retry_max_side=None).detect(photo) == [] and first.detect(photo) == []
+    with pytest.raises(ValueError, match="retry_max_side"):
+        YuNetDetector(retry_max_side=16)
+
+
+def test_the_second_search_runs_only_when_the_first_finds_no_face():
+    # A large face and a small one: the 320-px copy finds the large face, so there is no second
+    # search and the small face stays unfound, as with the cascade; a full-resolution search finds both.
+    photo = draw_photo([(3, (100, 200, 400, 400)), (5, (900, 400, 64, 64))], size=(1280, 960),
+                       rng=np.random.default_rng(0))
+    found = YuNetDetector().detect(photo)
+    assert len(found) == 1 and box_iou(found[0], (100, 200, 400, 400)) > 0.5
+    assert len(YuNetDetector(detect_max_side=0).detect(photo)) == 2
+
+
 def test_threads_get_their_own_network_and_the_same_answers(yunet: YuNetDetector):
     photos = [draw_photo(PHOTO_FACES, size=size, rng=np.random.default_rng(seed))
               for seed, size in ((1, (480, 360)), (2, (640, 480)), (3, (300, 400)))]

@@ -26,9 +26,19 @@ YUNET_FILE = "face_detection_yunet_2023mar.onnx"
 YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
 YUNET_BYTES = 232589
 #: OpenCV's samples (samples/dnn/face_detect.py, opencv_zoo's demo) keep faces scoring 0.9; the
-#: demo's drawn faces score 0.86-0.93 (4 of 40 under 0.9) and JAFFE photos about 0.93, so 0.7
-#: keeps a margin under real faces; measured on real photos later (issue 29).
-SCORE_THRESHOLD = 0.7
+#: demo's drawn faces score 0.86-0.93 (4 of 40 under 0.9) and JAFFE photos 0.91 and more. Small
+#: faces score lower: JAFFE's 50-px faces in 1280x960 frames, searched at 800 px, score 0.5-0.9,
+#: and 0.6 keeps 99.5-100 % of them (0.7: 97-99 %) with no false box, where 0.5 adds some
+#: (``benchmarks/faces_jaffe.py``, issue 29).
+SCORE_THRESHOLD = 0.6
+#: A photo with no face on the ``detect_max_side`` copy is searched again on a copy at most this
+#: long: YuNet finds faces down to about 12 px of the copy it searches, and JAFFE's 50-px faces in
+#: 1280x960 frames, 12 px at 320 px, were all missed there; searched at 800 px 99.5-100 % are
+#: found (720: 96-98 %, 640: 71-86 %). Only photos without a found face pay for the second search.
+RETRY_MAX_SIDE = 800
+#: The smallest face kept, as a fraction of the image's shorter side: 29 px in a 1280x960 frame,
+#: under the 40-45 px YuNet box of the small JAFFE faces (0.06, Haar's, dropped them all).
+MIN_SIZE_FRACTION = 0.03
 NMS_THRESHOLD = 0.3
 TOP_K = 5000
 
@@ -63,10 +73,17 @@ class YuNetDetector:
 
     ``detect_max_side``: as ``FaceDetector``'s, YuNet runs on a copy whose longer side is at most
     this many pixels (INTER_AREA), boxes and landmarks mapped back to full resolution; ``None``
-    or 0 runs at full resolution. ``score_threshold``: the least score kept (``SCORE_THRESHOLD``).
-    A face is kept when both sides of its box reach the smallest face size: ``min_size`` pixels
-    of the full-resolution image when given, else ``min_size_fraction`` x its shorter side (as
-    the Haar detector's default, so the two differ by their detection, not their size filter).
+    or 0 runs at full resolution. ``retry_max_side``: when that copy yields no face and the image
+    is longer than it, YuNet searches again on a copy at most this long (``RETRY_MAX_SIDE``,
+    800; None or 0: no second search), as the cascade retries on an equalised copy: small faces
+    in large photos (12 px at 320, the least YuNet finds, is 5 % of a 1280x960 frame's width)
+    are found, and photos whose faces the first search finds cost no more.
+    ``score_threshold``: the least score kept (``SCORE_THRESHOLD``). A face is kept when both
+    sides of its box reach the smallest face size: ``min_size`` pixels of the full-resolution
+    image when given, else ``min_size_fraction`` x its shorter side (``MIN_SIZE_FRACTION``, 3 %,
+    half the cascade's 6 %: YuNet's few false boxes are not tiny ones, and a 5 % face is a real
+    face in a group or distant photo). The defaults were chosen on JAFFE and harder versions of
+    it (``benchmarks/faces_jaffe.py``, README "Face detectors on real photos").
 
     Thread-safe: the model file is checked once, and each thread builds its own
     ``FaceDetectorYN`` (it keeps its input size and network state between calls).
@@ -77,8 +94,9 @@ class YuNetDetector:
         score_threshold: float = SCORE_THRESHOLD,
         nms_threshold: float = NMS_THRESHOLD,
         min_size: int | None = None,
-        min_size_fraction: float = 0.06,
+        min_size_fraction: float = MIN_SIZE_FRACTION,
         detect_max_side: int | None = DETECT_MAX_SIDE,
+        retry_max_side: int | None = RETRY_MAX_SIDE,
         model_path: str | Path | None = None,
     ) -> None:
         import cv2
@@ -90,12 +108,16 @@ class YuNetDetector:
         if detect_max_side is not None and (detect_max_side < 0 or 0 < detect_max_side < CASCADE_WINDOW):
             raise ValueError(f"detect_max_side must be 0 or None (full resolution) or at least {CASCADE_WINDOW}, "
                              f"got {detect_max_side}")
+        if retry_max_side is not None and (retry_max_side < 0 or 0 < retry_max_side < CASCADE_WINDOW):
+            raise ValueError(f"retry_max_side must be 0 or None (no second search) or at least {CASCADE_WINDOW}, "
+                             f"got {retry_max_side}")
         self._model_path = str(verify_model_file(model_path or yunet_model_path()))
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
         self.min_size = min_size
         self.min_size_fraction = min_size_fraction
         self.detect_max_side = detect_max_side or None
+        self.retry_max_side = retry_max_side or None
         self._local = threading.local()
         self._net((CASCADE_WINDOW, CASCADE_WINDOW))  # fail here, in the caller's thread, when OpenCV cannot load it
 
@@ -125,11 +147,19 @@ class YuNetDetector:
         takes as it is) or grey (H,W) uint8 image: box (x, y, w, h) clipped to the image, score and
         landmarks (``LANDMARKS``) in its full-resolution pixels, sorted by box. ``gray`` is unused
         (the ``Detector`` protocol's: YuNet sees colour)."""
+        bgr = to_bgr(image, channels)
+        found = self._search(bgr, self.detection_scale(bgr.shape))
+        if not found and self.retry_max_side is not None:
+            retry = detection_scale(bgr.shape, self.retry_max_side)
+            if retry > self.detection_scale(bgr.shape):  # a larger copy than the first search's
+                found = self._search(bgr, retry)
+        return found
+
+    def _search(self, bgr: np.ndarray, scale: float) -> list[Detection]:
+        """The faces YuNet finds on ``bgr`` resized by ``scale``, in ``bgr``'s pixels, sorted by box."""
         import cv2
 
-        bgr = to_bgr(image, channels)
         height, width = bgr.shape[:2]
-        scale = self.detection_scale(bgr.shape)
         small = bgr
         if scale < 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
