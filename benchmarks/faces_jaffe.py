@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -446,12 +447,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the small-face placement and dim noise")
     parser.add_argument("--markdown", help="also write the tables to this file")
     args = parser.parse_args(argv)
+    command = " ".join(["python benchmarks/faces_jaffe.py", *(sys.argv[1:] if argv is None else argv)])
 
     model, config = load_model(args.model)
     photos = read_photos(Path(args.data), model_classes(config), args.limit, args.seed)
     grid = cells()
     print(f"model: {args.model}; {len(photos.names)} JAFFE photos; torch threads {torch.get_num_threads()}\n")
-    text = ["Faces found % / accuracy % (a photo without the true face found counts as wrong)", "",
+    text = [f"Written by `{command}` ({len(photos.names)} JAFFE photos, torch threads {torch.get_num_threads()}).",
+            "", "Faces found % / accuracy % (a photo without the true face found counts as wrong)", "",
             accuracy_table(photos, grid, model, config)]
     if not args.no_speed:
         with tempfile.TemporaryDirectory() as tmp:

@@ -87,3 +87,14 @@ def test_the_readmes_python_example_runs(tmp_path: Path, monkeypatch) -> None:
     exec(compile(block.group(1), "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
     assert len(namespace["faces"]) == 2
     assert namespace["rec"].classify_crops(namespace["array_of_48x48_faces"]).shape == (2, 7)
+
+
+def test_the_readmes_face_detector_tables_are_the_benchmarks_file() -> None:
+    """The README's JAFFE tables are what `benchmarks/faces_jaffe.py --markdown docs/faces_jaffe.md`
+    wrote, row for row: a table edited by hand, or left behind by a new run, fails here."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("#### Face detectors on real photos"):]
+    section = section[:section.index("\n### ")]
+    written = (REPO / "docs" / "faces_jaffe.md").read_text(encoding="utf-8")
+    tables = [[line for line in text.splitlines() if line.startswith("|")] for text in (section, written)]
+    assert len(tables[0]) >= 20 and tables[0] == tables[1]
