@@ -22,7 +22,13 @@ from pathlib import Path
 
 # Light modules (numpy at most): ``--help`` and usage errors need no torch/OpenCV import.
 from fer_pipeline.commands.predict_output import OutputFolderError, check_output, discard, publish, start_staging
-from fer_pipeline.core.faces.detector import CASCADE_WINDOW, DEFAULT_ALIGN, DEFAULT_DETECTOR, DETECT_MAX_SIDE, DETECTOR_KINDS
+from fer_pipeline.core.faces.detector import (
+    CASCADE_WINDOW,
+    DEFAULT_ALIGN,
+    DEFAULT_DETECTOR,
+    DETECT_MAX_SIDE,
+    DETECTOR_KINDS,
+)
 from fer_pipeline.core.faces.images import MAX_PIXELS
 from fer_pipeline.core.ingestion.decode import FORMAT_EXTENSIONS
 from fer_pipeline.core.predict.inputs import VIDEO_EXTENSIONS, image_extensions, scan_media
@@ -75,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     images = " ".join(ext for extensions in FORMAT_EXTENSIONS.values() for ext in extensions)
     parser = argparse.ArgumentParser(
         prog="fer-predict",
-        description="Detect faces in photos and videos (OpenCV Haar cascade) and classify each face's "
+        description="Detect faces in photos and videos (YuNet, or OpenCV's Haar cascade) and classify each face's "
         "emotion with the ResNet trained by `kedro run`. Writes predictions.csv and annotated images; "
         f"for each video ({' '.join(VIDEO_EXTENSIONS)}) videos/<name>.csv (one row per face per processed "
         "frame, with a track id) and an annotated videos/<name>.mp4.",

@@ -14,7 +14,7 @@ import numpy as np
 
 from fer_pipeline.core.faces.images import to_gray
 
-#: The Haar cascade searches a copy of each image at most this long (``FaceDetector``).
+#: The detectors search a copy of each image at most this long (``FaceDetector``, ``YuNetDetector``).
 DETECT_MAX_SIDE = 320
 #: The frontal-face cascade's window: it finds no face smaller than this in the image it searches.
 CASCADE_WINDOW = 24

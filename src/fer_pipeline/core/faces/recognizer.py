@@ -31,7 +31,14 @@ from torch import nn
 from fer_pipeline.core.classes import CLASSES, IMAGE_SIZE
 from fer_pipeline.core.faces.classify import classify_crops
 from fer_pipeline.core.faces.crops import WHOLE_IMAGE_MAX_SIDE, FoundFaces, detection_fields, find_faces
-from fer_pipeline.core.faces.detector import DEFAULT_ALIGN, DEFAULT_DETECTOR, DETECT_MAX_SIDE, LANDMARKS, Detector, make_detector
+from fer_pipeline.core.faces.detector import (
+    DEFAULT_ALIGN,
+    DEFAULT_DETECTOR,
+    DETECT_MAX_SIDE,
+    LANDMARKS,
+    Detector,
+    make_detector,
+)
 from fer_pipeline.core.faces.images import MAX_PIXELS, UnreadableImageError, check_channels, decode_image, load_image
 
 
@@ -122,7 +129,8 @@ class FaceFinder:
 
     @classmethod
     def make(cls, detector: str | Detector = DEFAULT_DETECTOR, detect_max_side: int | None = DETECT_MAX_SIDE,
-             margin: float = 0.2, whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE, align: bool = DEFAULT_ALIGN) -> FaceFinder:
+             margin: float = 0.2, whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE,
+             align: bool = DEFAULT_ALIGN) -> FaceFinder:
         """A finder with the detector named ``detector`` (``haar`` | ``yunet``, searching a copy at
         most ``detect_max_side`` px long; 0 or None: full resolution), or ``detector`` itself when
         it is a ``Detector`` (``detect_max_side`` is then its own)."""
