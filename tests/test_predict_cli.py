@@ -210,12 +210,15 @@ def test_missing_input_exits_2_before_loading_the_model(tmp_path: Path, capsys) 
     assert "missing.jpg" in capsys.readouterr().err
 
 
-def test_align_reaches_the_recognizer(model_file: Path, photo: Path, tmp_path: Path, monkeypatch) -> None:
-    from fer_pipeline.commands.predict import build_parser
+@pytest.mark.parametrize(("flags", "detector", "align"), [
+    ([], "yunet", True),  # the defaults: DEFAULT_DETECTOR, DEFAULT_ALIGN
+    (["--detector", "haar", "--no-align"], "haar", False),
+    (["--detector", "yunet", "--no-align"], "yunet", False),
+])
+def test_detector_and_align_reach_the_recognizer(flags: list[str], detector: str, align: bool, model_file: Path,
+                                                 photo: Path, tmp_path: Path, monkeypatch) -> None:
     from fer_pipeline.core.faces import recognizer
 
-    assert build_parser().parse_args(["x.jpg"]).align is False
-    assert build_parser().parse_args(["x.jpg", "--align"]).align is True
     made = []
     original = recognizer.EmotionRecognizer.load.__func__
 
@@ -225,8 +228,18 @@ def test_align_reaches_the_recognizer(model_file: Path, photo: Path, tmp_path: P
 
     monkeypatch.setattr(recognizer.EmotionRecognizer, "load", classmethod(load))
     assert main([str(photo), "--model", str(model_file), "--output", str(tmp_path / "out"), "--device", "cpu",
-                 "--detector", "yunet", "--align", "--quiet"]) == 0
-    assert made[0]["align"] is True and made[0]["detector"] == "yunet"
+                 *flags, "--quiet"]) == 0
+    assert (made[0]["detector"], made[0]["align"]) == (detector, align)
+
+
+def test_the_flags_defaults_are_the_libraries_defaults() -> None:
+    from fer_pipeline.commands.predict import build_parser
+    from fer_pipeline.core.faces.detector import DEFAULT_ALIGN, DEFAULT_DETECTOR
+
+    defaults = build_parser().parse_args(["x.jpg"])
+    assert (defaults.detector, defaults.align) == (DEFAULT_DETECTOR, DEFAULT_ALIGN) == ("yunet", True)
+    assert build_parser().parse_args(["x.jpg", "--no-align"]).align is False
+    assert build_parser().parse_args(["x.jpg", "--align"]).align is True
 
 
 def test_an_unknown_device_exits_2_before_anything_is_written(model_file: Path, photo: Path, tmp_path: Path,

@@ -22,7 +22,13 @@ from pathlib import Path
 
 # Light modules (numpy at most): ``--help`` and usage errors need no torch/OpenCV import.
 from fer_pipeline.commands.predict_output import OutputFolderError, check_output, discard, publish, start_staging
-from fer_pipeline.core.faces.detector import CASCADE_WINDOW, DEFAULT_DETECTOR, DETECT_MAX_SIDE, DETECTOR_KINDS
+from fer_pipeline.core.faces.detector import (
+    CASCADE_WINDOW,
+    DEFAULT_ALIGN,
+    DEFAULT_DETECTOR,
+    DETECT_MAX_SIDE,
+    DETECTOR_KINDS,
+)
 from fer_pipeline.core.faces.images import MAX_PIXELS
 from fer_pipeline.core.ingestion.decode import FORMAT_EXTENSIONS
 from fer_pipeline.core.predict.inputs import VIDEO_EXTENSIONS, image_extensions, scan_media
@@ -75,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     images = " ".join(ext for extensions in FORMAT_EXTENSIONS.values() for ext in extensions)
     parser = argparse.ArgumentParser(
         prog="fer-predict",
-        description="Detect faces in photos and videos (OpenCV Haar cascade) and classify each face's "
+        description="Detect faces in photos and videos (YuNet, or OpenCV's Haar cascade) and classify each face's "
         "emotion with the ResNet trained by `kedro run`. Writes predictions.csv and annotated images; "
         f"for each video ({' '.join(VIDEO_EXTENSIONS)}) videos/<name>.csv (one row per face per processed "
         "frame, with a track id) and an annotated videos/<name>.mp4.",
@@ -102,22 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
                         help="bf16 autocast: auto = where the device runs it natively (CUDA, AVX512-BF16/AMX CPUs)")
     parser.add_argument("--whole-image-max-side", type=in_range(int, 0), default=100, metavar="PX",
-                        help="an image with no detected face and no side longer than PX is classified whole, as an "
+                        help="an image with no side longer than PX is classified whole, without detection, as an "
                         "already-cropped face such as FER2013's 48x48 images (default 100; 0 disables)")
     parser.add_argument("--every-n-frames", type=in_range(int, 1), default=1, metavar="N",
                         help="videos: detect and classify every Nth frame; the frames between show the last "
                         "boxes in the annotated video (default 1: every frame)")
     parser.add_argument("--detector", choices=DETECTOR_KINDS, default=DEFAULT_DETECTOR,
-                        help="face detector: haar (OpenCV's Haar cascade, the default) or yunet (the shipped, "
-                        "sha256-checked YuNet CNN, with 5 landmarks per face)")
+                        help="face detector: yunet (the shipped, sha256-checked YuNet CNN, with 5 landmarks per face; "
+                        "the default) or haar (OpenCV's Haar cascade: frontal, upright faces only)")
     parser.add_argument("--detect-max-side", type=in_range(int, *DETECT_SIDE_RANGE, or_zero="full resolution"),
                         default=DETECT_MAX_SIDE, metavar="PX",
                         help="search faces on a copy at most PX long, boxes mapped back to full resolution "
                         f"({DETECT_SIDE_RANGE[0]}-{DETECT_SIDE_RANGE[1]}, default {DETECT_MAX_SIDE}; faces under "
                         f"{CASCADE_WINDOW} px of that copy are missed; 0: full resolution)")
-    parser.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
-                        help="crop each face with landmarks (--detector yunet) levelled and framed like FER2013's "
-                        "faces instead of a square around its box (default: --no-align)")
+    parser.add_argument("--align", action=argparse.BooleanOptionalAction, default=DEFAULT_ALIGN,
+                        help="crop each face with landmarks (YuNet's) levelled and framed like FER2013's faces; "
+                        "--no-align: a square around its box (default: --align)")
     parser.add_argument("--max-pixels", type=in_range(int, 1), default=MAX_PIXELS, metavar="N",
                         help="an image with more pixels is skipped and reported as unreadable, from its header, "
                         f"before it is decoded (default {MAX_PIXELS:,}, as fer-serve's serving.max_pixels)")

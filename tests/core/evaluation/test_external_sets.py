@@ -231,11 +231,11 @@ def test_photos_a_photo_without_a_face_is_wrong_in_the_no_face_column(tmp_path):
     })
 
 
-def test_photos_with_the_yunet_detector_find_the_same_faces(tmp_path):
+def test_photos_with_either_detector_find_the_same_faces(tmp_path):
     root = write_photos(tmp_path / "photos")
-    reports = _evaluate({"haar": {"path": str(root), "kind": "photos"},
-                         "cnn": {"path": str(root), "kind": "photos", "detector": "yunet"}})
-    assert (reports["haar"]["detector"], reports["cnn"]["detector"]) == ("haar", "yunet")
+    reports = _evaluate({"haar": {"path": str(root), "kind": "photos", "detector": "haar"},
+                         "cnn": {"path": str(root), "kind": "photos"}})
+    assert (reports["haar"]["detector"], reports["cnn"]["detector"]) == ("haar", "yunet")  # yunet: the default
     for report in reports.values():
         assert (report["scored"], report["no_face"], report["multiple_faces"]) == (3, 1, 1)
     ee.check_external_sets({"cnn": {"path": str(root), "kind": "photos", "detector": "yunet"}}, CLASSES)
@@ -247,7 +247,9 @@ def test_photos_with_align_score_yunets_aligned_crops(tmp_path):
     path = save_rgb(tmp_path / "happy" / "h0.jpg", one_face_photo(3, seed=0))
     spec = el.ExternalSet.from_params("jaffe", {"path": str(tmp_path), "kind": "photos", "detector": "yunet",
                                                 "align": True})
-    assert spec.align and not el.ExternalSet.from_params("jaffe", {"path": str(tmp_path), "kind": "photos"}).align
+    square = el.ExternalSet.from_params("jaffe", {"path": str(tmp_path), "kind": "photos", "align": False})
+    assert spec.align and not square.align
+    assert el.ExternalSet.from_params("jaffe", {"path": str(tmp_path), "kind": "photos"}).align  # the default
     report = _evaluate({"jaffe": {"path": str(tmp_path), "kind": "photos", "detector": "yunet", "align": True}})
     assert report["jaffe"]["align"] is True and report["jaffe"]["scored"] == 1
     faces = ee.photo_faces_of(el.list_external_set(spec, CLASSES),

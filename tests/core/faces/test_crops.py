@@ -46,6 +46,35 @@ def test_found_faces_carry_yunets_score_and_landmarks_and_none_for_haar() -> Non
     assert [row["box_source"] for row in whole] == ["whole_image"] and whole[0]["score"] is None
 
 
+def test_a_small_image_is_classified_whole_without_detection_even_where_yunet_finds_a_face() -> None:
+    """A 48x48 face crop is what the classifier was trained on: it is taken whole, and the detector
+    is not run, though YuNet finds the face in it and would re-crop it (a smaller, aligned box)."""
+    from fer_pipeline.core.faces.crops import crop_faces, find_faces
+    from fer_pipeline.core.faces.detector import make_detector
+    from fer_pipeline.demo import draw_face
+
+    class CountingDetector:
+        def __init__(self) -> None:
+            self.inner, self.calls = make_detector("yunet"), 0
+
+        def detect_faces(self, image, gray=None, channels="rgb"):
+            self.calls += 1
+            return self.inner.detect_faces(image, gray=gray, channels=channels)
+
+    crop = draw_face(3, np.random.default_rng(0))
+    detector = CountingDetector()
+    detected = find_faces(crop, detector, whole_image_max_side=0)
+    assert detector.calls == 1 and detected.box_source == "detector" and len(detected.boxes) == 1
+    assert detected.boxes[0] != (0, 0, 48, 48) and not np.array_equal(detected.crops[0], crop)
+    for align in (True, False):
+        whole = find_faces(crop, detector, align=align)  # the default rule: up to 100 px
+        assert detector.calls == 1  # not run again
+        assert (whole.boxes, whole.box_source, whole.detections) == ([(0, 0, 48, 48)], "whole_image", [])
+        np.testing.assert_array_equal(whole.crops, crop_faces(crop, [(0, 0, 48, 48)], margin=0.0))
+        np.testing.assert_array_equal(whole.crops[0], crop)
+    assert find_faces(np.pad(crop, 27), detector).box_source == "detector"  # 102 px: a photo
+
+
 def test_find_faces_takes_bgr_as_well_as_rgb_and_grey_once() -> None:
     import cv2
     import pytest

@@ -36,8 +36,9 @@ def test_make_detector_builds_either_kind_and_rejects_others_with_a_hint() -> No
     from fer_pipeline.core.faces.detector import DEFAULT_DETECTOR, DETECTOR_KINDS, check_detector_kind, make_detector
     from fer_pipeline.core.faces.yunet import YuNetDetector
 
-    assert DEFAULT_DETECTOR == "haar" and DETECTOR_KINDS == ("haar", "yunet")
-    haar = make_detector(detect_max_side=480)
+    assert DEFAULT_DETECTOR == "yunet" and DETECTOR_KINDS == ("haar", "yunet")
+    assert isinstance(make_detector(), YuNetDetector)  # the default
+    haar = make_detector("haar", detect_max_side=480)
     assert isinstance(haar, FaceDetector) and haar.detect_max_side == 480
     yunet = make_detector("yunet", detect_max_side=0)
     assert isinstance(yunet, YuNetDetector) and yunet.detect_max_side is None
@@ -53,3 +54,29 @@ def test_haar_detections_have_no_score_and_no_landmarks() -> None:
     detections = detector.detect_faces(photo)
     assert [d.box for d in detections] == detector.detect(photo) and detections
     assert all(d.score is None and d.landmarks is None for d in detections)
+
+
+def test_the_default_detector_and_alignment_are_the_same_everywhere() -> None:
+    """``DEFAULT_DETECTOR`` and ``DEFAULT_ALIGN`` are what the parameter files, the serving config,
+    an external photo set and the Python API take when nothing is said (fer-predict's flags:
+    tests/test_predict_cli.py)."""
+    from pathlib import Path
+
+    import yaml
+
+    from fer_pipeline.core.evaluation.external_listing import ExternalSet
+    from fer_pipeline.core.faces.detector import DEFAULT_ALIGN, DEFAULT_DETECTOR
+    from fer_pipeline.core.faces.recognizer import FaceFinder
+    from fer_pipeline.core.faces.yunet import YuNetDetector
+    from fer_pipeline.core.serving.requests import ServingConfig
+
+    assert (DEFAULT_DETECTOR, DEFAULT_ALIGN) == ("yunet", True)
+    conf = Path(__file__).resolve().parents[3] / "conf" / "base"
+    for stage in ("predict", "serving"):
+        params = yaml.safe_load((conf / f"parameters_{stage}.yml").read_text(encoding="utf-8"))[stage]
+        assert (params["detector"], params["align"]) == (DEFAULT_DETECTOR, DEFAULT_ALIGN), stage
+    assert (ServingConfig().detector, ServingConfig().align) == (DEFAULT_DETECTOR, DEFAULT_ALIGN)
+    photos = ExternalSet.from_params("photos", {"path": "x", "kind": "photos"})
+    assert (photos.detector, photos.align) == (DEFAULT_DETECTOR, DEFAULT_ALIGN)
+    finder = FaceFinder.make()
+    assert isinstance(finder.detector, YuNetDetector) and finder.align is DEFAULT_ALIGN

@@ -159,8 +159,12 @@ def test_small_face_crops_are_classified_whole(tmp_path: Path, model_and_config)
     assert [(r["file"], r["box_source"], r["w"], r["h"]) for r in result.rows] == [(str(face), "whole_image", 48, 48)]
     assert result.no_face == [str(big_blank)]
     assert result.annotated["face48"].shape == (192, 192, 3)  # enlarged so the label is legible
-    off = predict_photos([face], EmotionRecognizer(model, config, device="cpu", whole_image_max_side=0), progress=False)
+    # Off, the crop goes to the detector: Haar misses its face, YuNet (the default) re-crops it.
+    off = predict_photos([face], EmotionRecognizer(model, config, detector="haar", device="cpu",
+                                                   whole_image_max_side=0), progress=False)
     assert off.rows == [] and off.no_face == [str(face)]
+    off = predict_photos([face], EmotionRecognizer(model, config, device="cpu", whole_image_max_side=0), progress=False)
+    assert [r["box_source"] for r in off.rows] == ["detector"] and (off.rows[0]["w"], off.rows[0]["h"]) != (48, 48)
 
 
 def test_result_table_matches_the_csv(photo_folder: Path, model_and_config, tmp_path: Path) -> None:

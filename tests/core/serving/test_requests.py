@@ -92,12 +92,17 @@ def test_image_cells_take_bytes_base64_with_line_breaks_and_data_urls(photo):
     np.testing.assert_array_equal(found.crops[:2], found.crops[2:4])
 
 
-def test_a_small_image_with_no_detection_is_classified_whole_as_fer_predict_does():
+def test_a_small_image_is_classified_whole_as_fer_predict_does():
     face = png(draw_face(3, np.random.default_rng(0)))
-    found = find_request_faces([{"image": b64(face)}], CONFIG)
-    assert [(r["box_source"], r["w"], r["h"]) for r in found.rows] == [("whole_image", 48, 48)]
-    off = find_request_faces([{"image": b64(face)}], ServingConfig(device="cpu", whole_image_max_side=0))
+    for detector in ("yunet", "haar"):
+        found = find_request_faces([{"image": b64(face)}], ServingConfig(detector=detector, device="cpu"))
+        assert [(r["box_source"], r["w"], r["h"]) for r in found.rows] == [("whole_image", 48, 48)]
+    # Off, the crop goes to the detector: Haar misses its face, YuNet (the default) re-crops it.
+    off = find_request_faces([{"image": b64(face)}], ServingConfig(detector="haar", device="cpu",
+                                                                   whole_image_max_side=0))
     assert off.rows == [] and off.no_face == [0]
+    off = find_request_faces([{"image": b64(face)}], ServingConfig(device="cpu", whole_image_max_side=0))
+    assert [r["box_source"] for r in off.rows] == ["detector"] and (off.rows[0]["w"], off.rows[0]["h"]) != (48, 48)
 
 
 def test_cells_left_empty_in_any_form_are_skipped(photo):
@@ -297,7 +302,8 @@ def test_serving_config_rejects_typos_and_bad_values():
         ServingConfig(detect_max_side=16)
     with pytest.raises(ValueError, match=r"serving.detector must be one of haar, yunet, got 'Haar' \(did you mean 'haar'\?\)"):
         ServingConfig(detector="Haar")
-    assert ServingConfig().detector == "haar" and ServingConfig(detector="yunet").detector == "yunet"
+    assert ServingConfig().detector == "yunet" and ServingConfig(detector="haar").detector == "haar"
+    assert ServingConfig().align is True and ServingConfig(align=False).align is False
     assert ServingConfig(amp=False).amp == "off" and ServingConfig(detect_max_side=None).detect_max_side is None
     assert ServingConfig(device="cuda:1").device == "cuda:1"  # checked for form, not for presence
     with pytest.raises(ValueError, match="serving.align must be true or false, got 'yes'"):
@@ -306,14 +312,15 @@ def test_serving_config_rejects_typos_and_bad_values():
 
 def test_one_detector_per_detection_scale_shared_by_the_threads():
     from fer_pipeline.core.serving import requests as serving
-    first = serving.shared_detector(320)
-    assert serving.shared_detector(320) is first and isinstance(first, FaceDetector)
-    assert serving.shared_detector(None) is not first and serving.shared_detector(None).detect_max_side is None
+    first = serving.shared_detector(320, "haar")
+    assert serving.shared_detector(320, "haar") is first and isinstance(first, FaceDetector)
+    assert serving.shared_detector(None, "haar") is not first
+    assert serving.shared_detector(None, "haar").detect_max_side is None
     import threading
 
     other = []
-    thread = threading.Thread(target=lambda: other.append((serving.shared_detector(320),
-                                                          serving.shared_detector(320)._load_cascade())))
+    thread = threading.Thread(target=lambda: other.append((serving.shared_detector(320, "haar"),
+                                                          serving.shared_detector(320, "haar")._load_cascade())))
     thread.start()
     thread.join()
     assert other[0][0] is first and other[0][1] is not first._load_cascade()  # its own cascade per thread
@@ -323,9 +330,9 @@ def test_serving_detector_yunet_finds_the_faces_with_its_own_shared_detector(pho
     from fer_pipeline.core.faces.yunet import YuNetDetector
     from fer_pipeline.core.serving import requests as serving
 
-    config = ServingConfig(detector="yunet", tta="none", device="cpu")
+    config = ServingConfig(detector="yunet", align=False, tta="none", device="cpu")
     found = find_request_faces([{"image": b64(photo)}], config)
-    haar = find_request_faces([{"image": b64(photo)}], ServingConfig(tta="none", device="cpu"))
+    haar = find_request_faces([{"image": b64(photo)}], ServingConfig(detector="haar", tta="none", device="cpu"))
     assert [row["face_index"] for row in found.rows] == [0, 1] and found.crops.shape == (2, 48, 48)
     assert len(haar.rows) == 2
     assert isinstance(serving.shared_detector(320, "yunet"), YuNetDetector)
@@ -334,7 +341,8 @@ def test_serving_detector_yunet_finds_the_faces_with_its_own_shared_detector(pho
     assert [row["x"] for row in aligned.rows] == [row["x"] for row in found.rows]  # the same faces,
     assert not np.array_equal(aligned.crops, found.crops)  # cropped aligned
     assert serving.shared_detector(320, "yunet") is serving.shared_detector(320, "yunet")
-    assert serving.shared_detector(320, "yunet") is not serving.shared_detector(320)
+    assert serving.shared_detector(320, "yunet") is not serving.shared_detector(320, "haar")
+    assert serving.shared_detector(320) is serving.shared_detector(320, "yunet")  # the default
 
 
 def test_the_answer_carries_yunets_score_and_landmarks_and_null_for_haar(photo, model_file):

@@ -39,7 +39,7 @@ from typing import Any
 
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.config import reject_unknown_keys
-from fer_pipeline.core.faces.detector import DEFAULT_DETECTOR, check_detector_kind
+from fer_pipeline.core.faces.detector import DEFAULT_ALIGN, DEFAULT_DETECTOR, check_detector_kind
 
 #: The keys of one entry of ``evaluate.external_sets``.
 EXTERNAL_SET_KEYS: tuple[str, ...] = ("path", "kind", "class_map", "label_pattern", "detector", "align")
@@ -88,7 +88,7 @@ class ExternalSet:
     #: ``photos``: the face detector (``faces.detector.make_detector``), the predict stage's default
     detector: str = DEFAULT_DETECTOR
     #: ``photos``: faces with landmarks (YuNet's) levelled and framed like FER2013 (``faces.align``)
-    align: bool = False
+    align: bool = DEFAULT_ALIGN
 
     @property
     def where(self) -> str:
@@ -145,7 +145,7 @@ class ExternalSet:
             detector = check_detector_kind(params.get("detector", DEFAULT_DETECTOR), f"{where}.detector")
         except ValueError as error:
             raise ExternalSetError(str(error)) from None
-        align = params.get("align", False)
+        align = params.get("align", DEFAULT_ALIGN)
         if not isinstance(align, bool):
             raise ExternalSetError(f"{where}.align must be true or false, got {align!r}")
         return cls(name, Path(os.path.expanduser(str(params["path"]))), kind, checked, pattern, detector, align)

@@ -8,7 +8,7 @@ labelled before any is scored, so a typo fails in seconds. Then, here:
 3. **Faces.** ``crops``: each file is decoded exactly as ingestion decodes training faces
    (``ingestion.decode.decode_items``: grayscale, area resize to 48x48). ``photos``: each file
    is decoded as the predict stage decodes photos (``faces.images.load_image``), its faces found by
-   the set's ``detector`` (``haar``, the predict stage's default, or ``yunet``; the ``FaceFinder`` of
+   the set's ``detector`` (``yunet``, the predict stage's default, or ``haar``; the ``FaceFinder`` of
    ``faces.recognizer``, with the predict stage's ``margin``; the small-image "already a crop" fallback
    is off: a photo set is photos), and the largest face is scored (photos with more than one face are counted in ``multiple_faces``).
    A photo with no face gets no prediction: it counts as wrong, in the confusion matrix's

@@ -14,7 +14,7 @@ from fer_pipeline.core.faces.align import align_crop, can_align
 from fer_pipeline.core.faces.detector import LANDMARKS, Detection, Detector
 from fer_pipeline.core.faces.images import to_gray
 
-#: Images up to this size with no detected face are classified whole (already face crops).
+#: Images up to this size are classified whole, without detection (already face crops).
 WHOLE_IMAGE_MAX_SIDE = 100
 #: The per-face columns of a detection, after the CSVs' others: the detector's score, then x and
 #: y of each landmark (``LANDMARKS``) in the image's pixels; empty for Haar, which has neither.
@@ -75,8 +75,8 @@ def crop_faces(
 @dataclass(frozen=True)
 class FoundFaces:
     """The faces of one image: boxes (x, y, w, h) in its pixels, how they were found
-    (``box_source``: ``detector``, the face detector; ``whole_image``, a small image with no
-    detection taken to be a face crop already; ``crop``, given as a ready 48x48 face, serving's
+    (``box_source``: ``detector``, the face detector; ``whole_image``, a small image taken
+    to be a face crop already, without detection; ``crop``, given as a ready 48x48 face, serving's
     ``pixels``), and the crops the classifier takes, (F, 48, 48) uint8. ``detections``: the
     detector's ``Detection`` of each box (score, landmarks), empty when the boxes did not come
     from the detector."""
@@ -125,22 +125,23 @@ def find_faces(
     channels: str = "rgb",
 ) -> FoundFaces:
     """Detect the faces of a colour or grey image and crop them (``detection_crops``: squares with
-    ``margin``, or aligned crops of the faces with landmarks when ``align``). An image with no
-    detected face whose longer side is at most ``whole_image_max_side`` px is taken to be a face
-    crop already (FER2013's 48x48 images, where the cascade misses most faces for lack of
-    surrounding context) and cropped whole, without margin; 0 disables this.
+    ``margin``, or aligned crops of the faces with landmarks when ``align``). An image whose longer
+    side is at most ``whole_image_max_side`` px is taken to be a face crop already (FER2013's 48x48
+    images) and cropped whole, without margin or detection: it is then what the classifier was
+    trained on, where a detector would re-crop it (YuNet finds the face in most such crops, the
+    cascade misses most for lack of surrounding context); 0 disables this.
 
     ``channels``: the colour order of a 3-channel image, ``rgb`` (``decode_image``'s) or ``bgr``
     (OpenCV's, video frames, which then need no conversion). The image is made grey once, here,
     for the crops and the Haar cascade; YuNet takes the colour image. Each face keeps its detection
     (score and landmarks, in the image's pixels, for YuNet)."""
     gray = to_gray(image, channels)
+    if max(gray.shape) <= whole_image_max_side:
+        whole = [(0, 0, gray.shape[1], gray.shape[0])]
+        return FoundFaces(whole, "whole_image", crop_faces(gray, whole, margin=0.0))
     detections = detector.detect_faces(image, gray=gray, channels=channels)
     if detections:
         boxes = [detection.box for detection in detections]
         crops = detection_crops(gray, detections, margin=margin, align=align)
         return FoundFaces(boxes, "detector", crops, list(detections))
-    if max(gray.shape) <= whole_image_max_side:
-        whole = [(0, 0, gray.shape[1], gray.shape[0])]
-        return FoundFaces(whole, "whole_image", crop_faces(gray, whole, margin=0.0))
     return FoundFaces([], "detector", np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8))

@@ -31,7 +31,14 @@ from torch import nn
 from fer_pipeline.core.classes import CLASSES, IMAGE_SIZE
 from fer_pipeline.core.faces.classify import classify_crops
 from fer_pipeline.core.faces.crops import WHOLE_IMAGE_MAX_SIDE, FoundFaces, detection_fields, find_faces
-from fer_pipeline.core.faces.detector import DEFAULT_DETECTOR, DETECT_MAX_SIDE, LANDMARKS, Detector, make_detector
+from fer_pipeline.core.faces.detector import (
+    DEFAULT_ALIGN,
+    DEFAULT_DETECTOR,
+    DETECT_MAX_SIDE,
+    LANDMARKS,
+    Detector,
+    make_detector,
+)
 from fer_pipeline.core.faces.images import MAX_PIXELS, UnreadableImageError, check_channels, decode_image, load_image
 
 
@@ -40,7 +47,7 @@ class Face:
     """One face of an image and its emotion.
 
     ``box`` (x, y, w, h) in the image's pixels; ``box_source``: how it was found (``detector``;
-    ``whole_image``: a small image with no detection, taken to be a face crop already; ``crop``:
+    ``whole_image``: a small image, taken to be a face crop already; ``crop``:
     given as a 48x48 face); ``score``: the detector's confidence and ``landmarks`` {name: (x, y)}
     in the image's pixels (``detector.LANDMARKS``), both None where the detector gives none
     (Haar, a whole image, a crop). ``emotion``: the most probable class, ``confidence`` its
@@ -99,14 +106,14 @@ def label_found(found: Sequence[FoundFaces], probabilities: np.ndarray | None,
 class FaceFinder:
     """How faces are found and cropped (``crops.find_faces``): the detector, the context
     ``margin`` around each box, the whole-image rule (an image up to ``whole_image_max_side`` px
-    with no detection is taken to be a face crop already; 0 disables it), and ``align`` (faces
+    is taken to be a face crop already; 0 disables it), and ``align`` (faces
     with landmarks, YuNet's, levelled and framed like FER2013, ``align.py``). Thread-safe: the
     detectors keep one cascade / network per thread."""
 
     detector: Detector
     margin: float = 0.2
     whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE
-    align: bool = False
+    align: bool = DEFAULT_ALIGN
 
     def __post_init__(self) -> None:
         if not callable(getattr(self.detector, "detect_faces", None)):
@@ -122,7 +129,8 @@ class FaceFinder:
 
     @classmethod
     def make(cls, detector: str | Detector = DEFAULT_DETECTOR, detect_max_side: int | None = DETECT_MAX_SIDE,
-             margin: float = 0.2, whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE, align: bool = False) -> FaceFinder:
+             margin: float = 0.2, whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE,
+             align: bool = DEFAULT_ALIGN) -> FaceFinder:
         """A finder with the detector named ``detector`` (``haar`` | ``yunet``, searching a copy at
         most ``detect_max_side`` px long; 0 or None: full resolution), or ``detector`` itself when
         it is a ``Detector`` (``detect_max_side`` is then its own)."""

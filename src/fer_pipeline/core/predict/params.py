@@ -7,7 +7,7 @@ from typing import Any
 
 from fer_pipeline.core.config import reject_unknown_keys
 from fer_pipeline.core.device import amp_mode
-from fer_pipeline.core.faces.detector import CASCADE_WINDOW, DEFAULT_DETECTOR, check_detector_kind
+from fer_pipeline.core.faces.detector import CASCADE_WINDOW, DEFAULT_ALIGN, DEFAULT_DETECTOR, check_detector_kind
 from fer_pipeline.core.inference import TTA_MODES
 
 #: The predict stage's parameters (conf/base/parameters_predict.yml).
@@ -21,7 +21,7 @@ def check_predict_params(params: Mapping[str, Any]) -> None:
     reject_unknown_keys(params, PREDICT_KEYS, "predict")
     amp_mode(params.get("amp", "auto"))
     check_detector_kind(params.get("detector", DEFAULT_DETECTOR), "predict.detector")
-    if not isinstance(params.get("align", False), bool):
+    if not isinstance(params.get("align", DEFAULT_ALIGN), bool):
         raise ValueError(f"predict.align must be true or false, got {params['align']!r}")
     if params.get("tta", "none") not in TTA_MODES:
         raise ValueError(f"predict.tta must be one of {', '.join(TTA_MODES)}, got {params.get('tta')!r}")

@@ -1,7 +1,8 @@
 """Photos -> faces -> emotions (``EmotionRecognizer``), with a CSV and annotated images.
 
-Everything runs locally: the Haar cascade ships inside opencv-python (``cv2.data``), nothing is
-downloaded. cv2 is imported lazily so ``core`` stays importable where OpenCV is missing.
+Everything runs locally: YuNet ships inside the package (``core/faces/models``) and the Haar cascade
+inside opencv-python (``cv2.data``), nothing is downloaded. cv2 is imported lazily so ``core`` stays
+importable where OpenCV is missing.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from fer_pipeline.core.device import amp_mode
 from fer_pipeline.core.faces.crops import WHOLE_IMAGE_MAX_SIDE, FoundFaces, landmark_points
 from fer_pipeline.core.faces.detector import (
     CASCADE_WINDOW,
+    DEFAULT_ALIGN,
     DEFAULT_DETECTOR,
     DETECT_MAX_SIDE,
     Detector,
@@ -69,7 +70,7 @@ class ServingConfig:
     amp: str = "auto"
     detector: str = DEFAULT_DETECTOR
     detect_max_side: int | None = DETECT_MAX_SIDE
-    align: bool = False
+    align: bool = DEFAULT_ALIGN
     whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE
     max_pixels: int = MAX_PIXELS
     max_inputs: int = 256

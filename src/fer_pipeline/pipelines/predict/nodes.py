@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_pipeline.core.faces.detector import DEFAULT_DETECTOR, DETECT_MAX_SIDE
+from fer_pipeline.core.faces.detector import DEFAULT_ALIGN, DEFAULT_DETECTOR, DETECT_MAX_SIDE
 from fer_pipeline.core.faces.recognizer import EmotionRecognizer
 from fer_pipeline.core.predict.inputs import scan_media
 from fer_pipeline.core.predict.params import check_predict_params
@@ -70,7 +70,7 @@ def _recognizer(resnet_model: ModelFile, params: dict[str, Any]) -> EmotionRecog
     """The trained model with params:predict's face finding and classifier options."""
     return EmotionRecognizer.load(
         resnet_model.require(), detector=params.get("detector", DEFAULT_DETECTOR),
-        detect_max_side=params.get("detect_max_side", DETECT_MAX_SIDE), align=params.get("align", False),
+        detect_max_side=params.get("detect_max_side", DETECT_MAX_SIDE), align=params.get("align", DEFAULT_ALIGN),
         margin=params["margin"], tta=params["tta"], device=params["device"], amp=params.get("amp", "auto"))
 
 
