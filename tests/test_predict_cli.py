@@ -174,10 +174,12 @@ def test_an_image_over_the_pixel_limit_is_skipped_and_reported(model_file: Path,
     "argv",
     [[], ["--tta", "sideways", "x.jpg"], ["--margin", "-1", "x.jpg"], ["--bogus-option", "x.jpg"],
      ["--every-n-frames", "0", "x.jpg"], ["--detect-max-side", "-5", "x.jpg"], ["--detect-max-side", "16", "x.jpg"],
-     ["--workers", "0", "x.jpg"], ["--amp", "fast", "x.jpg"], ["--detector", "mtcnn", "x.jpg"]],
+     ["--workers", "0", "x.jpg"], ["--amp", "fast", "x.jpg"], ["--detector", "mtcnn", "x.jpg"],
+     ["--detector", "haar", "--min-score", "0.8", "x.jpg"], ["--min-score", "0", "x.jpg"],
+     ["--min-face", "1.5", "x.jpg"]],
     ids=["no-path", "bad-tta", "negative-margin", "unknown-option", "zero-every-n", "negative-detect-side",
          "detect-side-under-the-cascade-window", "zero-workers", "bad-amp",
-         "unknown-detector"],
+         "unknown-detector", "min-score-with-haar", "zero-min-score", "min-face-over-1"],
 )
 def test_usage_errors_exit_2(argv: list[str], tmp_path: Path) -> None:
     (tmp_path / "x.jpg").write_bytes(b"")

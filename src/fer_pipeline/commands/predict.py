@@ -28,6 +28,7 @@ from fer_pipeline.core.faces.detector import (
     DEFAULT_DETECTOR,
     DETECT_MAX_SIDE,
     DETECTOR_KINDS,
+    detector_options,
 )
 from fer_pipeline.core.faces.images import MAX_PIXELS
 from fer_pipeline.core.ingestion.decode import FORMAT_EXTENSIONS
@@ -121,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="search faces on a copy at most PX long, boxes mapped back to full resolution "
                         f"({DETECT_SIDE_RANGE[0]}-{DETECT_SIDE_RANGE[1]}, default {DETECT_MAX_SIDE}; faces under "
                         f"{CASCADE_WINDOW} px of that copy are missed; 0: full resolution)")
+    parser.add_argument("--min-score", type=float, default=None, metavar="S",
+                        help="yunet: keep faces the detector scores at least S, in (0, 1] (default 0.6; lower finds "
+                        "more faces and more false ones)")
+    parser.add_argument("--min-face", type=float, default=None, metavar="F",
+                        help="keep faces at least F of the photo's shorter side, in [0, 1) (default: yunet 0.03, "
+                        "haar 0.06)")
     parser.add_argument("--align", action=argparse.BooleanOptionalAction, default=DEFAULT_ALIGN,
                         help="crop each face with landmarks (YuNet's) levelled and framed like FER2013's faces; "
                         "--no-align: a square around its box (default: --align)")
@@ -215,6 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse exits 2 on usage errors, 0 for --help
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
 
+    try:
+        detector_options(args.detector, args.min_score, args.min_face)
+    except ValueError as error:  # the flags argparse cannot check alone (--min-score needs yunet)
+        _error(str(error).replace("min_score", "--min-score").replace("min_face", "--min-face"))
+        return EXIT_USAGE
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         _error("no such file or folder: " + ", ".join(missing))
@@ -322,6 +334,7 @@ def _load_recognizer(args: argparse.Namespace) -> tuple | int:
         _error(f"model file not found: {model_path}\n  {hint}")
         return EXIT_BAD_MODEL
     options = {"detector": args.detector, "detect_max_side": args.detect_max_side, "align": args.align,
+               "min_score": args.min_score, "min_face": args.min_face,
                "margin": args.margin, "whole_image_max_side": args.whole_image_max_side, "tta": args.tta,
                "device": args.device, "amp": args.amp}
     try:

@@ -80,3 +80,18 @@ def test_the_default_detector_and_alignment_are_the_same_everywhere() -> None:
     assert (photos.detector, photos.align) == (DEFAULT_DETECTOR, DEFAULT_ALIGN)
     finder = FaceFinder.make()
     assert isinstance(finder.detector, YuNetDetector) and finder.align is DEFAULT_ALIGN
+
+
+def test_detector_options_map_the_least_score_and_smallest_face_and_refuse_what_cannot_apply():
+    from fer_pipeline.core.faces.detector import detector_options
+
+    assert detector_options("yunet") == {} and detector_options("haar", min_face=0.1) == {"min_size_fraction": 0.1}
+    assert detector_options("yunet", 0.8, 0.05) == {"score_threshold": 0.8, "min_size_fraction": 0.05}
+    with pytest.raises(ValueError, match="predict.min_score needs the yunet detector"):
+        detector_options("haar", min_score=0.8, where="predict")
+    for bad in (0, 1.5, True, "high"):
+        with pytest.raises(ValueError, match=r"min_score must be a number in \(0, 1\]"):
+            detector_options("yunet", min_score=bad)
+    for bad in (-0.1, 1, False):
+        with pytest.raises(ValueError, match=r"min_face must be a fraction of the image's shorter side in \[0, 1\)"):
+            detector_options("yunet", min_face=bad)

@@ -266,3 +266,12 @@ def test_import_fer_pipeline_stays_light_and_exports_the_recognizer():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
+
+
+def test_the_least_score_and_smallest_face_reach_the_detector(model_file, photo):
+    assert len(EmotionRecognizer.load(model_file).predict(photo)) == 2
+    assert EmotionRecognizer.load(model_file, min_face=0.9).predict(photo) == []  # faces are under 90 % of the side
+    assert EmotionRecognizer.load(model_file, min_score=0.999).predict(photo) == []
+    assert EmotionRecognizer.load(model_file, detector="haar", min_face=0.9).predict(photo) == []
+    with pytest.raises(TypeError, match="a Detector object keeps its own"):
+        FaceFinder.make(FaceFinder.make().detector, min_score=0.5)

@@ -29,6 +29,9 @@ def test_the_predict_key_list_is_conf_base():
     ({"detector": "yunnet"}, r"predict.detector must be one of haar, yunet, got 'yunnet' \(did you mean 'yunet'\?\)"),
     ({"detector": None}, "predict.detector must be one of haar, yunet, got None"),
     ({"align": "yes"}, "predict.align must be true or false, got 'yes'"),
+    ({"detector": "haar", "min_score": 0.8}, "predict.min_score needs the yunet detector"),
+    ({"min_score": 2}, r"predict.min_score must be a number in \(0, 1\]"),
+    ({"min_face": 20}, r"predict.min_face must be a fraction of the image's shorter side in \[0, 1\)"),
 ])
 def test_predict_params_refuse_typos_and_bad_values_up_front(change, message):
     params = {"inputs": "photos", "margin": 0.2, "tta": "none", "device": "cpu", "amp": "auto"}

@@ -308,6 +308,11 @@ def test_serving_config_rejects_typos_and_bad_values():
     assert ServingConfig(device="cuda:1").device == "cuda:1"  # checked for form, not for presence
     with pytest.raises(ValueError, match="serving.align must be true or false, got 'yes'"):
         ServingConfig(align="yes")
+    with pytest.raises(ValueError, match="serving.min_score needs the yunet detector"):
+        ServingConfig(detector="haar", min_score=0.8)
+    with pytest.raises(ValueError, match=r"serving.min_face must be a fraction"):
+        ServingConfig(min_face=48)
+    assert ServingConfig(min_score=0.8, min_face=0.1).min_face == 0.1
 
 
 def test_one_detector_per_detection_scale_shared_by_the_threads():

@@ -69,6 +69,29 @@ def check_detector_kind(kind: Any, where: str = "detector") -> str:
     return kind
 
 
+def detector_options(kind: str, min_score: Any = None, min_face: Any = None, where: str = "") -> dict[str, float]:
+    """``make_detector``'s keyword arguments for the least score a face keeps (``min_score``, in
+    (0, 1], YuNet's ``score_threshold``; the cascade gives no score) and the smallest face kept
+    (``min_face``, a fraction of the image's shorter side in [0, 1), ``min_size_fraction``); None
+    keeps the detector's own default. Checked here, for every entry point (``where``: the parameter
+    group named in the message, e.g. ``predict``)."""
+    prefix = f"{where}." if where else ""
+    options: dict[str, float] = {}
+    if min_score is not None:
+        if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not 0 < min_score <= 1:
+            raise ValueError(f"{prefix}min_score must be a number in (0, 1], or null for the detector's default, "
+                             f"got {min_score!r}")
+        if kind != "yunet":
+            raise ValueError(f"{prefix}min_score needs the yunet detector: the Haar cascade gives its faces no score")
+        options["score_threshold"] = float(min_score)
+    if min_face is not None:
+        if isinstance(min_face, bool) or not isinstance(min_face, (int, float)) or not 0 <= min_face < 1:
+            raise ValueError(f"{prefix}min_face must be a fraction of the image's shorter side in [0, 1) (0.05: "
+                             f"faces from 5 %), or null for the detector's default, got {min_face!r}")
+        options["min_size_fraction"] = float(min_face)
+    return options
+
+
 def make_detector(kind: str = DEFAULT_DETECTOR, **params: Any) -> Detector:
     """The face detector named ``kind`` (``haar``: ``FaceDetector``; ``yunet``:
     ``yunet.YuNetDetector``), built with ``params`` (``detect_max_side``, ...)."""

@@ -37,6 +37,7 @@ from fer_pipeline.core.faces.detector import (
     DETECT_MAX_SIDE,
     LANDMARKS,
     Detector,
+    detector_options,
     make_detector,
 )
 from fer_pipeline.core.faces.images import MAX_PIXELS, UnreadableImageError, check_channels, decode_image, load_image
@@ -130,12 +131,19 @@ class FaceFinder:
     @classmethod
     def make(cls, detector: str | Detector = DEFAULT_DETECTOR, detect_max_side: int | None = DETECT_MAX_SIDE,
              margin: float = 0.2, whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE,
-             align: bool = DEFAULT_ALIGN) -> FaceFinder:
+             align: bool = DEFAULT_ALIGN, min_score: float | None = None,
+             min_face: float | None = None) -> FaceFinder:
         """A finder with the detector named ``detector`` (``haar`` | ``yunet``, searching a copy at
-        most ``detect_max_side`` px long; 0 or None: full resolution), or ``detector`` itself when
-        it is a ``Detector`` (``detect_max_side`` is then its own)."""
+        most ``detect_max_side`` px long, 0 or None: full resolution; keeping faces that score
+        ``min_score`` and measure ``min_face`` of the shorter side, None: its defaults,
+        ``detector.detector_options``), or ``detector`` itself when it is a ``Detector`` (these are
+        then its own)."""
         if isinstance(detector, str):
-            detector = make_detector(detector, detect_max_side=detect_max_side)
+            options = detector_options(detector, min_score, min_face)
+            detector = make_detector(detector, detect_max_side=detect_max_side, **options)
+        elif min_score is not None or min_face is not None:
+            raise TypeError("min_score and min_face set a detector named by kind ('yunet', 'haar'); "
+                            "a Detector object keeps its own")
         return cls(detector, margin=margin, whole_image_max_side=whole_image_max_side, align=align)
 
     def find(self, image: np.ndarray, channels: str = "rgb") -> FoundFaces:

@@ -7,12 +7,18 @@ from typing import Any
 
 from fer_pipeline.core.config import reject_unknown_keys
 from fer_pipeline.core.device import amp_mode
-from fer_pipeline.core.faces.detector import CASCADE_WINDOW, DEFAULT_ALIGN, DEFAULT_DETECTOR, check_detector_kind
+from fer_pipeline.core.faces.detector import (
+    CASCADE_WINDOW,
+    DEFAULT_ALIGN,
+    DEFAULT_DETECTOR,
+    check_detector_kind,
+    detector_options,
+)
 from fer_pipeline.core.inference import TTA_MODES
 
 #: The predict stage's parameters (conf/base/parameters_predict.yml).
-PREDICT_KEYS = ("inputs", "margin", "tta", "device", "amp", "detector", "detect_max_side", "align", "workers",
-                "every_n_frames", "demo_photos")
+PREDICT_KEYS = ("inputs", "margin", "tta", "device", "amp", "detector", "detect_max_side", "min_score", "min_face",
+                "align", "workers", "every_n_frames", "demo_photos")
 
 
 def check_predict_params(params: Mapping[str, Any]) -> None:
@@ -20,7 +26,8 @@ def check_predict_params(params: Mapping[str, Any]) -> None:
     read or a model loaded, not when the first video (or face) reaches the bad value."""
     reject_unknown_keys(params, PREDICT_KEYS, "predict")
     amp_mode(params.get("amp", "auto"))
-    check_detector_kind(params.get("detector", DEFAULT_DETECTOR), "predict.detector")
+    kind = check_detector_kind(params.get("detector", DEFAULT_DETECTOR), "predict.detector")
+    detector_options(kind, params.get("min_score"), params.get("min_face"), "predict")
     if not isinstance(params.get("align", DEFAULT_ALIGN), bool):
         raise ValueError(f"predict.align must be true or false, got {params['align']!r}")
     if params.get("tta", "none") not in TTA_MODES:

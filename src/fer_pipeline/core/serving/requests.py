@@ -42,6 +42,7 @@ from fer_pipeline.core.faces.detector import (
     DETECT_MAX_SIDE,
     Detector,
     check_detector_kind,
+    detector_options,
     make_detector,
 )
 from fer_pipeline.core.faces.images import MAX_PIXELS, ImageTooLargeError, UnreadableImageError, decode_image
@@ -71,6 +72,8 @@ class ServingConfig:
     detector: str = DEFAULT_DETECTOR
     detect_max_side: int | None = DETECT_MAX_SIDE
     align: bool = DEFAULT_ALIGN
+    min_score: float | None = None
+    min_face: float | None = None
     whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE
     max_pixels: int = MAX_PIXELS
     max_inputs: int = 256
@@ -87,6 +90,7 @@ class ServingConfig:
             raise ValueError(f"serving.whole_image_max_side must be >= 0, got {self.whole_image_max_side}")
         object.__setattr__(self, "amp", amp_mode(self.amp))  # YAML's bare on/off arrive as booleans
         check_detector_kind(self.detector, "serving.detector")
+        detector_options(self.detector, self.min_score, self.min_face, "serving")
         if not isinstance(self.align, bool):
             raise ValueError(f"serving.align must be true or false, got {self.align!r}")
         side = self.detect_max_side
@@ -238,24 +242,28 @@ def request_json(inputs: Sequence[bytes | np.ndarray]) -> bytes:
     return json.dumps({"dataframe_records": records}).encode("utf-8")
 
 
-# One detector per (kind, detection scale), shared by the scoring server's request threads: each
+# One detector per (kind, detection scale, least score, smallest face), shared by the scoring server's request threads: each
 # detector keeps one cascade / network per thread itself. Made under a lock: threads importing cv2
 # together found it half-initialised ("module 'cv2' has no attribute 'data'", seen in the
 # concurrency test).
-_detectors: dict[tuple[str, int | None], Detector] = {}
+_detectors: dict[tuple, Detector] = {}
 _detectors_lock = threading.Lock()
 
 
-def shared_detector(detect_max_side: int | None, kind: str = DEFAULT_DETECTOR) -> Detector:
+def shared_detector(detect_max_side: int | None, kind: str = DEFAULT_DETECTOR, min_score: float | None = None,
+                    min_face: float | None = None) -> Detector:
+    key = (kind, detect_max_side, min_score, min_face)
     with _detectors_lock:
-        if (kind, detect_max_side) not in _detectors:
-            _detectors[kind, detect_max_side] = make_detector(kind, detect_max_side=detect_max_side)
-        return _detectors[kind, detect_max_side]
+        if key not in _detectors:
+            _detectors[key] = make_detector(kind, detect_max_side=detect_max_side,
+                                            **detector_options(kind, min_score, min_face))
+        return _detectors[key]
 
 
 def face_finder(config: ServingConfig, detector: Detector | None = None) -> FaceFinder:
     """The face finding of ``params:serving``, with ``detector`` or the shared one of its kind and scale."""
-    return FaceFinder(detector or shared_detector(config.detect_max_side, config.detector), margin=config.margin,
+    detector = detector or shared_detector(config.detect_max_side, config.detector, config.min_score, config.min_face)
+    return FaceFinder(detector, margin=config.margin,
                       whole_image_max_side=config.whole_image_max_side, align=config.align)
 
 

@@ -71,6 +71,7 @@ def _recognizer(resnet_model: ModelFile, params: dict[str, Any]) -> EmotionRecog
     return EmotionRecognizer.load(
         resnet_model.require(), detector=params.get("detector", DEFAULT_DETECTOR),
         detect_max_side=params.get("detect_max_side", DETECT_MAX_SIDE), align=params.get("align", DEFAULT_ALIGN),
+        min_score=params.get("min_score"), min_face=params.get("min_face"),
         margin=params["margin"], tta=params["tta"], device=params["device"], amp=params.get("amp", "auto"))
 
 
