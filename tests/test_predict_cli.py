@@ -248,7 +248,7 @@ def test_an_unknown_device_exits_2_before_anything_is_written(model_file: Path, 
                                                              capsys) -> None:
     out = tmp_path / "out"
     assert main([str(photo), "--model", str(model_file), "--output", str(out), "--device", "gpu", "--quiet"]) == 2
-    assert capsys.readouterr().err == "fer-predict: error: device must be auto, cpu, cuda, cuda:1, ..., got 'gpu'\n"
+    assert capsys.readouterr().err == "fer-predict: error: --device must be auto, cpu, cuda, cuda:1, ..., got 'gpu'\n"
     assert not out.exists()
 
 

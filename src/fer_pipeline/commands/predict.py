@@ -102,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", type=Path, default=Path("predictions"), help="output folder (default: ./predictions)"
     )
     parser.add_argument("--margin", type=in_range(float, *MARGIN_RANGE), default=0.2,
-                        help="extra context on each side of a face box, as a fraction of its side "
-                        f"({MARGIN_RANGE[0]:g}-{MARGIN_RANGE[1]:g}, default 0.2)")
+                        help="square crops (--no-align, haar, faces without landmarks): extra context on each "
+                        f"side of a face box, as a fraction of its side ({MARGIN_RANGE[0]:g}-{MARGIN_RANGE[1]:g}, "
+                        "default 0.2); aligned crops are framed from the landmarks instead")
     parser.add_argument("--tta", choices=("none", "flip", "ten_crop"), default="none", help="test-time augmentation")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
@@ -225,7 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         detector_options(args.detector, args.min_score, args.min_face)
     except ValueError as error:  # the flags argparse cannot check alone (--min-score needs yunet)
-        _error(str(error).replace("min_score", "--min-score").replace("min_face", "--min-face"))
+        _error(str(error).replace("min_score", "--min-score").replace("min_face", "--min-face")
+               .replace(", or null for the detector's default", ", or left out for the detector's default"))
         return EXIT_USAGE
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
@@ -343,7 +345,7 @@ def _load_recognizer(args: argparse.Namespace) -> tuple | int:
         _error(str(error))
         return EXIT_BAD_MODEL
     except ValueError as error:  # --device, the one option argparse cannot check
-        _error(str(error))
+        _error(str(error).replace("device must", "--device must"))
         return EXIT_USAGE
 
 
