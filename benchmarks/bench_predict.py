@@ -35,7 +35,7 @@ from fer_pipeline.core.models import STEMS, build_resnet34, load_model, model_co
 from fer_pipeline.core.pixels import MEAN, STD
 from fer_pipeline.core.predict.photos import collect_image_files, predict_photos
 from fer_pipeline.core.predict.workers import default_workers
-from fer_pipeline.demo import draw_photo, write_demo_photos
+from fer_pipeline.demo import write_demo_clip, write_demo_photos
 
 
 def matched_boxes(reference: list[list[tuple]], other: list[list[tuple]], min_iou: float = 0.5) -> int:
@@ -100,31 +100,11 @@ def bench_photos(args: argparse.Namespace, model, config) -> None:
                   f"{result.num_faces / seconds:9.1f}{result.num_faces:7d}")
 
 
-def write_clip(path: Path, frames: int, fps: float = 25.0, size: tuple[int, int] = (640, 480)) -> Path:
-    """A demo clip: two drawn faces, the left one drifting right and down (2 px, 1 px a frame,
-    bouncing back), the right one still, camera noise redrawn every frame; MJPG AVI."""
-    import cv2
-
-    rng = np.random.default_rng(0)
-    background = draw_photo([(4, (380, 150, 130, 130))], size=size, rng=rng)
-    face = draw_photo([(3, (20, 20, 140, 140))], size=(180, 200), rng=rng)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
-    for index in range(frames):
-        step = index % 60 if index % 120 < 60 else 60 - index % 60
-        frame = background.copy()
-        x, y = 60 + 2 * step, 110 + step
-        frame[y:y + 200, x:x + 180] = face
-        noise = rng.normal(0, 2.0, frame.shape)
-        writer.write(cv2.cvtColor(np.clip(frame + noise, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
-
-
 def bench_video(args: argparse.Namespace, model, config) -> None:
     from fer_pipeline.core.predict.video import predict_video
 
     with tempfile.TemporaryDirectory() as tmp:
-        clip = write_clip(Path(tmp) / "clip.avi", args.frames)
+        clip = write_demo_clip(Path(tmp) / "clip.avi", args.frames)
         predict_video(clip, EmotionRecognizer(model, config, device="cpu"), progress=False, every_n_frames=5)  # warm-up
         print(f"640x480 clip, {args.frames} frames, 2 faces; decode+detect threads {args.workers}, "
               f"torch threads {torch.get_num_threads()}, detect_max_side={args.detect_max_side}")

@@ -61,7 +61,7 @@ from fer_pipeline.core.faces.images import load_image
 from fer_pipeline.core.faces.yunet import YuNetDetector
 from fer_pipeline.core.models import load_model
 
-#: JAFFE as an external set (the README's entry): the class is the two letters after the first dot.
+#: JAFFE as an external set (docs/stages/evaluate.md): the class is the two letters after the first dot.
 JAFFE_SET = {
     "kind": "photos",
     "label_pattern": r"^[A-Z]+\.([A-Z]{2})\d",
@@ -216,7 +216,10 @@ def cells() -> list[Cell]:
     before = YuNetDetector(score_threshold=0.7, min_size_fraction=0.06, detect_max_side=320, retry_max_side=None)
     now = YuNetDetector()
     return [Cell("haar", FaceDetector(), predict_flags=("--detector", "haar", "--no-align")),
-            Cell("yunet (before)", before), Cell("yunet (before) + align", before, align=True),
+            Cell("yunet (before)", before),
+            Cell("yunet (before) + align", before, align=True, predict_flags=(
+                "--detector", "yunet", "--align", "--min-score", "0.7", "--min-face", "0.06",
+                "--detect-retry-max-side", "0")),
             Cell("yunet", now, predict_flags=("--detector", "yunet", "--no-align")),
             Cell("yunet + align", now, align=True, predict_flags=("--detector", "yunet", "--align"))]
 

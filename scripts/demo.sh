@@ -8,4 +8,4 @@ export DO_NOT_TRACK=true
 echo
 echo "Done. The demo's files are under data/demo/ (reports: data/demo/08_reporting/)."
 echo "Browse, offline on 127.0.0.1: .venv/bin/fer-ui mlflow   (runs)   .venv/bin/fer-ui viz --env demo   (the DAG)"
-echo "Serve the demo model over HTTP on 127.0.0.1:5001: .venv/bin/fer-serve --env demo   (README, \"Serving\")"
+echo "Serve the demo model over HTTP on 127.0.0.1:5001: .venv/bin/fer-serve --env demo   (docs/serving.md)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A GPU lent for minutes, used by one command (README "FER2013 on the GPU"):
+# A GPU lent for minutes, used by one command (docs/results.md, "FER2013 on the GPU"):
 #   1. the default pipeline on FER2013 (scripts/gpu_pipeline.py): first the naive-DataLoader
 #      baseline, whose fast-path images/s size the training's epochs to the time (at most the
 #      configured 60), and a torch.compile probe; then training, evaluation of PublicTest and

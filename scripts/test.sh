@@ -12,4 +12,5 @@ workers=${PYTEST_WORKERS:-$(( $(nproc) < 2 ? 1 : 2 ))}
 # one torch/OpenMP thread per process when the workers share the cores: idle OpenMP threads of
 # one worker would otherwise spin on the cores the other needs
 [ "$workers" -gt 1 ] && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-exec .venv/bin/python -m pytest tests -n "$workers" --dist loadfile "$@"
+# --no-loadscope-reorder: files go to the workers in collection order, the longest first (tests/conftest.py)
+exec .venv/bin/python -m pytest tests -n "$workers" --dist loadfile --no-loadscope-reorder "$@"

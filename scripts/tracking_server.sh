@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A shared MLflow tracking server on PostgreSQL, all of it in one data folder (README, "A shared
+# A shared MLflow tracking server on PostgreSQL, all of it in one data folder (docs/scaling-out.md, "A shared
 # tracking server on PostgreSQL"):
 #
 #   bash scripts/tracking_server.sh start  DATA_DIR [--pg-port 5433] [--port 5000] [--workers 4]

@@ -32,7 +32,7 @@ from kedro_mlflow.pipeline.pipeline_ml import PipelineML
 
 from .conftest import SMALL_DEMO_PARAMS, make_project, project_as_cwd, run_kedro
 
-#: What the README tells the user to run, for two pipelines in one call.
+#: What docs/scaling-out.md tells the user to run, for two pipelines in one call.
 EXPORTED = {"__default__": "fer_pipeline_dag.py", "training": "fer_pipeline_training_dag.py"}
 CREATE = ("airflow", "create", "--pipelines", ",".join(EXPORTED), "--group-by", "memory")
 
@@ -221,7 +221,7 @@ def _small_demo(project: Path) -> None:
 @pytest.mark.e2e
 def test_airflow_runs_the_demo_dag_and_logs_the_served_model(tmp_path):
     """`airflow dags test` runs the exported demo DAG, task by task, in a project folder: the
-    deployment the README describes (Airflow started where conf/ is, the project installed)."""
+    deployment docs/scaling-out.md describes (Airflow started where conf/ is, the project installed)."""
     python = _airflow_python()
     if subprocess.run([python, "-c", "import fer_pipeline"], capture_output=True).returncode != 0:
         pytest.skip(f"{python} has Airflow but not this project (pip install the project's wheel there)")

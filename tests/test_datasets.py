@@ -10,6 +10,7 @@ from fer_pipeline.kedro_glue.datasets import (
     FigureFolderDataset,
     ModelFile,
     NpzDataset,
+    OnnxFileDataset,
     TorchModelDataset,
     VideoFolderDataset,
 )
@@ -117,3 +118,19 @@ def test_video_folder_moves_finished_videos_in_and_drops_the_others(tmp_path):
         ds.save({"gone": made / "gone.mp4"})
     with pytest.raises(DatasetError, match="saves a dict of video file paths"):
         ds.save([made / "x.mp4"])
+
+
+def test_onnx_file_dataset_writes_bytes_atomically_and_loads_the_path(tmp_path):
+    from pathlib import Path
+
+    from fer_pipeline.project import catalog_file
+
+    repo = Path(__file__).resolve().parents[1]
+    assert catalog_file(repo, "resnet_onnx") == repo / "data" / "06_models" / "resnet34.onnx"  # beside resnet34.pt
+    ds = OnnxFileDataset(filepath=(tmp_path / "06_models" / "resnet34.onnx").as_posix())
+    assert not ds.exists()
+    ds.save(b"onnx bytes")
+    assert ds.load() == tmp_path / "06_models" / "resnet34.onnx" and ds.load().read_bytes() == b"onnx bytes"
+    with pytest.raises(DatasetError, match="saves the bytes of an ONNX model, got dict"):
+        ds.save({"config": {}})
+    assert sorted(p.name for p in (tmp_path / "06_models").iterdir()) == ["resnet34.onnx"]  # no temp file left

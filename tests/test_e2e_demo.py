@@ -100,7 +100,8 @@ def test_mlflow_run_holds_flat_params_metric_histories_and_artifacts(demo_projec
     assert len(client.get_metric_history(run.info.run_id, "autoencoder.loss")) == 1
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/class_balance.png" in artifacts and "plots/confusion_matrix.png" in artifacts
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} == {"model/resnet34.pt"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} == {"model/resnet34.pt",
+                                                                             "model/resnet34.onnx"}
 
 
 def test_evaluate_pipeline_alone_with_flip_tta(demo_project):

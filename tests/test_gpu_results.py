@@ -1,5 +1,6 @@
-"""The README's GPU figures are the committed run's (docs/gpu/metrics.json, docs/gpu/*.jsonl),
-not numbers retyped by hand that could drift from them."""
+"""The GPU figures of the results and ablation pages, and of the README's results table, are the
+committed run's (docs/gpu/metrics.json, docs/gpu/*.jsonl), not numbers retyped by hand that could
+drift from them."""
 
 from __future__ import annotations
 
@@ -9,16 +10,25 @@ from pathlib import Path
 import pytest
 
 from fer_pipeline.ablation.records import read_runs
+from fer_pipeline.docs_inventory import expand_snippets
 
 REPO = Path(__file__).resolve().parents[1]
 GPU = REPO / "docs" / "gpu"
 
 
+def page_section(page: str, heading: str) -> str:
+    """From ``heading`` to the next heading of its level or above (or the page's end), as the
+    site shows it: result files included by snippet are expanded."""
+    text = expand_snippets((REPO / "docs" / page).read_text(encoding="utf-8"), REPO)
+    start = text.index(heading)
+    level = heading[:heading.index(" ")]
+    ends = [text.find(f"\n{'#' * n} ", start + 1) for n in range(1, len(level) + 1)]
+    return text[start:min([end for end in ends if end > 0], default=len(text))]
+
+
 @pytest.fixture(scope="module")
 def section() -> str:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    start = readme.index("### FER2013 on the GPU (one H200)")
-    return readme[start:readme.index("\n## ", start)]
+    return page_section("results.md", "## FER2013 on the GPU (one H200)")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +69,18 @@ def test_time_throughput_and_checks_are_the_runs(section, metrics):
     assert check["identical"] and f"{check['steps_per_epoch']} steps on {check['train_faces']:,} faces" in section
 
 
-def test_ablation_records_are_the_ones_described(section):
+def test_the_readmes_headline_is_the_runs(metrics):
+    """The README's results row for the GPU: PrivateTest accuracy without and with ten-crop, and
+    the training's time and throughput."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith("| FER2013 PrivateTest accuracy, default model"))
+    test, training = metrics["evaluation"]["test"], metrics["stages"]["training"]
+    assert f"**{pct(test['none']['accuracy'])}** ({pct(test['ten_crop']['accuracy'])} ten-crop)" in row
+    assert f"{training['seconds']:.1f} s of training at {training['images_per_s_median']:,.0f} img/s" in row
+
+
+def test_ablation_records_are_the_ones_described():
+    section = page_section("ablation.md", "## The ablation at GPU scale: not an answer yet")
     for name, epochs in (("ablation_1_epoch", 1), ("ablation_3_epochs", 3)):
         records = read_runs([GPU / f"{name}.jsonl"])
         assert len(records) == 18 and {r["epochs"] for r in records} == {epochs}
@@ -69,7 +90,7 @@ def test_ablation_records_are_the_ones_described(section):
         assert f"docs/gpu/{name}.md" in section
         table = (GPU / f"{name}.md").read_text(encoding="utf-8")
         assert f"Epochs per run: {epochs}." in table
-    # the README shows the 3-epoch table as `ablation.py report` wrote it, not retyped
+    # the page shows the 3-epoch table as `ablation.py report` wrote it (included, not retyped)
     assert (GPU / "ablation_3_epochs.md").read_text(encoding="utf-8").strip() in section
 
 

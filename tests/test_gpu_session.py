@@ -21,6 +21,9 @@ TINY_RUNS = ["--set", "training.model.arch=resnet18", "--set", "training.model.s
              "--set", "training.config.batch_size=16", "--set", "training.config.steps_per_epoch=2",
              "--set", "training.config.eval_batch_size=64", "--set", "autoencoder.latent_dim=16",
              "--set", "autoencoder.base_channels=8", "--set", "autoencoder.batch_size=64", "--ae-epochs", "1"]
+#: The ablation runs' configured epochs, 12 in conf/ablation.yml, cut to take seconds: the time fit
+#: never chooses more than configured.
+ABLATION_EPOCHS = 3
 
 
 @pytest.mark.slow
@@ -31,11 +34,12 @@ def test_gpu_session_returns_pipeline_resume_check_and_fitted_ablation(fer_demo_
     out, work, results = tmp_path / "out", tmp_path / "work", tmp_path / "gpu_results"
     env = {**os.environ, "OUT": str(out), "DATA": str(archive), "WORK": str(work), "RESULTS": str(results),
            "PYTHON": f"{sys.executable} -S", "PYTHONPATH": str(bare_site_packages()), "OMP_NUM_THREADS": "1",
-           # 20 epochs asked, about 10 s of training left by the reserve: the deadline cuts them
-           "PIPELINE_ARGS": " ".join([*TINY, "--epochs", "20", "--reserve-s", "355", "--naive-baseline-steps", "1",
+           # 20 epochs asked, a few seconds of training left by the reserve: the deadline cuts them
+           "PIPELINE_ARGS": " ".join([*TINY, "--epochs", "20", "--reserve-s", "363", "--naive-baseline-steps", "1",
                                       "--naive-workers", "0", "--compile-probe-steps", "0", "--resume-check-steps",
                                       "1", "--threads", "1"]),
-           "ABLATION_ARGS": " ".join(["--only", "ce,ae_oversample_ce", "--seeds", "0", "--threads", "1", *TINY_RUNS])}
+           "ABLATION_ARGS": " ".join(["--only", "ce,ae_oversample_ce", "--seeds", "0", "--threads", "1", *TINY_RUNS,
+                                       "--set", f"training.config.epochs={ABLATION_EPOCHS}"])}
     result = subprocess.run(["bash", str(SESSION), "400"], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
@@ -61,7 +65,9 @@ def test_gpu_session_returns_pipeline_resume_check_and_fitted_ablation(fer_demo_
     fitted = int(re.search(r"ablation: (\d+) epochs per run", result.stdout).group(1))
     recorded = json.loads((results / "ablation" / "ablation_fit.json").read_text())
     assert recorded["epochs"] == fitted and recorded["run_overhead_s"] == 3 and recorded["runs"] == 2
+    assert recorded["configured_epochs"] == ABLATION_EPOCHS
     records = read_runs([results / "ablation" / "ablation_runs.jsonl"])
     assert [(r["strategy"], r["seed"]) for r in records] == [("ce", 0), ("ae_oversample_ce", 0)]
-    assert 1 <= fitted <= 12 and {r["epochs"] for r in records} == {fitted}  # one schedule, at most the config's
+    # one schedule, at most the configured epochs
+    assert 1 <= fitted <= ABLATION_EPOCHS and {r["epochs"] for r in records} == {fitted}
     assert "gpu_session: pipeline exit 0" in result.stdout and "gpu_session: ablation exit 0" in result.stdout

@@ -176,10 +176,12 @@ def test_an_image_over_the_pixel_limit_is_skipped_and_reported(model_file: Path,
      ["--every-n-frames", "0", "x.jpg"], ["--detect-max-side", "-5", "x.jpg"], ["--detect-max-side", "16", "x.jpg"],
      ["--workers", "0", "x.jpg"], ["--amp", "fast", "x.jpg"], ["--detector", "mtcnn", "x.jpg"],
      ["--detector", "haar", "--min-score", "0.8", "x.jpg"], ["--min-score", "0", "x.jpg"],
-     ["--min-face", "1.5", "x.jpg"]],
+     ["--min-face", "1.5", "x.jpg"], ["--detect-retry-max-side", "16", "x.jpg"],
+     ["--detector", "haar", "--detect-retry-max-side", "800", "x.jpg"]],
     ids=["no-path", "bad-tta", "negative-margin", "unknown-option", "zero-every-n", "negative-detect-side",
          "detect-side-under-the-cascade-window", "zero-workers", "bad-amp",
-         "unknown-detector", "min-score-with-haar", "zero-min-score", "min-face-over-1"],
+         "unknown-detector", "min-score-with-haar", "zero-min-score", "min-face-over-1", "retry-side-under-24",
+         "retry-with-haar"],
 )
 def test_usage_errors_exit_2(argv: list[str], tmp_path: Path) -> None:
     (tmp_path / "x.jpg").write_bytes(b"")
@@ -212,13 +214,14 @@ def test_missing_input_exits_2_before_loading_the_model(tmp_path: Path, capsys) 
     assert "missing.jpg" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("flags", "detector", "align"), [
-    ([], "yunet", True),  # the defaults: DEFAULT_DETECTOR, DEFAULT_ALIGN
-    (["--detector", "haar", "--no-align"], "haar", False),
-    (["--detector", "yunet", "--no-align"], "yunet", False),
+@pytest.mark.parametrize(("flags", "detector", "align", "retry"), [
+    ([], "yunet", True, 800),  # the defaults: DEFAULT_DETECTOR, DEFAULT_ALIGN, yunet.RETRY_MAX_SIDE
+    (["--detector", "haar", "--no-align"], "haar", False, None),
+    (["--detector", "yunet", "--no-align", "--detect-retry-max-side", "0"], "yunet", False, None),
+    (["--detect-retry-max-side", "640"], "yunet", True, 640),
 ])
-def test_detector_and_align_reach_the_recognizer(flags: list[str], detector: str, align: bool, model_file: Path,
-                                                 photo: Path, tmp_path: Path, monkeypatch) -> None:
+def test_detector_and_align_reach_the_recognizer(flags: list[str], detector: str, align: bool, retry: int | None,
+                                                 model_file: Path, photo: Path, tmp_path: Path, monkeypatch) -> None:
     from fer_pipeline.core.faces import recognizer
 
     made = []
@@ -226,12 +229,14 @@ def test_detector_and_align_reach_the_recognizer(flags: list[str], detector: str
 
     def load(cls, path, **options):
         made.append(options)
-        return original(cls, path, **options)
+        made.append(original(cls, path, **options))
+        return made[-1]
 
     monkeypatch.setattr(recognizer.EmotionRecognizer, "load", classmethod(load))
     assert main([str(photo), "--model", str(model_file), "--output", str(tmp_path / "out"), "--device", "cpu",
                  *flags, "--quiet"]) == 0
     assert (made[0]["detector"], made[0]["align"]) == (detector, align)
+    assert getattr(made[1].finder.detector, "retry_max_side", None) == retry
 
 
 def test_the_flags_defaults_are_the_libraries_defaults() -> None:
@@ -380,3 +385,78 @@ def test_a_broken_video_beside_a_photo_exits_4_without_ffmpegs_raw_lines(model_f
                                 "video, an unsupported codec, or a file cut short before its index, e.g. an MP4 "
                                 "without its moov atom)\n")
     assert (tmp_path / "out" / "predictions.csv").is_file()
+
+
+# ------------------------------------------------------------------------- --backend onnxruntime
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from tests.core.onnx_files import small_model_files
+
+    return small_model_files(tmp_path_factory.mktemp("onnx"))
+
+
+def _face_rows(out: Path) -> list[dict[str, str]]:
+    return [row for row in read_csv(out / "predictions.csv") if row["status"] == "face"]
+
+
+def test_backend_onnxruntime_gives_the_torch_faces_and_emotions(onnx_files, photo: Path, tmp_path: Path,
+                                                                capsys) -> None:
+    pt, onnx = onnx_files
+    runs = {"torch": [str(pt), "--amp", "off"], "converted": [str(pt), "--backend", "onnxruntime"],
+            "onnx": [str(onnx)]}
+    rows = {}
+    for name, model in runs.items():
+        assert main([str(photo), "--output", str(tmp_path / name), "--device", "cpu", "--quiet", "--tta", "flip",
+                     "--model", *model]) == 0
+        rows[name] = _face_rows(tmp_path / name)
+        backend = re.search(r"^backend +(\S+)$", capsys.readouterr().out, re.MULTILINE).group(1)
+        assert backend == ("torch" if name == "torch" else "onnxruntime")
+    probabilities = [key for key in rows["torch"][0] if key.startswith("prob_")] + ["confidence"]
+    assert len(rows["torch"]) == len(PHOTO_FACES)
+    for name in ("converted", "onnx"):
+        assert [{k: v for k, v in row.items() if k not in probabilities} for row in rows[name]] == [
+            {k: v for k, v in row.items() if k not in probabilities} for row in rows["torch"]]
+        np.testing.assert_allclose([[float(row[k]) for k in probabilities] for row in rows[name]],
+                                   [[float(row[k]) for k in probabilities] for row in rows["torch"]], atol=1e-5)
+
+
+def test_backend_conflicts_are_usage_errors_and_a_bad_onnx_file_exits_3(onnx_files, photo: Path, tmp_path: Path,
+                                                                        capsys) -> None:
+    pt, onnx = onnx_files
+    out = ["--output", str(tmp_path / "out"), "--quiet"]
+    assert main([str(photo), "--model", str(onnx), "--backend", "torch", *out]) == 2
+    assert "is an ONNX model, which only ONNX Runtime runs: use --backend onnxruntime" in capsys.readouterr().err
+    assert main([str(photo), "--model", str(pt), "--backend", "onnxruntime", "--device", "cuda", *out]) == 2
+    assert "--device must be auto or cpu with it" in capsys.readouterr().err
+    assert main([str(photo), "--model", str(onnx), "--amp", "on", *out]) == 2
+    assert "--amp on is torch's bf16 autocast" in capsys.readouterr().err
+    assert main([str(photo), "--model", str(tmp_path / "absent.onnx"), *out]) == 3
+    assert "model file not found" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(os.urandom(4096))
+    assert main([str(photo), "--model", str(corrupt), *out]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith(f"fer-predict: error: {corrupt} is not an ONNX model ONNX Runtime can load (")
+    assert "fer-export MODEL.pt OUT.onnx" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_default_model_with_backend_onnxruntime_is_the_export_beside_it(tmp_path: Path) -> None:
+    from fer_pipeline.commands.predict import default_model_path
+
+    (tmp_path / "pyproject.toml").write_text('[tool.kedro]\npackage_name = "x"\n')
+    shutil.copytree(Path(__file__).resolve().parents[1] / "conf" / "base", tmp_path / "conf" / "base")
+    models = tmp_path / "data" / "06_models"
+    assert default_model_path(tmp_path, backend="onnxruntime") == models / "resnet34.pt"  # none exported yet
+    models.mkdir(parents=True)
+    (models / "resnet34.onnx").write_bytes(b"")
+    assert default_model_path(tmp_path, backend="onnxruntime") == models / "resnet34.onnx"
+    assert default_model_path(tmp_path) == default_model_path(tmp_path, backend="torch") == models / "resnet34.pt"
+    # a .pt newer than the export beside it (fer-train, a refused export): the .pt, converted as it loads
+    (models / "resnet34.pt").write_bytes(b"")
+    os.utime(models / "resnet34.onnx", ns=(1_000_000_000, 1_000_000_000))
+    assert default_model_path(tmp_path, backend="onnxruntime") == models / "resnet34.pt"
+    os.utime(models / "resnet34.pt", ns=(1_000_000_000, 1_000_000_000))
+    assert default_model_path(tmp_path, backend="onnxruntime") == models / "resnet34.onnx"  # as new: the export

@@ -1,7 +1,7 @@
 """The served model end to end, on the demo run's logged ``emotion_model``.
 
 The model is served by MLflow's own server (``mlflow models serve``), started by ``fer-serve``
-under the socket recorder in a user's environment (tests/net_recording.py), and by the README's
+under the socket recorder in a user's environment (tests/net_recording.py), and by docs/serving.md's
 plain command. Requests go over HTTP to 127.0.0.1; every server and its children are stopped by
 PID. The answers are compared with ``fer-predict`` on the same files and the same weights.
 """
@@ -33,7 +33,7 @@ from fer_pipeline.processes import alive, free_port, start, stop, wait_http
 
 from .conftest import run_kedro
 from .net_recording import outside, recorded_env, recorded_server, records
-from .test_docs import _readme_serving_example
+from .test_docs import _serving_page_example
 
 pytestmark = pytest.mark.e2e
 
@@ -185,8 +185,8 @@ def test_fer_serve_answers_photos_and_crops_as_fer_predict_and_refuses_bad_input
     assert served[0] == {"input_index": 0, "status": "no_face", **{k: None for k in served[1] if k not in (
         "input_index", "status")}}
     assert served[-1]["box_source"] == "crop" and (served[-1]["w"], served[-1]["h"]) == (48, 48)
-    readme_keys = list(_readme_serving_example()[1]["predictions"][0])  # the README shows the real answer's keys
-    assert all(list(row) == readme_keys for row in served)
+    page_keys = list(_serving_page_example()[1]["predictions"][0])  # docs/serving.md shows the real answer's keys
+    assert all(list(row) == page_keys for row in served)
     # the same faces, boxes, emotions and probabilities as fer-predict on the same files
     by_file = {str(p): i for i, p in enumerate(photos)}
     local_faces = [r for r in local if r["status"] == "face"]
@@ -201,28 +201,28 @@ def test_fer_serve_answers_photos_and_crops_as_fer_predict_and_refuses_bad_input
                                    atol=1e-6)  # the CSV keeps six decimals
 
 
-def _readme_serving_commands() -> tuple[dict[str, str], str]:
-    """The README's serving block: its `export` variables and its `mlflow models serve` line."""
-    readme = (REPO / "README.md").read_text()
-    block = re.search(r"```bash\n(export MLFLOW_TRACKING_URI=[^\n]*)\n(mlflow models serve [^\n]*)\n", readme)
-    assert block, "README's serving block (export ...; mlflow models serve ...) is missing"
+def _serving_page_commands() -> tuple[dict[str, str], str]:
+    """The serving page's block: its `export` variables and its `mlflow models serve` line."""
+    page = (REPO / "docs" / "serving.md").read_text()
+    block = re.search(r"```bash\n(export MLFLOW_TRACKING_URI=[^\n]*)\n(mlflow models serve [^\n]*)\n", page)
+    assert block, "docs/serving.md's block (export ...; mlflow models serve ...) is missing"
     exports = dict(item.split("=", 1) for item in shlex.split(block.group(1))[1:])
     return exports, block.group(2)
 
 
-def test_the_readme_command_serves_what_python_loads(demo_project, tmp_path):
-    """`mlflow models serve` as the README writes it, and `mlflow.pyfunc.load_model`, agree."""
+def test_the_documented_command_serves_what_python_loads(demo_project, tmp_path):
+    """`mlflow models serve` as docs/serving.md writes it, and `mlflow.pyfunc.load_model`, agree."""
     import mlflow.pyfunc
     import pandas as pd
 
     model, folder = _newest_model(demo_project)
-    exports, serve = _readme_serving_commands()
+    exports, serve = _serving_page_commands()
     assert exports == {"MLFLOW_TRACKING_URI": "sqlite:///mlflow.db", "DO_NOT_TRACK": "true"}
     port = free_port()
     command = shlex.split(serve.replace("<run id>", model.source_run_id).replace("--port 5001", f"--port {port}"))
     assert command[:3] == ["mlflow", "models", "serve"] and "127.0.0.1" in command
     log = tmp_path / "net.jsonl"
-    env = recorded_env(log)  # a user's shell, with the README's exports and the venv activated
+    env = recorded_env(log)  # a user's shell, with the page's exports and the venv activated
     env.update(exports, PATH=os.pathsep.join([str(BIN), env["PATH"]]))
     output = tmp_path / "server.log"
     server = start(command, demo_project, env=env, log=output)

@@ -20,7 +20,9 @@ from tests.conftest import make_project, run_kedro
 pytestmark = pytest.mark.e2e
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
-ONE_EPOCH = "training.config.epochs=1"
+#: One epoch of two steps (of the demo's 64-face batches, 32 a process): what the tests check is the two
+#: processes, their logs and files, not what the model learns.
+ONE_EPOCH = ["training.config.epochs=1", "training.config.steps_per_epoch=2"]
 
 
 @pytest.fixture()
@@ -41,7 +43,7 @@ def _mlflow_client(project: Path):
 def test_kedro_run_trains_in_two_worker_processes(trained_inputs_project):
     project = trained_inputs_project
     result = run_kedro(project, "run", "--env", "demo", "--pipelines", "training", "--params",
-                       f"{ONE_EPOCH},training.distributed.nproc_per_node=2")
+                       ",".join([*ONE_EPOCH, "training.distributed.nproc_per_node=2"]))
     assert result.returncode == 0, result.stderr[-6000:]
     output = result.stdout + result.stderr
     assert "training in 2 worker processes (gloo backend)" in " ".join(output.split())
@@ -64,7 +66,8 @@ def test_torchrun_trains_and_the_evaluate_pipeline_scores_its_model(trained_inpu
     env = {**os.environ, "DO_NOT_TRACK": "true", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "fer_pipeline.commands.train", "--env", "demo",
-         "--conf", str(project / "conf"), "--set", ONE_EPOCH, "--set", "training.config.checkpoint_dir=null"],
+         "--conf", str(project / "conf"), *(arg for key in ONE_EPOCH for arg in ("--set", key)),
+         "--set", "training.config.checkpoint_dir=null"],
         cwd=project, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-6000:]
     assert f"wrote {out.relative_to(project)}" in result.stdout

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from fer_pipeline.processes import free_port
+
 from .net_recording import outside, recorded_env, recorded_server, records
 
 BIN = Path(sys.executable).parent
@@ -238,3 +240,20 @@ def test_a_store_that_cannot_be_listed_leaves_the_ui_on_its_home_page(tmp_path, 
     assert started["env"][ui.LANDING_ENVIRONMENT] == ""
     assert "could not list the runs of sqlite:///broken.db (OSError)" in capsys.readouterr().err
 
+
+def test_fer_ui_docs_serves_the_site_strictly_on_the_loopback(tmp_path):
+    from fer_pipeline.commands.ui import build_parser, docs_command
+
+    command = docs_command(tmp_path, 8123)
+    assert command[1:4] == ["-m", "mkdocs", "serve"] and "--strict" in command
+    assert command[command.index("--dev-addr") + 1] == "127.0.0.1:8123"
+    assert command[command.index("--config-file") + 1] == str(tmp_path / "mkdocs.yml")
+    assert build_parser().parse_args(["docs"]).port == 8000
+
+
+def test_fer_ui_docs_outside_a_checkout_says_what_is_missing(tmp_path, monkeypatch, capsys):
+    from fer_pipeline.commands import ui
+
+    monkeypatch.setattr(ui, "project_root", lambda: tmp_path)
+    assert ui.main(["docs", "--port", str(free_port())]) == 2
+    assert f"no mkdocs.yml in {tmp_path}" in capsys.readouterr().err

@@ -145,3 +145,20 @@ def test_write_demo_photos_gives_detectable_faces_and_a_blank(tmp_path):
     assert sum(found[:-1]) >= 5  # 1 + 2 + 1 + 2 faces drawn; Haar finds nearly all
     again = write_demo_photos(tmp_path / "again", n_photos=4, seed=1)
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(paths, again))
+
+
+def test_write_demo_clip_writes_its_frames_with_a_moving_and_a_still_face(tmp_path):
+    import cv2
+
+    from fer_pipeline.demo import write_demo_clip
+
+    path = write_demo_clip(tmp_path / "clip.avi", frames=5, size=(640, 480))
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while (read := capture.read())[0]:
+        frames.append(read[1])
+    capture.release()
+    assert len(frames) == 5 and frames[0].shape == (480, 640, 3)
+    moving, still = (slice(110, 310), slice(60, 240)), (slice(150, 280), slice(380, 510))
+    first, last = frames[0].astype(float), frames[-1].astype(float)
+    assert abs(first[moving] - last[moving]).mean() > 3 * abs(first[still] - last[still]).mean()

@@ -8,8 +8,8 @@ import pytest
 
 from fer_pipeline.core.training import checkpoint
 from fer_pipeline.params import apply_sets, load_parameters
-from fer_pipeline.runner.dataset_loading import load_dataset
 from fer_pipeline.runner import resume_check
+from fer_pipeline.runner.dataset_loading import load_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,10 +5,11 @@ written beside it and swapped in; a folder holding files fer-predict did not wri
 
 Exit codes: 0 every input read (whether or not faces were found), 1 no readable image or video
 among the inputs (``--output`` left as it was), 2 usage error (an unknown ``--device`` too),
-missing input path or an ``--output`` that is not fer-predict's, 3 model file missing or
-invalid, 4 some inputs could not be read in full (unreadable photos or videos, or a video that
-broke off part-way: its frames before the break are kept): the others' results are written, the
-failures listed on stderr, 130 interrupted (``--output`` left as it was).
+missing input path or an ``--output`` that is not fer-predict's, a ``--backend`` the model file or
+``--device``/``--amp`` cannot run with, 3 model file (``.pt`` or ``.onnx``) missing or invalid,
+4 some inputs could not be read in full (unreadable photos or videos, or a video that broke off
+part-way: its frames before the break are kept): the others' results are written, the failures
+listed on stderr, 130 interrupted (``--output`` left as it was).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 # Light modules (numpy at most): ``--help`` and usage errors need no torch/OpenCV import.
 from fer_pipeline.commands.predict_output import OutputFolderError, check_output, discard, publish, start_staging
+from fer_pipeline.core.backends import BACKENDS, backend_for, check_backend_options
 from fer_pipeline.core.faces.detector import (
     CASCADE_WINDOW,
     DEFAULT_ALIGN,
@@ -31,6 +33,7 @@ from fer_pipeline.core.faces.detector import (
     detector_options,
 )
 from fer_pipeline.core.faces.images import MAX_PIXELS
+from fer_pipeline.core.faces.yunet import RETRY_MAX_SIDE
 from fer_pipeline.core.ingestion.decode import FORMAT_EXTENSIONS
 from fer_pipeline.core.predict.inputs import VIDEO_EXTENSIONS, image_extensions, scan_media
 from fer_pipeline.project import catalog_file, environment_data_roots, find_project_root
@@ -42,8 +45,9 @@ MARGIN_RANGE = (0.0, 1.0)
 #: which ``0`` (full resolution) says the same for any photo under the pixel limit.
 DETECT_SIDE_RANGE = (CASCADE_WINDOW, 8192)
 
-#: The catalog entry of the trained classifier (conf/base/catalog.yml owns its path).
+#: The catalog entries of the trained classifier and of its ONNX export (conf/base/catalog.yml owns their paths).
 MODEL_ENTRY = "resnet_model"
+ONNX_ENTRY = "resnet_onnx"
 
 EXIT_OK = 0
 EXIT_NO_READABLE_IMAGE = 1
@@ -53,9 +57,18 @@ EXIT_PARTIAL = 4
 EXIT_INTERRUPTED = 130  # the shell's for Ctrl-C
 
 
-def default_model_path(start: Path | None = None, env: str = "base") -> Path:
-    """Where ``kedro run --env <env>`` saves the classifier: the catalog's ``resnet_model``."""
-    return catalog_file(find_project_root(start), MODEL_ENTRY, env)
+def default_model_path(start: Path | None = None, env: str = "base", backend: str | None = None) -> Path:
+    """Where ``kedro run --env <env>`` saves the classifier: the catalog's ``resnet_model``; for
+    ``backend`` onnxruntime its ONNX export (``resnet_onnx``) where there is one at least as new as
+    the ``.pt`` (``fer-train``, or a run whose export was refused, leaves a newer ``.pt`` beside an
+    older ``.onnx``: the ``.pt`` is then converted as it loads)."""
+    root = find_project_root(start)
+    model = catalog_file(root, MODEL_ENTRY, env)
+    onnx = catalog_file(root, ONNX_ENTRY, env)
+    if backend == "onnxruntime" and onnx.is_file() and (
+            not model.is_file() or onnx.stat().st_mtime_ns >= model.stat().st_mtime_ns):
+        return onnx
+    return model
 
 
 def in_range(kind: type, low: float, high: float = math.inf, or_zero: str = "") -> Callable[[str], float]:
@@ -95,63 +108,79 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         type=Path,
         default=None,
-        help="model file (default: the catalog's resnet_model, <kedro project root>/data/06_models/resnet34.pt, "
-        "written by the last `kedro run`; the demo's is data/demo/06_models/resnet34.pt)",
+        help="model file, .pt or .onnx (fer-export) (default: the catalog's resnet_model, <kedro project "
+        "root>/data/06_models/resnet34.pt, written by the last `kedro run`, or with --backend onnxruntime the "
+        "resnet34.onnx beside it; the demo's are in data/demo/06_models/)",
     )
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="what runs the classifier: torch, or onnxruntime (ONNX Runtime on the CPU, float32; a "
+                        ".pt is converted when it loads and checked against PyTorch) (default: the model file's, "
+                        ".onnx: onnxruntime, else torch)")
     parser.add_argument(
         "--output", type=Path, default=Path("predictions"), help="output folder (default: ./predictions)"
     )
-    parser.add_argument("--margin", type=in_range(float, *MARGIN_RANGE), default=0.2,
-                        help="square crops (--no-align, haar, faces without landmarks): extra context on each "
-                        f"side of a face box, as a fraction of its side ({MARGIN_RANGE[0]:g}-{MARGIN_RANGE[1]:g}, "
-                        "default 0.2); aligned crops are framed from the landmarks instead")
     parser.add_argument("--tta", choices=("none", "flip", "ten_crop"), default="none", help="test-time augmentation")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
                         help="bf16 autocast: auto = where the device runs it natively (CUDA, AVX512-BF16/AMX CPUs)")
-    parser.add_argument("--whole-image-max-side", type=in_range(int, 0), default=100, metavar="PX",
-                        help="an image with no side longer than PX is classified whole, without detection, as an "
-                        "already-cropped face such as FER2013's 48x48 images (default 100; 0 disables)")
     parser.add_argument("--every-n-frames", type=in_range(int, 1), default=1, metavar="N",
                         help="videos: detect and classify every Nth frame; the frames between show the last "
                         "boxes in the annotated video (default 1: every frame)")
-    parser.add_argument("--detector", choices=DETECTOR_KINDS, default=DEFAULT_DETECTOR,
-                        help="face detector: yunet (the shipped, sha256-checked YuNet CNN, with 5 landmarks per face; "
-                        "the default) or haar (OpenCV's Haar cascade: frontal, upright faces only)")
-    parser.add_argument("--detect-max-side", type=in_range(int, *DETECT_SIDE_RANGE, or_zero="full resolution"),
-                        default=DETECT_MAX_SIDE, metavar="PX",
-                        help="search faces on a copy at most PX long, boxes mapped back to full resolution "
-                        f"({DETECT_SIDE_RANGE[0]}-{DETECT_SIDE_RANGE[1]}, default {DETECT_MAX_SIDE}; faces under "
-                        f"{CASCADE_WINDOW} px of that copy are missed; 0: full resolution)")
-    parser.add_argument("--min-score", type=float, default=None, metavar="S",
-                        help="yunet: keep faces the detector scores at least S, in (0, 1] (default 0.6; lower finds "
-                        "more faces and more false ones)")
-    parser.add_argument("--min-face", type=float, default=None, metavar="F",
-                        help="keep faces at least F of the photo's shorter side, in [0, 1) (default: yunet 0.03, "
-                        "haar 0.06)")
-    parser.add_argument("--align", action=argparse.BooleanOptionalAction, default=DEFAULT_ALIGN,
-                        help="crop each face with landmarks (YuNet's) levelled and framed like FER2013's faces; "
-                        "--no-align: a square around its box (default: --align)")
     parser.add_argument("--max-pixels", type=in_range(int, 1), default=MAX_PIXELS, metavar="N",
                         help="an image with more pixels is skipped and reported as unreadable, from its header, "
                         f"before it is decoded (default {MAX_PIXELS:,}, as fer-serve's serving.max_pixels)")
     parser.add_argument("--workers", type=in_range(int, 1), default=None, metavar="N",
                         help="decode+detect threads (default: one per core, at most 4)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_face_finding(parser)
     return parser
+
+
+def _add_face_finding(parser: argparse.ArgumentParser) -> None:
+    """The face finding flags, as ``FaceFinder.make`` and ``detector.detector_options`` take them."""
+    group = parser.add_argument_group("face finding")
+    group.add_argument("--detector", choices=DETECTOR_KINDS, default=DEFAULT_DETECTOR,
+                       help="face detector: yunet (the shipped, sha256-checked YuNet CNN, with 5 landmarks per face; "
+                       "the default) or haar (OpenCV's Haar cascade: frontal, upright faces only)")
+    group.add_argument("--detect-max-side", type=in_range(int, *DETECT_SIDE_RANGE, or_zero="full resolution"),
+                       default=DETECT_MAX_SIDE, metavar="PX",
+                       help="search faces on a copy at most PX long, boxes mapped back to full resolution "
+                       f"({DETECT_SIDE_RANGE[0]}-{DETECT_SIDE_RANGE[1]}, default {DETECT_MAX_SIDE}; faces under "
+                       f"{CASCADE_WINDOW} px of that copy are missed; 0: full resolution)")
+    group.add_argument("--detect-retry-max-side", type=in_range(int, *DETECT_SIDE_RANGE, or_zero="no second search"),
+                       default=None, metavar="PX",
+                       help="yunet, photos: where the first search finds no face, search again on a copy at most PX "
+                       f"long, for small faces in large photos (default {RETRY_MAX_SIDE}; 0: never; video frames "
+                       "are searched once)")
+    group.add_argument("--min-score", type=float, default=None, metavar="S",
+                       help="yunet: keep faces the detector scores at least S, in (0, 1] (default 0.6; lower finds "
+                       "more faces and more false ones)")
+    group.add_argument("--min-face", type=float, default=None, metavar="F",
+                       help="keep faces at least F of the photo's shorter side, in [0, 1) (default: yunet 0.03, "
+                       "haar 0.06)")
+    group.add_argument("--align", action=argparse.BooleanOptionalAction, default=DEFAULT_ALIGN,
+                       help="crop each face with landmarks (YuNet's) levelled and framed like FER2013's faces; "
+                       "--no-align: a square around its box (default: --align)")
+    group.add_argument("--margin", type=in_range(float, *MARGIN_RANGE), default=0.2,
+                       help="square crops (--no-align, haar, faces without landmarks): extra context on each "
+                       f"side of a face box, as a fraction of its side ({MARGIN_RANGE[0]:g}-{MARGIN_RANGE[1]:g}, "
+                       "default 0.2); aligned crops are framed from the landmarks instead")
+    group.add_argument("--whole-image-max-side", type=in_range(int, 0), default=100, metavar="PX",
+                       help="an image with no side longer than PX is classified whole, without detection, as an "
+                       "already-cropped face such as FER2013's 48x48 images (default 100; 0 disables)")
 
 
 def _error(message: str) -> None:
     print(f"fer-predict: error: {message}", file=sys.stderr)
 
 
-def _print_summary(result, paths: dict | None, videos: list, model_path: Path, shown) -> None:
+def _print_summary(result, paths: dict | None, videos: list, model_path: Path, backend: str, shown) -> None:
     """What was read and written: the photos' ``PredictionResult`` (``paths`` None when no photo
     was given) and each video's (``VideoResult``, csv path) or (file, error) when unreadable.
     ``shown``: a path written in the staging folder -> its path in ``--output``."""
     from collections import Counter
 
-    lines = [("model", str(model_path))]
+    lines = [("model", str(model_path)), ("backend", backend)]
     if paths is not None:
         emotions = Counter(row["emotion"] for row in result.rows)
         lines += [
@@ -224,9 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
 
     try:
-        detector_options(args.detector, args.min_score, args.min_face)
+        detector_options(args.detector, args.min_score, args.min_face, detect_max_side=args.detect_max_side,
+                         detect_retry_max_side=args.detect_retry_max_side)
     except ValueError as error:  # the flags argparse cannot check alone (--min-score needs yunet)
         _error(str(error).replace("min_score", "--min-score").replace("min_face", "--min-face")
+               .replace("detect_retry_max_side", "--detect-retry-max-side")
                .replace(", or null for the detector's default", ", or left out for the detector's default"))
         return EXIT_USAGE
     missing = [p for p in args.paths if not Path(p).exists()]
@@ -267,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OutputFolderError, OSError) as error:
         _error(f"{error}; this run's results are in {staging}")
         return EXIT_USAGE
-    _print_summary(result, paths, videos, model_path, shown=lambda path: args.output / Path(path).relative_to(staging))
+    _print_summary(result, paths, videos, model_path, recognizer.backend,
+                   shown=lambda path: args.output / Path(path).relative_to(staging))
     return _report_failures(failed, len(photo_files) + len(video_files), args.output)
 
 
@@ -280,7 +312,7 @@ def _predict_into(staging: Path, photo_files: list[Path], video_files: list[Path
     result = predict_photos(photo_files, recognizer, max_pixels=args.max_pixels, **common)
     # Written before the videos are read: when a long video is interrupted, the photos' results
     # are among the finished ones that ``_stopped`` keeps.
-    paths = write_outputs(result, staging) if result.files else None
+    paths = write_outputs(result, staging, workers=args.workers) if result.files else None
     return result, paths, _predict_videos(video_files, recognizer, staging / "videos", args, common)
 
 
@@ -322,8 +354,9 @@ def _load_recognizer(args: argparse.Namespace) -> tuple | int:
     from fer_pipeline.core.faces.recognizer import EmotionRecognizer
     from fer_pipeline.core.faces.yunet import DetectorModelError
     from fer_pipeline.core.model_files import ModelFileError
+    from fer_pipeline.core.onnx_export import OnnxExportError
 
-    model_path = args.model if args.model is not None else default_model_path()
+    model_path = args.model if args.model is not None else default_model_path(backend=args.backend)
     hint = ("train one first with `kedro run`, or pass --model FILE (the demo, `kedro run --env demo`, "
             "writes its model under data/demo/)")
     if not model_path.is_file():
@@ -335,13 +368,20 @@ def _load_recognizer(args: argparse.Namespace) -> tuple | int:
                 hint += "; models of other environments: " + ", ".join(found)
         _error(f"model file not found: {model_path}\n  {hint}")
         return EXIT_BAD_MODEL
-    options = {"detector": args.detector, "detect_max_side": args.detect_max_side, "align": args.align,
+    options = {"detector": args.detector, "detect_max_side": args.detect_max_side,
+               "detect_retry_max_side": args.detect_retry_max_side, "align": args.align,
                "min_score": args.min_score, "min_face": args.min_face,
                "margin": args.margin, "whole_image_max_side": args.whole_image_max_side, "tta": args.tta,
                "device": args.device, "amp": args.amp}
+    try:  # the flags that conflict with the back-end: usage errors before the model loads
+        backend = backend_for(model_path, args.backend, "--backend")
+        check_backend_options(backend, args.device, args.amp, "--")
+    except ValueError as error:
+        _error(str(error))
+        return EXIT_USAGE
     try:
-        return EmotionRecognizer.load(model_path, **options), model_path
-    except (ModelFileError, DetectorModelError, OSError) as error:  # names the file and how a model is made
+        return EmotionRecognizer.load(model_path, backend=backend, **options), model_path
+    except (ModelFileError, OnnxExportError, DetectorModelError, OSError) as error:  # names the file and the fix
         _error(str(error))
         return EXIT_BAD_MODEL
     except ValueError as error:  # --device, the one option argparse cannot check

@@ -5,7 +5,7 @@
     fer-serve --run-id <id>      the model a given run logged
 
 It finds the model in the project's MLflow store and replaces itself (``exec``) with MLflow's
-own server, as the README's plain command does:
+own server, as the plain command of docs/serving.md does:
 
     mlflow models serve -m runs:/<run id>/emotion_model --env-manager local --host 127.0.0.1
 
@@ -13,7 +13,7 @@ with telemetry switched off (the ``mlflow models serve`` command does not import
 only its worker does, when it loads the model, too late for the package's ``DO_NOT_TRACK``),
 the tracking URI of the project's store, this environment's ``bin/`` on PATH (MLflow starts
 ``uvicorn`` by name), and Kedro's logging at warnings (``serving_logging.yml``). Its PID is the
-server's; MLflow's uvicorn runs as its child. Requests: README, "Serving".
+server's; MLflow's uvicorn runs as its child. Requests: docs/serving.md.
 
 Exit codes: 2 on a usage error (no store, no logged model, port in use); otherwise the server's.
 """

@@ -2,8 +2,9 @@
 
     fer-ui mlflow [--port 5000]      the runs in the project's mlflow.db
     fer-ui viz [--env demo]          the pipelines' DAG with plot previews
+    fer-ui docs [--port 8000]        the documentation site (docs/, mkdocs.yml), rebuilt on each change
 
-Why a command of our own, measured on mlflow 3.17 and kedro-viz 12.5 (README, "Tracking and
+Why a command of our own, measured on mlflow 3.17 and kedro-viz 12.5 (docs/tracking.md, "Tracking and
 viewing"):
 
 - ``mlflow ui`` looks up ``config.mlflow-telemetry.io`` at start-up unless ``DO_NOT_TRACK`` or
@@ -26,8 +27,13 @@ pipeline, datasets shown from the Filters panel) without kedro-viz's feature tou
 the third-party warnings its start-up printed (about 80 lines before its address). Both set only
 what the browser has no value for yet: a choice made in a UI is kept.
 
-Exit codes: 2 on a usage error (port in use, no mlflow.db yet); otherwise the server's own
-(``fer-ui mlflow`` becomes ``mlflow ui``; ``fer-ui viz`` returns 0 when kedro-viz stops).
+``fer-ui docs`` replaces itself with ``mkdocs serve`` on 127.0.0.1, from the project root (where
+the pages' snippets are read from), with the same offline environment; its pages load nothing
+from another host (Material's web fonts are off in ``mkdocs.yml``).
+
+Exit codes: 2 on a usage error (port in use, no mlflow.db yet, MkDocs not installed); otherwise
+the server's own (``fer-ui mlflow`` becomes ``mlflow ui``, ``fer-ui docs`` ``mkdocs serve``;
+``fer-ui viz`` returns 0 when kedro-viz stops).
 """
 
 from __future__ import annotations
@@ -274,10 +280,32 @@ def serve_viz(root: Path, port: int, env: str | None, pipeline: str | None) -> N
     uvicorn.run(app, host=HOST, port=port, log_config=None)
 
 
+def docs_command(root: Path, port: int) -> list[str]:
+    """The ``mkdocs serve`` command line ``fer-ui docs`` runs: the project's site, strict (a broken
+    link stops the rebuild with its warning), bound to 127.0.0.1."""
+    return [sys.executable, "-m", "mkdocs", "serve", "--config-file", str(root / "mkdocs.yml"), "--strict",
+            "--dev-addr", f"{HOST}:{port}"]
+
+
+def serve_docs(root: Path, port: int) -> None:
+    """Replace this process with ``mkdocs serve`` on the project's documentation (does not return)."""
+    import importlib.util
+
+    if not (root / "mkdocs.yml").is_file():
+        raise UsageError(f"no mkdocs.yml in {root}: run fer-ui docs from a checkout of the project")
+    if importlib.util.find_spec("mkdocs") is None:
+        raise UsageError("MkDocs is not installed here: pip install -e '.[docs]' (scripts/setup.sh installs it)")
+    check_port_free(port)
+    command = docs_command(root, port)
+    print(f"The documentation (offline) on http://{HOST}:{port}/ for {root}", flush=True)
+    os.chdir(root)  # the pages include result files by their paths from the project root
+    os.execve(command[0], command, {**offline_environment(), "NO_MKDOCS_2_WARNING": "1"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fer-ui", description="The project's UIs, offline and bound to 127.0.0.1 (stop with Ctrl-C).")
-    commands = parser.add_subparsers(dest="ui", required=True, metavar="{mlflow,viz}")
+    commands = parser.add_subparsers(dest="ui", required=True, metavar="{mlflow,viz,docs}")
     mlflow = commands.add_parser("mlflow", help="the MLflow UI on the project's mlflow.db")
     mlflow.add_argument("--port", type=int, default=5000, help="default 5000")
     mlflow.add_argument("--backend-store-uri", default=None,
@@ -289,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     viz.add_argument("--port", type=int, default=4141, help="default 4141 (kedro-viz's)")
     viz.add_argument("--env", default=None, help="Kedro environment whose catalog to show (e.g. demo)")
     viz.add_argument("--pipeline", default=None, help="show one pipeline (default: all)")
+    docs = commands.add_parser("docs", help="the documentation site (docs/), rebuilt on each change")
+    docs.add_argument("--port", type=int, default=8000, help="default 8000 (mkdocs serve's)")
     return parser
 
 
@@ -301,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.ui == "mlflow":
             serve_mlflow(root, args.port, args.backend_store_uri, args.workers, args.experiment)
+        elif args.ui == "docs":
+            serve_docs(root, args.port)
         else:
             serve_viz(root, args.port, args.env, args.pipeline)
     except UsageError as error:

@@ -1,7 +1,9 @@
 """Batched inference of a trained classifier with test-time augmentation: uint8 faces -> logits.
 
 ``predict_logits`` is the one inference path: the evaluation stage, the training loop's
-validation and the predict stage all call it. It needs only torch and torchvision.
+validation and the predict stage all call it. It needs only torch and torchvision. Its
+preprocessing and TTA are ``batched_logits``, which the ONNX Runtime back-end
+(``core.onnx_model``) shares: only the forward pass differs.
 
 Preprocessing follows the model config (``core.models.model_config``): uint8 faces -> [0, 1]
 -> crop/resize to ``input_size`` -> ``(x - mean) / std`` -> repeated to 3 channels when
@@ -21,6 +23,7 @@ does not grow with the number of views) and their logits are averaged:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -107,6 +110,63 @@ def predict_logits(
     natively (CUDA, CPUs with AVX512-BF16/AMX, ~1.5-2x faster), float32 elsewhere. The logits
     come back float32 and the TTA views are averaged in float32.
     """
+    images = _uint8_faces(images, tta)  # bad input fails before the model is moved
+    device = resolve_device(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.eval()
+    model.to(device=device, memory_format=memory_format)
+    autocast_dtype = autocast_dtype_for(amp, device)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
+                                                    enabled=autocast_dtype is not None):
+        return batched_logits(lambda view: model(view.contiguous(memory_format=memory_format)).float(), images,
+                              config, tta=tta, batch_size=batch_size, device=device, progress=progress)
+
+
+def batched_logits(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    images: np.ndarray | torch.Tensor,
+    config: dict,
+    tta: str = "none",
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> np.ndarray:
+    """Logits (N, K) float32 of uint8 faces (N,H,W) or (N,1,H,W) by ``forward``, which maps one
+    normalised view (B, in_channels, S, S) float32 on ``device`` to its (B, K) logits: the
+    preprocessing and TTA every back-end shares (a torch module, ``predict_logits``; an ONNX
+    Runtime session, ``core.onnx_model``), so that only the forward pass differs."""
+    images = _uint8_faces(images, tta)
+    device = torch.device(device)
+    input_size = _config_input_size(config, int(images.shape[-1]))
+    mean, std, in_channels = _normalizer(config, device)
+    num_images = int(images.shape[0])
+    starts = range(0, num_images, batch_size)
+    if progress and tqdm is not None:
+        starts = tqdm(starts, total=math.ceil(num_images / batch_size), desc=f"predict (tta={tta})", unit="batch")
+
+    outputs: list[torch.Tensor] = []
+    for start in starts:
+        batch = to_float(images[start : start + batch_size].to(device, non_blocking=True))
+        logits_sum = None
+        views = _tta_views(batch, input_size, tta)
+        for view in views:
+            if mean.shape[1] == 1:
+                view = (view - mean) / std
+            if in_channels != view.shape[1]:
+                view = view.expand(-1, in_channels, -1, -1)
+            if mean.shape[1] != 1:
+                view = (view - mean) / std
+            logits = forward(view)
+            logits_sum = logits if logits_sum is None else logits_sum + logits
+        outputs.append((logits_sum / len(views)).cpu())
+    if not outputs:
+        num_classes = int(config.get("num_classes", len(config.get("classes", CLASSES))))
+        return np.zeros((0, num_classes), dtype=np.float32)
+    return torch.cat(outputs).numpy().astype(np.float32, copy=False)
+
+
+def _uint8_faces(images: np.ndarray | torch.Tensor, tta: str) -> torch.Tensor:
+    """The (N, H, W) uint8 tensor of square faces (N,H,W) or (N,1,H,W); ``tta`` checked first."""
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
     if isinstance(images, np.ndarray):
@@ -119,39 +179,4 @@ def predict_logits(
         images = images[:, 0]
     if images.dim() != 3 or images.shape[1] != images.shape[2]:
         raise ValueError(f"expected square faces (N,H,W), got shape {tuple(images.shape)}")
-
-    device = resolve_device(device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model.eval()
-    model.to(device=device, memory_format=memory_format)
-    input_size = _config_input_size(config, int(images.shape[-1]))
-    mean, std, in_channels = _normalizer(config, device)
-    autocast_dtype = autocast_dtype_for(amp, device)
-
-    num_images = int(images.shape[0])
-    starts = range(0, num_images, batch_size)
-    if progress and tqdm is not None:
-        starts = tqdm(starts, total=math.ceil(num_images / batch_size), desc=f"predict (tta={tta})", unit="batch")
-
-    outputs: list[torch.Tensor] = []
-    with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
-                                                    enabled=autocast_dtype is not None):
-        for start in starts:
-            batch = to_float(images[start : start + batch_size].to(device, non_blocking=True))
-            logits_sum = None
-            views = _tta_views(batch, input_size, tta)
-            for view in views:
-                if mean.shape[1] == 1:
-                    view = (view - mean) / std
-                if in_channels != view.shape[1]:
-                    view = view.expand(-1, in_channels, -1, -1)
-                if mean.shape[1] != 1:
-                    view = (view - mean) / std
-                view = view.contiguous(memory_format=memory_format)
-                logits = model(view).float()
-                logits_sum = logits if logits_sum is None else logits_sum + logits
-            outputs.append((logits_sum / len(views)).cpu())
-    if not outputs:
-        num_classes = int(config.get("num_classes", len(config.get("classes", CLASSES))))
-        return np.zeros((0, num_classes), dtype=np.float32)
-    return torch.cat(outputs).numpy().astype(np.float32, copy=False)
+    return images

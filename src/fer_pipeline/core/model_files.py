@@ -76,17 +76,20 @@ def load_weights(model: torch.nn.Module, state: Mapping[str, Any], path: str | o
                           f"{len(unexpected)} unknown, e.g. {(list(missing) + list(unexpected))[0]!r}", origin)
 
 
-#: Where training logs the classifier's file in its MLflow run: conf/base/catalog.yml's
-#: ``resnet_model.artifact_path`` (the file keeps its name, ``resnet34.pt``).
+#: Where training logs the classifier's files in its MLflow run: conf/base/catalog.yml's
+#: ``resnet_model.artifact_path`` (the file keeps its name, ``resnet34.pt``) and ``resnet_onnx``'s
+#: (``resnet34.onnx``, its ONNX export).
 RUN_MODEL_ARTIFACT = "model"
 
 
-def download_run_model(run_id: str, dst: str | os.PathLike, tracking_uri: str | None = None) -> Path:
-    """The model file MLflow run ``run_id`` logged (``RUN_MODEL_ARTIFACT/*.pt``), downloaded into
-    ``dst`` with MLflow's own client (any store MLflow reads). ``tracking_uri`` None: MLflow's
-    current one (``mlflow.set_tracking_uri``, ``MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the
-    working directory: the project's store when run from its root). ``ModelFileError`` for a run
-    the store does not have or one that logged no model file. MLflow is imported here only."""
+def download_run_model(run_id: str, dst: str | os.PathLike, tracking_uri: str | None = None,
+                       suffixes: tuple[str, ...] = (".pt",)) -> Path:
+    """The model file MLflow run ``run_id`` logged (``RUN_MODEL_ARTIFACT/*<suffix>``, the first of
+    ``suffixes`` it logged one of), downloaded into ``dst`` with MLflow's own client (any store
+    MLflow reads). ``tracking_uri`` None: MLflow's current one (``mlflow.set_tracking_uri``,
+    ``MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the working directory: the project's store when
+    run from its root). ``ModelFileError`` for a run the store does not have or one that logged no
+    model file. MLflow is imported here only."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -94,11 +97,11 @@ def download_run_model(run_id: str, dst: str | os.PathLike, tracking_uri: str | 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     try:
         client.get_run(run_id)
-        logged = sorted(item.path for item in client.list_artifacts(run_id, RUN_MODEL_ARTIFACT)
-                        if item.path.endswith(".pt"))
+        artifacts = sorted(item.path for item in client.list_artifacts(run_id, RUN_MODEL_ARTIFACT))
     except MlflowException as error:
         raise ModelFileError(f"no MLflow run {run_id!r} in {where} ({error.message}); "
                              "pass the store of the run as tracking_uri") from error
+    logged = [path for suffix in suffixes for path in artifacts if path.endswith(suffix)]
     if not logged:
         raise ModelFileError(f"MLflow run {run_id} in {where} logged no model file ({RUN_MODEL_ARTIFACT}/*.pt): "
                              "only runs that train the classifier (`kedro run`, `--pipelines training`) log one")

@@ -206,6 +206,28 @@ def write_demo_photos(folder: str | os.PathLike, n_photos: int = 6, seed: int = 
     return written
 
 
+def write_demo_clip(path: str | os.PathLike, frames: int, fps: float = 25.0,
+                    size: tuple[int, int] = (640, 480)) -> Path:
+    """A demo clip (the video benchmarks'): two drawn faces, the left one drifting right and down (2 px, 1 px a frame,
+    bouncing back), the right one still, camera noise redrawn every frame; MJPG AVI."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    background = draw_photo([(4, (380, 150, 130, 130))], size=size, rng=rng)
+    face = draw_photo([(3, (20, 20, 140, 140))], size=(180, 200), rng=rng)
+    path = Path(path)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    for index in range(frames):
+        step = index % 60 if index % 120 < 60 else 60 - index % 60
+        frame = background.copy()
+        x, y = 60 + 2 * step, 110 + step
+        frame[y:y + 200, x:x + 180] = face
+        noise = rng.normal(0, 2.0, frame.shape)
+        writer.write(cv2.cvtColor(np.clip(frame + noise, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``fer-demo-data OUT [--n-train N] [--n-test N] [--seed S] [--overwrite]``."""
     parser = argparse.ArgumentParser(

@@ -1,4 +1,4 @@
-"""Custom Kedro datasets: NumPy array bundles, PyTorch model files, folders of figures and of videos.
+"""Custom Kedro datasets: NumPy array bundles, PyTorch and ONNX model files, folders of figures and of videos.
 
 The model and array files and the videos are written atomically (temp file + rename) so a killed
 run never leaves a half-written file that a later run would load.
@@ -126,6 +126,32 @@ class TorchModelDataset(AbstractDataset[dict, ModelFile]):
         tmp = _atomic_target(path)
         torch.save({"config": data["config"], "state_dict": data["state_dict"]}, tmp)
         os.replace(tmp, path)
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+class OnnxFileDataset(AbstractDataset[bytes, Path]):
+    """An ONNX model file (``core.onnx_export``): ``save`` takes its bytes and writes them atomically,
+    ``load`` returns the file's path (read by ``core.onnx_model.load_onnx_model``, which says what is
+    wrong with a missing or corrupt file)."""
+
+    def __init__(self, filepath: str, metadata: dict | None = None):
+        self._filepath = PurePosixPath(filepath)
+        self.metadata = metadata
+
+    def load(self) -> Path:
+        return Path(self._filepath)
+
+    def save(self, data: bytes) -> None:
+        if not isinstance(data, (bytes, bytearray)):
+            raise DatasetError(f"OnnxFileDataset saves the bytes of an ONNX model, got {type(data).__name__}")
+        from fer_pipeline.core.onnx_export import write_atomically  # temp file removed when the write fails
+
+        write_atomically(Path(self._filepath), bytes(data))
 
     def _exists(self) -> bool:
         return Path(self._filepath).exists()

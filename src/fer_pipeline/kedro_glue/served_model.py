@@ -32,8 +32,9 @@ MODEL_NAME = "emotion_model"
 INPUT_NAME = "serving_requests"
 
 #: The distributions the model runs with; their installed versions are logged as its requirements.
-REQUIREMENTS = ("fer_pipeline", "torch", "torchvision", "numpy", "pandas", "pillow", "opencv-python-headless",
-                "scikit-learn", "kedro", "kedro-datasets", "kedro-mlflow", "mlflow", "cloudpickle")
+REQUIREMENTS = ("fer_pipeline", "torch", "torchvision", "onnx", "onnxruntime", "numpy", "pandas", "pillow",
+                "opencv-python-headless", "scikit-learn", "kedro", "kedro-datasets", "kedro-mlflow", "mlflow",
+                "cloudpickle")
 
 
 #: Every class a served model can have: the 7, and FER+'s contempt (``ingestion.ferplus_contempt:

@@ -65,11 +65,23 @@ def test_no_sets_is_an_empty_report():
          "evaluate.external_sets.ckplus48.detector must be one of haar, yunet, got 'yunett' (did you mean 'yunet'?)"),
         ({"path": "x", "kind": "photos", "align": "yes"}, el.ExternalSetError,
          "evaluate.external_sets.ckplus48.align must be true or false, got 'yes'"),
+        ({"path": "x", "kind": "photos", "detector": "haar", "min_score": 0.8}, el.ExternalSetError,
+         "evaluate.external_sets.ckplus48.min_score needs the yunet detector"),
+        ({"path": "x", "kind": "photos", "min_face": 5}, el.ExternalSetError,
+         "evaluate.external_sets.ckplus48.min_face must be a fraction of the image's shorter side in [0, 1)"),
     ],
 )
 def test_bad_entries_are_refused_with_a_hint(entry, error, message):
     with pytest.raises(error, match=re.escape(message)):
         el.parse_external_sets({"ckplus48": entry})
+
+
+def test_a_photo_sets_detector_has_its_least_score_and_smallest_face():
+    (spec,) = el.parse_external_sets({"jaffe": {"path": "x", "kind": "photos", "min_score": 0.8, "min_face": 0.1}})
+    detector = spec.make_detector()
+    assert (detector.score_threshold, detector.min_size_fraction) == (0.8, 0.1)
+    (default,) = el.parse_external_sets({"jaffe": {"path": "x", "kind": "photos"}})
+    assert (default.make_detector().score_threshold, default.make_detector().min_size_fraction) == (0.6, 0.03)
 
 
 def test_a_set_name_must_fit_metric_keys_and_file_names():

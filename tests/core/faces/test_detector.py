@@ -85,8 +85,17 @@ def test_the_default_detector_and_alignment_are_the_same_everywhere() -> None:
 def test_detector_options_map_the_least_score_and_smallest_face_and_refuse_what_cannot_apply():
     from fer_pipeline.core.faces.detector import detector_options
 
-    assert detector_options("yunet") == {} and detector_options("haar", min_face=0.1) == {"min_size_fraction": 0.1}
-    assert detector_options("yunet", 0.8, 0.05) == {"score_threshold": 0.8, "min_size_fraction": 0.05}
+    assert detector_options("yunet") == {"detect_max_side": 320}
+    assert detector_options("haar", min_face=0.1) == {"detect_max_side": 320, "min_size_fraction": 0.1}
+    assert detector_options("yunet", 0.8, 0.05, detect_max_side=0, detect_retry_max_side=0) == {
+        "detect_max_side": None, "retry_max_side": None, "score_threshold": 0.8, "min_size_fraction": 0.05}
+    assert detector_options("yunet", detect_max_side=None, detect_retry_max_side=640) == {
+        "detect_max_side": None, "retry_max_side": 640}
+    with pytest.raises(ValueError, match="serving.detect_retry_max_side needs the yunet detector"):
+        detector_options("haar", detect_retry_max_side=800, where="serving")
+    for bad in (16, -1, 320.0, True, "320"):
+        with pytest.raises(ValueError, match=r"detect_max_side must be a whole number of pixels >= 24"):
+            detector_options("haar", detect_max_side=bad)
     with pytest.raises(ValueError, match="predict.min_score needs the yunet detector"):
         detector_options("haar", min_score=0.8, where="predict")
     for bad in (0, 1.5, True, "high"):

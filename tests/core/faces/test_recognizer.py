@@ -275,3 +275,73 @@ def test_the_least_score_and_smallest_face_reach_the_detector(model_file, photo)
     assert EmotionRecognizer.load(model_file, detector="haar", min_face=0.9).predict(photo) == []
     with pytest.raises(TypeError, match="a Detector object keeps its own"):
         FaceFinder.make(FaceFinder.make().detector, min_score=0.5)
+
+
+# ------------------------------------------------------------------------- the onnxruntime back-end
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from tests.core.onnx_files import small_model_files
+
+    return small_model_files(tmp_path_factory.mktemp("onnx"))
+
+
+def assert_close_faces(faces: list[Face], expected: list[Face]) -> None:
+    """The same faces and emotions, probabilities within float32 rounding of another back-end."""
+    assert [(f.box, f.box_source, f.emotion, f.landmarks) for f in faces] == [
+        (f.box, f.box_source, f.emotion, f.landmarks) for f in expected]
+    for face, other in zip(faces, expected, strict=True):
+        np.testing.assert_allclose(list(face.probabilities.values()), list(other.probabilities.values()), atol=1e-5)
+
+
+def test_the_backend_follows_the_file_or_the_choice(onnx_files, photo):
+    pt, onnx = onnx_files
+    by_torch = EmotionRecognizer.load(pt, device="cpu", amp="off")
+    from_onnx = EmotionRecognizer.load(onnx)
+    converted = EmotionRecognizer.load(pt, backend="onnxruntime")
+    assert (by_torch.backend, from_onnx.backend, converted.backend) == ("torch", "onnxruntime", "onnxruntime")
+    assert "backend='onnxruntime'" in repr(from_onnx) and from_onnx.classes == by_torch.classes
+    expected = by_torch.predict(photo)
+    assert len(expected) == 2
+    assert_close_faces(from_onnx.predict(photo), expected)
+    assert_close_faces(converted.predict(photo), expected)
+
+
+def test_onnxruntime_options_that_cannot_apply_are_refused(onnx_files):
+    pt, onnx = onnx_files
+    with pytest.raises(ValueError, match="only ONNX Runtime runs: use backend onnxruntime"):
+        EmotionRecognizer.load(onnx, backend="torch")
+    with pytest.raises(ValueError, match="backend must be one of torch, onnxruntime, got 'tf'"):
+        EmotionRecognizer.load(pt, backend="tf")
+    with pytest.raises(ValueError, match="runs on the CPU: device must be auto or cpu"):
+        EmotionRecognizer.load(onnx, device="cuda")
+    with pytest.raises(ValueError, match="amp on is torch's bf16 autocast"):
+        EmotionRecognizer.load(onnx, amp="on")
+    assert EmotionRecognizer.load(onnx, device="cpu", amp="auto").amp == "off"  # float32: what runs
+
+
+def test_from_mlflow_runs_the_logged_onnx_file_or_converts_the_model(onnx_files, photo, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    from fer_pipeline.core import onnx_export
+
+    pt, onnx = onnx_files
+    catalog = yaml.safe_load((REPO / "conf/base/catalog.yml").read_text(encoding="utf-8"))
+    assert catalog["resnet_onnx"]["artifact_path"] == RUN_MODEL_ARTIFACT  # logged beside the .pt
+    uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("fer", artifact_location=(tmp_path / "mlruns").as_uri())
+    both, pt_only = client.create_run(experiment).info.run_id, client.create_run(experiment).info.run_id
+    for run, files in ((both, (pt, onnx)), (pt_only, (pt,))):
+        for file in files:
+            client.log_artifact(run, str(file), artifact_path=RUN_MODEL_ARTIFACT)
+
+    expected = EmotionRecognizer.load(pt, device="cpu", amp="off").predict(photo)
+    assert_close_faces(EmotionRecognizer.from_mlflow(pt_only, tracking_uri=uri, backend="onnxruntime").predict(photo),
+                       expected)
+    monkeypatch.setattr(onnx_export, "onnx_bytes", None)  # the logged file is taken: nothing is converted
+    from_run = EmotionRecognizer.from_mlflow(both, tracking_uri=uri, backend="onnxruntime")
+    assert from_run.backend == "onnxruntime"
+    assert_close_faces(from_run.predict(photo), expected)
+    assert EmotionRecognizer.from_mlflow(both, tracking_uri=uri).backend == "torch"

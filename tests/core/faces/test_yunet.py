@@ -158,6 +158,17 @@ def test_a_small_face_in_a_large_frame_is_found_by_the_second_search():
         YuNetDetector(retry_max_side=16)
 
 
+def test_single_search_drops_only_the_second_search():
+    # Video frames are searched once (core.predict.video): the small face the second search finds
+    # in a photo stays unfound, and the detector it was made from keeps its second search.
+    photo = draw_photo([(3, (600, 400, 60, 60))], size=(1280, 960), rng=np.random.default_rng(0))
+    detector = YuNetDetector(score_threshold=0.7)
+    single = detector.single_search()
+    assert single.detect(photo) == [] and len(detector.detect(photo)) == 1
+    assert (single.retry_max_side, detector.retry_max_side) == (None, 800) and single.score_threshold == 0.7
+    assert single.single_search() is single
+
+
 def test_the_second_search_runs_only_when_the_first_finds_no_face():
     # A large face and a small one: the 320-px copy finds the large face, so there is no second
     # search and the small face stays unfound, as with the cascade; a full-resolution search finds both.

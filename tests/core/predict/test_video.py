@@ -176,6 +176,23 @@ def test_frames_without_a_face_get_a_row_and_no_label(model_and_config, tmp_path
     assert len(read_video(result.annotated)) == 3
 
 
+def test_video_frames_are_searched_once_where_photos_get_a_second_search(model_and_config, tmp_path: Path) -> None:
+    # A 60-px face in 1280x960 frames is found in a photo only by YuNet's second search, which a
+    # video skips (a face-free frame would cost 10x more): the frames show no face.
+    model, config = model_and_config
+    frame = draw_photo([(3, (600, 400, 60, 60))], size=(1280, 960), rng=np.random.default_rng(0))
+    path = tmp_path / "small_face.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (1280, 960))
+    for _ in range(2):
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    recognizer = EmotionRecognizer(model, config, device="cpu")
+    assert len(recognizer.predict(frame)) == 1
+    result = predict_video(path, recognizer, annotated_path=None, progress=False)
+    assert result.frames_read == 2 and result.num_faces == 0
+    assert recognizer.finder.detector.retry_max_side == 800  # the recognizer's own detector is unchanged
+
+
 def test_truncated_video_keeps_the_frames_before_the_break(model_and_config, tmp_path: Path, caplog) -> None:
     model, config = model_and_config
     whole = write_clip(tmp_path / "whole.avi", frames=12)

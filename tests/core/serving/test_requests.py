@@ -298,7 +298,7 @@ def test_serving_config_rejects_typos_and_bad_values():
         ServingConfig(whole_image_max_side=-1)
     with pytest.raises(ValueError, match="amp='fast': use one of auto, on, off"):
         ServingConfig(amp="fast")
-    with pytest.raises(ValueError, match="serving.detect_max_side must be 0/null"):
+    with pytest.raises(ValueError, match="serving.detect_max_side must be a whole number of pixels >= 24"):
         ServingConfig(detect_max_side=16)
     with pytest.raises(ValueError, match=r"serving.detector must be one of haar, yunet, got 'Haar' \(did you mean 'haar'\?\)"):
         ServingConfig(detector="Haar")
@@ -313,19 +313,22 @@ def test_serving_config_rejects_typos_and_bad_values():
     with pytest.raises(ValueError, match=r"serving.min_face must be a fraction"):
         ServingConfig(min_face=48)
     assert ServingConfig(min_score=0.8, min_face=0.1).min_face == 0.1
+    with pytest.raises(ValueError, match=r"serving.detect_retry_max_side must be a whole number"):
+        ServingConfig(detect_retry_max_side=10)
 
 
 def test_one_detector_per_detection_scale_shared_by_the_threads():
     from fer_pipeline.core.serving import requests as serving
-    first = serving.shared_detector(320, "haar")
-    assert serving.shared_detector(320, "haar") is first and isinstance(first, FaceDetector)
-    assert serving.shared_detector(None, "haar") is not first
-    assert serving.shared_detector(None, "haar").detect_max_side is None
+    haar = ServingConfig(detector="haar", detect_max_side=320)
+    first = serving.shared_detector(haar)
+    assert serving.shared_detector(ServingConfig(detector="haar")) is first and isinstance(first, FaceDetector)
+    assert serving.shared_detector(ServingConfig(detector="haar", detect_max_side=None)) is not first
+    assert serving.shared_detector(ServingConfig(detector="haar", detect_max_side=0)).detect_max_side is None
     import threading
 
     other = []
-    thread = threading.Thread(target=lambda: other.append((serving.shared_detector(320, "haar"),
-                                                          serving.shared_detector(320, "haar")._load_cascade())))
+    thread = threading.Thread(target=lambda: other.append((serving.shared_detector(haar),
+                                                          serving.shared_detector(haar)._load_cascade())))
     thread.start()
     thread.join()
     assert other[0][0] is first and other[0][1] is not first._load_cascade()  # its own cascade per thread
@@ -340,14 +343,17 @@ def test_serving_detector_yunet_finds_the_faces_with_its_own_shared_detector(pho
     haar = find_request_faces([{"image": b64(photo)}], ServingConfig(detector="haar", tta="none", device="cpu"))
     assert [row["face_index"] for row in found.rows] == [0, 1] and found.crops.shape == (2, 48, 48)
     assert len(haar.rows) == 2
-    assert isinstance(serving.shared_detector(320, "yunet"), YuNetDetector)
+    yunet = ServingConfig(detector="yunet")
+    assert isinstance(serving.shared_detector(yunet), YuNetDetector)
     aligned = find_request_faces([{"image": b64(photo)}], ServingConfig(detector="yunet", align=True, device="cpu"))
     assert serving.face_finder(ServingConfig(detector="yunet", align=True)).align
     assert [row["x"] for row in aligned.rows] == [row["x"] for row in found.rows]  # the same faces,
     assert not np.array_equal(aligned.crops, found.crops)  # cropped aligned
-    assert serving.shared_detector(320, "yunet") is serving.shared_detector(320, "yunet")
-    assert serving.shared_detector(320, "yunet") is not serving.shared_detector(320, "haar")
-    assert serving.shared_detector(320) is serving.shared_detector(320, "yunet")  # the default
+    assert serving.shared_detector(yunet) is serving.shared_detector(ServingConfig(detector="yunet", tta="flip"))
+    assert serving.shared_detector(yunet) is not serving.shared_detector(ServingConfig(detector="haar"))
+    assert serving.shared_detector(ServingConfig()) is serving.shared_detector(yunet)  # the default
+    single = serving.shared_detector(ServingConfig(detect_retry_max_side=0))
+    assert single is not serving.shared_detector(yunet) and single.retry_max_side is None
 
 
 def test_the_answer_carries_yunets_score_and_landmarks_and_null_for_haar(photo, model_file):
@@ -379,3 +385,28 @@ def test_the_answer_carries_yunets_score_and_landmarks_and_null_for_haar(photo, 
     assert [row["status"] for row in others] == ["face", "no_face"]  # the crop, the blank photo
     assert len(answers["haar"]) == 4 and [list(row)[-2:] for row in answers["haar"]] == [["score", "landmarks"]] * 4
     assert all(row["score"] is None and row["landmarks"] is None for row in [*others, *answers["haar"]])
+
+
+def test_serving_backend_onnxruntime_answers_as_torch_does(photo, tmp_path):
+    """serving.backend onnxruntime: the model converted once when it loads; the same answer."""
+    from fer_pipeline.core.onnx_model import OnnxModel
+    from tests.core.onnx_files import small_model
+
+    model, config = small_model()
+    path = save_model(tmp_path / "model.pt", model, config)
+    rows = [{"image": b64(photo)}, {"pixels": draw_face(0, np.random.default_rng(1)).tolist()}]
+    onnx_config = ServingConfig(device="cpu", backend="onnxruntime", tta="flip")
+    by_onnx = classify_request_faces(find_request_faces(rows, onnx_config), path, onnx_config)
+    assert isinstance(cached_model(path, "cpu", "onnxruntime").model, OnnxModel)
+    torch_config = ServingConfig(device="cpu", tta="flip", amp="off")
+    by_torch = classify_request_faces(find_request_faces(rows, torch_config), path, torch_config)
+    probabilities = [f"prob_{c}" for c in CLASSES]
+    assert len(by_onnx) == 3
+    assert by_onnx.drop(columns=probabilities + ["confidence"]).equals(
+        by_torch.drop(columns=probabilities + ["confidence"]))
+    np.testing.assert_allclose(by_onnx[probabilities].to_numpy(float), by_torch[probabilities].to_numpy(float),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="serving.backend must be one of torch, onnxruntime"):
+        ServingConfig(backend="ort")
+    with pytest.raises(ValueError, match="serving.device must be auto or cpu with it"):
+        ServingConfig(backend="onnxruntime", device="cuda")

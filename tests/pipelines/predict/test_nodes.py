@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,3 +109,23 @@ def test_predict_detector_yunet_finds_the_demo_photos_faces(tmp_path):
     params = {"margin": 0.2, "tta": "none", "device": "cpu", "detector": "yunet"}
     table, _, metrics = predict_emotions(photos, ModelFile(model), params)
     assert metrics["predict.faces"]["value"] == 3 and metrics["predict.no_face"]["value"] == 1
+
+
+def test_the_backend_parameter_runs_the_model_with_onnx_runtime(tmp_path):
+    """predict.backend onnxruntime: the .pt converted when it loads; the same faces and emotions."""
+    from fer_pipeline.pipelines.predict.nodes import _recognizer
+
+    photos = prepare_photos({"inputs": str(tmp_path / "photos"), "demo_photos": {"n_photos": 2, "seed": 0}})
+    torch.manual_seed(0)
+    model = ModelFile(save_model(tmp_path / "resnet34.pt", build_resnet34(arch="resnet18", stem="imagenet"),
+                                 model_config(arch="resnet18", stem="imagenet")))
+    params = {"margin": 0.2, "tta": "flip", "device": "cpu", "amp": "off"}
+    assert _recognizer(model, {**params, "backend": "onnxruntime"}).backend == "onnxruntime"
+    assert _recognizer(model, params).backend == "torch"  # the default
+    by_torch, _, _ = predict_emotions(photos, model, {**params, "backend": "torch"})
+    by_onnx, _, _ = predict_emotions(photos, model, {**params, "backend": "onnxruntime"})
+    probabilities = [column for column in by_torch if column.startswith("prob_")] + ["confidence"]
+    assert len(by_torch) == 4 and by_onnx.drop(columns=probabilities).equals(by_torch.drop(columns=probabilities))
+    faces = by_torch["status"] == "face"
+    np.testing.assert_allclose(by_onnx[probabilities][faces].to_numpy(float),
+                               by_torch[probabilities][faces].to_numpy(float), atol=1e-5)

@@ -46,6 +46,7 @@ def test_requirements_pin_the_installed_versions():
     pins = dict(pin.split("==") for pin in pip_requirements())
     assert pins["torch"] == metadata.version("torch") and pins["kedro-mlflow"] == metadata.version("kedro-mlflow")
     assert pins["fer_pipeline"] == metadata.version("fer_pipeline")
+    assert pins["onnxruntime"] == metadata.version("onnxruntime")  # serving.backend onnxruntime needs it
 
 
 def test_the_input_example_is_one_grey_crop():

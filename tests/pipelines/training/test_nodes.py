@@ -31,3 +31,24 @@ def test_bundle_history_summary_curves_and_metrics(tiny_dataset, tiny_training_p
     assert metrics["best.macro_f1"][0]["step"] == summary["best_epoch"]
     assert metrics["device.threads"][0]["value"] >= 1
     assert len(curves.axes) == 2
+
+
+def test_the_onnx_export_is_checked_on_validation_faces(tiny_dataset, tmp_path, monkeypatch):
+    from fer_pipeline.core import onnx_export
+    from fer_pipeline.core.models import build_resnet34, model_config, save_model
+    from fer_pipeline.core.onnx_export import OnnxExportError
+    from fer_pipeline.core.onnx_model import onnx_model_from_bytes
+    from fer_pipeline.kedro_glue.datasets import ModelFile
+    from fer_pipeline.pipelines.training.nodes import export_onnx
+
+    torch.manual_seed(0)
+    config = model_config(arch="resnet18", stem="imagenet")
+    path = save_model(tmp_path / "resnet34.pt", build_resnet34(arch="resnet18", stem="imagenet"), config)
+    data, metrics = export_onnx(ModelFile(path), tiny_dataset)
+    assert onnx_model_from_bytes(data).config == config
+    assert metrics["onnx.faces"]["value"] == min(512, int((tiny_dataset["splits"] == "val").sum()))
+    assert metrics["onnx.top1_agreement"]["value"] == 1.0 and metrics["onnx.max_abs_diff"]["value"] < 1e-3
+    other = onnx_export.onnx_bytes(build_resnet34(arch="resnet18", stem="imagenet"), config)  # other weights
+    monkeypatch.setattr(onnx_export, "onnx_bytes", lambda *args: other)
+    with pytest.raises(OnnxExportError, match="does not agree with PyTorch"):
+        export_onnx(ModelFile(path), tiny_dataset)

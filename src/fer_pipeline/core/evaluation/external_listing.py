@@ -39,10 +39,11 @@ from typing import Any
 
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.config import reject_unknown_keys
-from fer_pipeline.core.faces.detector import DEFAULT_ALIGN, DEFAULT_DETECTOR, check_detector_kind
+from fer_pipeline.core.faces.detector import DEFAULT_ALIGN, DEFAULT_DETECTOR, check_detector_kind, detector_options
 
 #: The keys of one entry of ``evaluate.external_sets``.
-EXTERNAL_SET_KEYS: tuple[str, ...] = ("path", "kind", "class_map", "label_pattern", "detector", "align")
+EXTERNAL_SET_KEYS: tuple[str, ...] = ("path", "kind", "class_map", "label_pattern", "detector", "align", "min_score",
+                                      "min_face")
 
 #: ``crops``: face crops of any size, grey or colour, decoded as ingestion does; ``photos``:
 #: full photos, faces found by the predict stage's detector.
@@ -89,11 +90,21 @@ class ExternalSet:
     detector: str = DEFAULT_DETECTOR
     #: ``photos``: faces with landmarks (YuNet's) levelled and framed like FER2013 (``faces.align``)
     align: bool = DEFAULT_ALIGN
+    #: ``photos``: the least detector score and the smallest face kept (``detector.detector_options``;
+    #: None: the detector's defaults, as the predict stage's ``min_score`` and ``min_face``)
+    min_score: float | None = None
+    min_face: float | None = None
 
     @property
     def where(self) -> str:
         """Where the entry is, for messages."""
         return f"evaluate.external_sets.{self.name}"
+
+    def make_detector(self):  # -> faces.detector.Detector
+        """A ``photos`` set's face detector, with its settings (imports OpenCV)."""
+        from fer_pipeline.core.faces.detector import make_detector
+
+        return make_detector(self.detector, **detector_options(self.detector, self.min_score, self.min_face))
 
     @classmethod
     def from_params(cls, name: Any, params: Any) -> ExternalSet:
@@ -148,7 +159,13 @@ class ExternalSet:
         align = params.get("align", DEFAULT_ALIGN)
         if not isinstance(align, bool):
             raise ExternalSetError(f"{where}.align must be true or false, got {align!r}")
-        return cls(name, Path(os.path.expanduser(str(params["path"]))), kind, checked, pattern, detector, align)
+        min_score, min_face = params.get("min_score"), params.get("min_face")
+        try:
+            detector_options(detector, min_score, min_face, where)
+        except ValueError as error:
+            raise ExternalSetError(str(error)) from None
+        return cls(name, Path(os.path.expanduser(str(params["path"]))), kind, checked, pattern, detector, align,
+                   min_score, min_face)
 
 
 def parse_external_sets(params: Mapping[str, Any] | None) -> list[ExternalSet]:

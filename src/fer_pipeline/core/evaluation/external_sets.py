@@ -175,13 +175,13 @@ def score_external_set(
 
 def _faces_of(spec: ExternalSet, listing: Listing, detector: Any, margin: float) -> Faces:
     """The set's faces (``crop_faces_of`` or ``photo_faces_of``, with a new detector of the set's
-    kind when none is given), its unreadable files logged; ``ExternalSetError`` when no file could be read."""
+    settings when none is given), its unreadable files logged; ``ExternalSetError`` when no file could be read."""
     if spec.kind == "crops":
         faces = crop_faces_of(listing)
     else:
         from fer_pipeline.core.faces.recognizer import FaceFinder
 
-        faces = photo_faces_of(listing, FaceFinder.make(detector or spec.detector, margin=margin,
+        faces = photo_faces_of(listing, FaceFinder.make(detector or spec.make_detector(), margin=margin,
                                                         whole_image_max_side=0, align=spec.align))
     for item in faces.unreadable:
         log.warning("%s: unreadable, not scored: %s (%s)", spec.where, item["file"], item["reason"])
@@ -274,11 +274,10 @@ def check_external_sets(external_sets: Mapping[str, Any] | None, classes: Sequen
         list_external_set(spec, classes)
     photos = [spec.where for spec in specs if spec.kind == "photos"]
     if photos:
-        from fer_pipeline.core.faces.detector import make_detector
-
         try:
-            for kind in {spec.detector for spec in specs if spec.kind == "photos"}:
-                make_detector(kind)  # OpenCV and its bundled cascade, or the shipped YuNet file
+            for spec in specs:
+                if spec.kind == "photos":
+                    spec.make_detector()  # OpenCV and its bundled cascade, or the shipped YuNet file
         except ImportError as error:
             raise ExternalSetError(f"{', '.join(photos)}: kind photos finds faces with OpenCV's detector, and OpenCV "
                                    f"is not importable here ({error}); install opencv-python-headless, or score "
@@ -303,16 +302,12 @@ def evaluate_external_sets(
         return {}
     classes = model_classes(config)
     listings = {spec.name: list_external_set(spec, classes) for spec in specs}
-    detectors: dict[str, Any] = {}
-    if any(spec.kind == "photos" for spec in specs):
-        from fer_pipeline.core.faces.detector import make_detector
-
-        detectors = {kind: make_detector(kind) for kind in {spec.detector for spec in specs if spec.kind == "photos"}}
+    detectors = {spec.name: spec.make_detector() for spec in specs if spec.kind == "photos"}
     reports = {}
     for spec in specs:
         reports[spec.name] = score_external_set(model, config, spec, listings[spec.name], tta=tta,
                                                 batch_size=batch_size, device=device, margin=margin, amp=amp,
-                                                detector=detectors.get(spec.detector), progress=progress)
+                                                detector=detectors.get(spec.name), progress=progress)
     return reports
 
 

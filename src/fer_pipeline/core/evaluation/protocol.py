@@ -60,8 +60,12 @@ def evaluate_model(
     progress: bool = False,
     model_name: str = "the model",
 ) -> ProtocolResult:
-    """Score ``model`` on ``params["split"]`` as the evaluate stage's parameters say (module
-    docstring); each split under each mode through ``evaluation.split.evaluate_split``."""
+    """Score ``model`` on ``params["split"]`` (``test``: PrivateTest) with the evaluate stage's
+    parameters. A fixed ``params["tta"]`` scores the split once, under that mode;
+    ``choose_on_val`` scores PublicTest and the split under each of ``params["tta_candidates"]``
+    and reports the split under the mode with the best PublicTest macro-F1, so the test split is
+    never chosen from. Each (split, mode) goes through ``evaluation.split.evaluate_split``: metrics,
+    the leak-free figures and the other label sets; ``ProtocolResult`` holds them all."""
     modes = tta_modes(params)
     choosing = params.get("tta", "none") == CHOOSE_ON_VAL
     split = params["split"]

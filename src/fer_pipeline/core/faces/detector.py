@@ -4,6 +4,7 @@ the shipped CNN with landmarks) by name; ``box_iou`` compares boxes."""
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ DETECT_MAX_SIDE = 320
 CASCADE_WINDOW = 24
 #: The detectors ``make_detector`` builds (``detector`` in params:predict and params:serving,
 #: an external set's ``detector``, ``fer-predict --detector``). YuNet is the default: on JAFFE and
-#: harder versions of it (benchmarks/faces_jaffe.py, README) it found every face Haar found and the
+#: harder versions of it (benchmarks/faces_jaffe.py, docs/results.md) it found every face Haar found and the
 #: turned and small ones Haar missed, at the same end-to-end speed or better on most inputs.
 DETECTOR_KINDS: tuple[str, ...] = ("haar", "yunet")
 DEFAULT_DETECTOR = "yunet"
@@ -69,14 +70,40 @@ def check_detector_kind(kind: Any, where: str = "detector") -> str:
     return kind
 
 
-def detector_options(kind: str, min_score: Any = None, min_face: Any = None, where: str = "") -> dict[str, float]:
-    """``make_detector``'s keyword arguments for the least score a face keeps (``min_score``, in
-    (0, 1], YuNet's ``score_threshold``; the cascade gives no score) and the smallest face kept
-    (``min_face``, a fraction of the image's shorter side in [0, 1), ``min_size_fraction``); None
-    keeps the detector's own default. Checked here, for every entry point (``where``: the parameter
-    group named in the message, e.g. ``predict``)."""
+def check_max_side(value: Any, name: str, zero: str) -> int | None:
+    """``value`` as a copy's longest side for a detector: a whole number of pixels >= the cascade's
+    window, or 0 (``zero``: what 0, and None, mean: e.g. ``0/null (full resolution)``); None for
+    0/None. ``name``: the parameter, as the message names it."""
+    if value is None or (value == 0 and not isinstance(value, bool)):
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < CASCADE_WINDOW:
+        raise ValueError(f"{name} must be a whole number of pixels >= {CASCADE_WINDOW} (the smallest face the "
+                         f"detectors see), or {zero}, got {value!r}")
+    return int(value)
+
+
+def detector_options(kind: str, min_score: Any = None, min_face: Any = None, where: str = "", *,
+                     detect_max_side: Any = DETECT_MAX_SIDE, detect_retry_max_side: Any = None) -> dict[str, Any]:
+    """``make_detector(kind, **options)``'s keyword arguments, checked here for every entry point
+    (``where``: the parameter group the messages name, e.g. ``predict``): the copy searched
+    (``detect_max_side``, its longer side in pixels, 0/None: full resolution); YuNet's second
+    search on a larger copy when the first finds no face (``detect_retry_max_side``, its
+    ``retry_max_side``: None keeps its default, ``yunet.RETRY_MAX_SIDE``; 0: none); the least
+    score a face keeps (``min_score``, in (0, 1], YuNet's ``score_threshold``; the cascade gives no
+    score) and the smallest face kept (``min_face``, a fraction of the image's shorter side in
+    [0, 1), ``min_size_fraction``); None keeps the detector's own default."""
     prefix = f"{where}." if where else ""
-    options: dict[str, float] = {}
+    check_detector_kind(kind, f"{prefix}detector")
+    options: dict[str, Any] = {
+        "detect_max_side": check_max_side(detect_max_side, f"{prefix}detect_max_side", "0/null (full resolution)")}
+    if detect_retry_max_side is not None:
+        retry = check_max_side(detect_retry_max_side, f"{prefix}detect_retry_max_side",
+                               "0 (no second search), or null (the detector's default, 800)")
+        if retry is not None and kind != "yunet":
+            raise ValueError(f"{prefix}detect_retry_max_side needs the yunet detector (the Haar cascade retries on "
+                             "an equalised copy instead); 0 or null with haar")
+        if kind == "yunet":
+            options["retry_max_side"] = retry
     if min_score is not None:
         if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not 0 < min_score <= 1:
             raise ValueError(f"{prefix}min_score must be a number in (0, 1], or null for the detector's default, "

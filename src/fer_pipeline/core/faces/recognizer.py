@@ -3,6 +3,7 @@
 
     from fer_pipeline import EmotionRecognizer
     rec = EmotionRecognizer.load("data/06_models/resnet34.pt")   # or EmotionRecognizer.from_mlflow(run_id)
+    rec = EmotionRecognizer.load("data/06_models/resnet34.onnx") # the same with ONNX Runtime (core.backends)
     faces = rec.predict("photo.jpg")      # a path, the bytes of an image file, or an RGB/BGR/grey array
     faces[0].emotion, faces[0].probabilities, faces[0].box, faces[0].landmarks
     rec.classify_crops(crops)             # (N, 48, 48) uint8 grey faces -> (N, K) probabilities
@@ -10,7 +11,8 @@
 Two parts, so that a caller that finds faces without a model (serving's first node) shares the
 face finding: ``FaceFinder`` (the detector and the options of ``crops.find_faces``, kept together
 so that a new one passes through every entry point) and the classifier (model, config, TTA,
-device, precision: ``classify.classify_crops``).
+device, precision: ``classify.classify_crops``). The classifier runs with PyTorch (an ``nn.Module``)
+or ONNX Runtime (a ``core.onnx_model.OnnxModel``): ``backend``, ``core.backends``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fer_pipeline.core.backends import check_backend_options
 from fer_pipeline.core.classes import CLASSES, IMAGE_SIZE
 from fer_pipeline.core.faces.classify import classify_crops
 from fer_pipeline.core.faces.crops import WHOLE_IMAGE_MAX_SIDE, FoundFaces, detection_fields, find_faces
@@ -41,6 +44,7 @@ from fer_pipeline.core.faces.detector import (
     make_detector,
 )
 from fer_pipeline.core.faces.images import MAX_PIXELS, UnreadableImageError, check_channels, decode_image, load_image
+from fer_pipeline.core.onnx_model import OnnxModel
 
 
 @dataclass(frozen=True)
@@ -132,18 +136,20 @@ class FaceFinder:
     def make(cls, detector: str | Detector = DEFAULT_DETECTOR, detect_max_side: int | None = DETECT_MAX_SIDE,
              margin: float = 0.2, whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE,
              align: bool = DEFAULT_ALIGN, min_score: float | None = None,
-             min_face: float | None = None) -> FaceFinder:
+             min_face: float | None = None, detect_retry_max_side: int | None = None) -> FaceFinder:
         """A finder with the detector named ``detector`` (``haar`` | ``yunet``, searching a copy at
-        most ``detect_max_side`` px long, 0 or None: full resolution; keeping faces that score
-        ``min_score`` and measure ``min_face`` of the shorter side, None: its defaults,
-        ``detector.detector_options``), or ``detector`` itself when it is a ``Detector`` (these are
-        then its own)."""
+        most ``detect_max_side`` px long, 0 or None: full resolution; YuNet searching again at most
+        ``detect_retry_max_side`` px long where that finds no face, None: its default, 0: never;
+        keeping faces that score ``min_score`` and measure ``min_face`` of the shorter side, None:
+        its defaults; ``detector.detector_options``), or ``detector`` itself when it is a
+        ``Detector`` (these are then its own)."""
         if isinstance(detector, str):
-            options = detector_options(detector, min_score, min_face)
-            detector = make_detector(detector, detect_max_side=detect_max_side, **options)
-        elif min_score is not None or min_face is not None:
-            raise TypeError("min_score and min_face set a detector named by kind ('yunet', 'haar'); "
-                            "a Detector object keeps its own")
+            detector = make_detector(detector, **detector_options(
+                detector, min_score, min_face, detect_max_side=detect_max_side,
+                detect_retry_max_side=detect_retry_max_side))
+        elif min_score is not None or min_face is not None or detect_retry_max_side is not None:
+            raise TypeError("min_score, min_face and detect_retry_max_side set a detector named by kind ('yunet', "
+                            "'haar'); a Detector object keeps its own")
         return cls(detector, margin=margin, whole_image_max_side=whole_image_max_side, align=align)
 
     def find(self, image: np.ndarray, channels: str = "rgb") -> FoundFaces:
@@ -160,7 +166,9 @@ FACE_OPTIONS: tuple[str, ...] = tuple(inspect.signature(FaceFinder.make).paramet
 class EmotionRecognizer:
     """Faces and their emotions in images, with a trained classifier (``core.models``).
 
-    ``EmotionRecognizer(model, config, ...)``, ``load(path, ...)`` or ``from_mlflow(run_id, ...)``.
+    ``EmotionRecognizer(model, config, ...)``, ``load(path, ...)`` or ``from_mlflow(run_id, ...)``;
+    ``model`` an ``nn.Module`` (the torch back-end) or an ``OnnxModel`` (onnxruntime: float32 on
+    the CPU, so ``device`` must be auto or cpu and ``amp`` auto or off).
     Options, defaults as ``fer-predict``'s: the face finding (``FaceFinder.make``): ``detector``
     (``haar`` | ``yunet`` | a ``Detector``), ``detect_max_side``, ``margin``,
     ``whole_image_max_side``, ``align`` (or ``finder``, a ready ``FaceFinder``); the classifier: ``tta``
@@ -169,9 +177,9 @@ class EmotionRecognizer:
     at a time.
     """
 
-    def __init__(self, model: nn.Module, config: dict, *, finder: FaceFinder | None = None, tta: str = "none",
-                 device: str | torch.device | None = "auto", amp: bool | str = "auto", batch_size: int = 256,
-                 **face_options: Any) -> None:
+    def __init__(self, model: nn.Module | OnnxModel, config: dict, *, finder: FaceFinder | None = None,
+                 tta: str = "none", device: str | torch.device | None = "auto", amp: bool | str = "auto",
+                 batch_size: int = 256, **face_options: Any) -> None:
         from fer_pipeline.core.config import reject_unknown_keys
         from fer_pipeline.core.device import amp_mode, resolve_device
         from fer_pipeline.core.inference import TTA_MODES
@@ -183,11 +191,15 @@ class EmotionRecognizer:
             raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        self.backend = "onnxruntime" if isinstance(model, OnnxModel) else "torch"
+        self.amp = amp_mode(amp)
+        check_backend_options(self.backend, device, self.amp)
+        if self.backend == "onnxruntime":
+            device, self.amp = "cpu", "off"
         try:
             self.device = resolve_device(device)
         except RuntimeError as error:
             raise ValueError(f"device must be auto, cpu, cuda, cuda:1, ..., got {device!r}") from error
-        self.amp = amp_mode(amp)
         self.model, self.config = model, dict(config)
         self.classes: tuple[str, ...] = tuple(self.config.get("classes", CLASSES))
         self.tta, self.batch_size = tta, batch_size
@@ -200,33 +212,51 @@ class EmotionRecognizer:
         finder = self.finder
         return (f"EmotionRecognizer(classes={list(self.classes)}, detector={type(finder.detector).__name__}, "
                 f"margin={finder.margin}, whole_image_max_side={finder.whole_image_max_side}, align={finder.align}, "
-                f"tta={self.tta!r}, "
+                f"tta={self.tta!r}, backend={self.backend!r}, "
                 f"device={str(self.device)!r}, amp={self.amp!r})")
 
     @classmethod
-    def load(cls, path: str | os.PathLike, **options: Any) -> EmotionRecognizer:
-        """The recognizer of the model file at ``path`` (``core.models.load_model``: a
-        ``ModelFileError`` for a file that is not one, ``FileNotFoundError`` for none)."""
+    def load(cls, path: str | os.PathLike, backend: str | None = None, **options: Any) -> EmotionRecognizer:
+        """The recognizer of the model file at ``path``: a ``.pt`` (``core.models.load_model``) or
+        an ``.onnx`` (``core.onnx_model.load_onnx_model``); a ``ModelFileError`` for a file that is
+        not one, ``FileNotFoundError`` for none. ``backend`` (``core.backends.backend_for``): None,
+        the file's own (``.onnx``: onnxruntime, ``.pt``: torch); ``onnxruntime`` with a ``.pt``
+        converts it in memory, checked against PyTorch (``core.onnx_export.onnx_model_from_module``)."""
+        from fer_pipeline.core.backends import backend_for, is_onnx_file
         from fer_pipeline.core.model_files import CLASSIFIER_ORIGIN
         from fer_pipeline.core.models import load_model
 
+        backend = backend_for(path, backend)
+        if is_onnx_file(path):
+            from fer_pipeline.core.onnx_model import load_onnx_model
+
+            onnx_model = load_onnx_model(path)
+            return cls(onnx_model, onnx_model.config, **options)
         if not Path(path).exists():
             raise FileNotFoundError(f"model file not found: {path} ({CLASSIFIER_ORIGIN})")
         model, config = load_model(path, map_location="cpu")
+        if backend == "onnxruntime":
+            from fer_pipeline.core.onnx_export import onnx_model_from_module
+
+            return cls(onnx_model_from_module(model, config, source=str(path)), config, **options)
         return cls(model, config, **options)
 
     @classmethod
-    def from_mlflow(cls, run_id: str, tracking_uri: str | None = None, **options: Any) -> EmotionRecognizer:
+    def from_mlflow(cls, run_id: str, tracking_uri: str | None = None, backend: str = "torch",
+                    **options: Any) -> EmotionRecognizer:
         """The recognizer of the model file MLflow run ``run_id`` logged, where training logs it
         (``core.model_files.download_run_model``; ``tracking_uri`` None: MLflow's current store,
         ``MLFLOW_TRACKING_URI`` or the ``mlflow.db`` of the working directory, the project's
-        from its root). ``ModelFileError`` for an unknown run or one without a model file."""
+        from its root). ``backend`` ``onnxruntime``: the run's ONNX file where it logged one, else its
+        ``.pt`` converted in memory. ``ModelFileError`` for an unknown run or one without a model file."""
         import tempfile
 
+        from fer_pipeline.core.backends import check_backend
         from fer_pipeline.core.model_files import download_run_model
 
+        suffixes = (".onnx", ".pt") if check_backend(backend) == "onnxruntime" else (".pt",)
         with tempfile.TemporaryDirectory(prefix="fer_model_") as folder:
-            return cls.load(download_run_model(run_id, folder, tracking_uri), **options)
+            return cls.load(download_run_model(run_id, folder, tracking_uri, suffixes), backend=backend, **options)
 
     # ---------------------------------------------------------------------------------- faces
 

@@ -64,9 +64,10 @@ def leaked_flags(dataset: Dataset) -> np.ndarray:
 def build_dataset(
     source: str | os.PathLike, params: Mapping[str, Any], kind: str | None = None, progress: bool = False
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read ``source``, find duplicates, apply ``params["duplicates"]``: (canonical dataset,
-    full ``core.ingestion.quality_report``). The dataset carries the ``leaked`` flag of every
-    face it keeps. ``kind`` defaults to ``params["source_kind"]``; the caller adds its own
+    """Read ``source`` (a FER2013 folder, the contest CSV or an ImageFolder tree), find its
+    duplicates and apply ``params["duplicates"]``. Returns (the dataset: arrays of images,
+    labels, splits, source ids and the ``leaked`` flag of every face it keeps; the full
+    ``core.ingestion.quality_report``). ``kind`` defaults to ``params["source_kind"]``; the caller adds its own
     report keys (``source_path``, ...). Raises ``IngestionError`` (reasons counted) when no face
     of a split in ``params["required_splits"]`` (default: all three) was kept."""
     kind = params["source_kind"] if kind is None else kind

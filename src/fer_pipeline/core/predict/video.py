@@ -341,7 +341,10 @@ def predict_video(
     if every_n_frames < 1:
         raise ValueError(f"every_n_frames must be >= 1, got {every_n_frames}")
     path = Path(path)
-    finder = dataclasses.replace(recognizer.finder, whole_image_max_side=0)
+    finder = recognizer.finder
+    single_search = getattr(finder.detector, "single_search", None)  # YuNet's: no second search on frames
+    finder = dataclasses.replace(finder, whole_image_max_side=0,
+                                 detector=single_search() if single_search else finder.detector)
     capture, info = open_video(path)
     result = VideoResult(file=str(path), classes=recognizer.classes, info=info, every_n_frames=every_n_frames)
     writer = AnnotatedVideoWriter(annotated_path, info.fps) if annotated_path is not None else None

@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from fer_pipeline.core.backends import check_backend, check_backend_options
 from fer_pipeline.core.classes import CLASSES, IMAGE_SIZE
 from fer_pipeline.core.config import from_params
 from fer_pipeline.core.device import amp_mode
 from fer_pipeline.core.faces.crops import WHOLE_IMAGE_MAX_SIDE, FoundFaces, landmark_points
 from fer_pipeline.core.faces.detector import (
-    CASCADE_WINDOW,
     DEFAULT_ALIGN,
     DEFAULT_DETECTOR,
     DETECT_MAX_SIDE,
@@ -67,10 +67,12 @@ class ServingConfig:
 
     margin: float = 0.2
     tta: str = "none"
+    backend: str = "torch"
     device: str = "auto"
     amp: str = "auto"
     detector: str = DEFAULT_DETECTOR
     detect_max_side: int | None = DETECT_MAX_SIDE
+    detect_retry_max_side: int | None = None
     align: bool = DEFAULT_ALIGN
     min_score: float | None = None
     min_face: float | None = None
@@ -89,14 +91,11 @@ class ServingConfig:
         if self.whole_image_max_side < 0:
             raise ValueError(f"serving.whole_image_max_side must be >= 0, got {self.whole_image_max_side}")
         object.__setattr__(self, "amp", amp_mode(self.amp))  # YAML's bare on/off arrive as booleans
+        check_backend_options(check_backend(self.backend, "serving.backend"), self.device, self.amp, "serving.")
         check_detector_kind(self.detector, "serving.detector")
-        detector_options(self.detector, self.min_score, self.min_face, "serving")
+        self.detector_options()
         if not isinstance(self.align, bool):
             raise ValueError(f"serving.align must be true or false, got {self.align!r}")
-        side = self.detect_max_side
-        if side is not None and (side < 0 or 0 < side < CASCADE_WINDOW):
-            raise ValueError(f"serving.detect_max_side must be 0/null (full resolution) or >= {CASCADE_WINDOW}, "
-                             f"got {self.detect_max_side}")
         for name in ("max_pixels", "max_inputs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"serving.{name} must be >= 1, got {getattr(self, name)}")
@@ -105,6 +104,11 @@ class ServingConfig:
                 torch.device(self.device)
             except RuntimeError as error:
                 raise ValueError(f"serving.device must be auto, cpu, cuda, cuda:1, ..., got {self.device!r}") from error
+
+    def detector_options(self) -> dict[str, Any]:
+        """``make_detector``'s keyword arguments for this config's detector (checked)."""
+        return detector_options(self.detector, self.min_score, self.min_face, "serving",
+                                detect_max_side=self.detect_max_side, detect_retry_max_side=self.detect_retry_max_side)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ServingConfig:
@@ -250,19 +254,19 @@ _detectors: dict[tuple, Detector] = {}
 _detectors_lock = threading.Lock()
 
 
-def shared_detector(detect_max_side: int | None, kind: str = DEFAULT_DETECTOR, min_score: float | None = None,
-                    min_face: float | None = None) -> Detector:
-    key = (kind, detect_max_side, min_score, min_face)
+def shared_detector(config: ServingConfig) -> Detector:
+    """The detector of ``config``'s settings, one per distinct settings for all request threads."""
+    options = config.detector_options()
+    key = (config.detector, *sorted(options.items()))
     with _detectors_lock:
         if key not in _detectors:
-            _detectors[key] = make_detector(kind, detect_max_side=detect_max_side,
-                                            **detector_options(kind, min_score, min_face))
+            _detectors[key] = make_detector(config.detector, **options)
         return _detectors[key]
 
 
 def face_finder(config: ServingConfig, detector: Detector | None = None) -> FaceFinder:
     """The face finding of ``params:serving``, with ``detector`` or the shared one of its kind and scale."""
-    detector = detector or shared_detector(config.detect_max_side, config.detector, config.min_score, config.min_face)
+    detector = detector or shared_detector(config)
     return FaceFinder(detector, margin=config.margin,
                       whole_image_max_side=config.whole_image_max_side, align=config.align)
 
@@ -325,7 +329,7 @@ def _face_row(input_index: int, face_index: int, face: Face) -> dict[str, Any]:
 def classify_request_faces(found: RequestFaces, model_path: str | os.PathLike, config: ServingConfig):
     """The answer (``answer_table``) for the faces of a request, classified by the model file at
     ``model_path`` (loaded once per process, ``cached_model``) with ``EmotionRecognizer.label``."""
-    served = cached_model(model_path, config.device)
+    served = cached_model(model_path, config.device, config.backend)
     recognizer = EmotionRecognizer(served.model, served.config, finder=face_finder(config), tta=config.tta,
                                    device=config.device, amp=config.amp, batch_size=config.batch_size)
     # One forward pass at a time per model, whichever request's recognizer runs it:
@@ -358,11 +362,12 @@ _models: dict[tuple, ServedModel] = {}
 _models_lock = threading.Lock()
 
 
-def cached_model(path: str | os.PathLike, device: str = "auto") -> ServedModel:
+def cached_model(path: str | os.PathLike, device: str = "auto", backend: str = "torch") -> ServedModel:
     """``core.models.load_model(path)`` in eval mode on ``device`` in channels_last (as
     ``predict_logits`` runs it), loaded once per process and file version (path, size,
     modification time): a server answers every request with the same weights without reading
-    the file each time. Keeps the newest model only."""
+    the file each time. Keeps the newest model only. ``backend`` onnxruntime: the model converted
+    to ONNX once, when it loads, and checked against PyTorch (``core.onnx_export``)."""
     import torch
 
     from fer_pipeline.core.device import resolve_device
@@ -370,12 +375,16 @@ def cached_model(path: str | os.PathLike, device: str = "auto") -> ServedModel:
 
     path = Path(path).resolve()
     stat = path.stat()
-    device = resolve_device(device)
-    key = (str(path), stat.st_size, stat.st_mtime_ns, str(device))
+    device = resolve_device("cpu" if backend == "onnxruntime" else device)  # ONNX Runtime runs on the CPU
+    key = (str(path), stat.st_size, stat.st_mtime_ns, str(device), backend)
     with _models_lock:
         if key not in _models:
             model, model_config = load_model(path, map_location=device)  # in eval mode
             model.to(memory_format=torch.channels_last)
+            if backend == "onnxruntime":
+                from fer_pipeline.core.onnx_export import onnx_model_from_module
+
+                model = onnx_model_from_module(model, model_config, source=str(path))
             _models.clear()
             _models[key] = ServedModel(model, model_config)
         return _models[key]

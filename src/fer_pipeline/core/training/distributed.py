@@ -37,7 +37,7 @@ class DistributedConfig:
 
     ``nproc_per_node`` 1 (the default) trains in the calling process; N > 1 starts N workers on
     this machine through PyTorch's elastic launcher (the engine behind ``torchrun``), one per GPU
-    on CUDA. For several machines, use ``torchrun`` itself (README, "Scaling out")."""
+    on CUDA. For several machines, use ``torchrun`` itself (docs/scaling-out.md)."""
 
     nproc_per_node: int = 1
     backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo

@@ -67,10 +67,13 @@ def prepare_videos(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _recognizer(resnet_model: ModelFile, params: dict[str, Any]) -> EmotionRecognizer:
-    """The trained model with params:predict's face finding and classifier options."""
+    """The trained model with params:predict's face finding and classifier options, run by its
+    ``backend`` (``onnxruntime``: the .pt converted in memory and checked, ``core.backends``)."""
     return EmotionRecognizer.load(
-        resnet_model.require(), detector=params.get("detector", DEFAULT_DETECTOR),
+        resnet_model.require(), backend=params.get("backend", "torch"),
+        detector=params.get("detector", DEFAULT_DETECTOR),
         detect_max_side=params.get("detect_max_side", DETECT_MAX_SIDE), align=params.get("align", DEFAULT_ALIGN),
+        detect_retry_max_side=params.get("detect_retry_max_side"),
         min_score=params.get("min_score"), min_face=params.get("min_face"),
         margin=params["margin"], tta=params["tta"], device=params["device"], amp=params.get("amp", "auto"))
 

@@ -1,6 +1,6 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import train_resnet
+from .nodes import export_onnx, train_resnet
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -11,6 +11,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["training_set", "fer_dataset", "params:training", "params:augmentation"],
                 ["resnet_model", "training_history", "training_summary", "training_curves_plot", "training_metrics"],
                 name="train_resnet",
-            )
+            ),
+            node(export_onnx, ["resnet_model", "fer_dataset"], ["resnet_onnx", "onnx_export_metrics"],
+                 name="export_onnx"),
         ]
     )
