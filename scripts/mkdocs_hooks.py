@@ -2,6 +2,7 @@
 
 A page line ``<!-- fer-help: fer_pipeline.commands.predict -->`` becomes that command's ``--help``
 (its module's ``build_parser()``, each subcommand's too), so the reference lists today's options.
+Snippets (``--8<--``) are read from the project root (mkdocs.yml's folder), wherever mkdocs runs.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import importlib
 import os
 import re
+from pathlib import Path
 
 _MARKER = re.compile(r"^<!-- fer-help: ([\w.]+) -->$", re.MULTILINE)
 
@@ -27,3 +29,14 @@ def command_help(module: str) -> str:
 
 def on_page_markdown(markdown: str, **_: object) -> str:
     return _MARKER.sub(lambda match: command_help(match.group(1)), markdown)
+
+
+def on_config(config, **_: object):
+    """pymdownx.snippets reads ``base_path`` from the working directory; from mkdocs.yml's folder
+    instead, as MkDocs reads ``docs_dir``, so that `mkdocs build -f path/to/mkdocs.yml` works
+    from anywhere."""
+    root = Path(config.config_file_path).parent
+    snippets = config.mdx_configs.get("pymdownx.snippets")
+    if snippets is not None:
+        snippets["base_path"] = [str(root / base) for base in snippets.get("base_path", ["."])]
+    return config

@@ -24,8 +24,7 @@ BIN = Path(sys.executable).parent
 
 
 def mkdocs_build(config: Path, site: Path, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """`mkdocs build --strict`, as docs/development.md says, into ``site``; from ``cwd``, where
-    the pages' snippets are read from."""
+    """`mkdocs build --strict`, as docs/development.md says, into ``site``, run in ``cwd``."""
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "DO_NOT_TRACK": "true"}
     return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config),
                            "--site-dir", str(site)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
@@ -34,7 +33,8 @@ def mkdocs_build(config: Path, site: Path, cwd: Path = REPO) -> subprocess.Compl
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("site")
-    built = mkdocs_build(REPO / "mkdocs.yml", folder)
+    # from outside the checkout: snippets and the reference are found from mkdocs.yml's folder
+    built = mkdocs_build(REPO / "mkdocs.yml", folder, cwd=folder)
     assert built.returncode == 0, built.stdout + built.stderr
     return folder
 

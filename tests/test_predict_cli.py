@@ -193,6 +193,14 @@ def test_usage_errors_exit_2(argv: list[str], tmp_path: Path) -> None:
         os.chdir(cwd)
 
 
+def test_a_second_search_no_larger_than_the_first_is_refused_in_the_flags_words(tmp_path: Path, capsys) -> None:
+    (tmp_path / "x.jpg").write_bytes(b"")
+    assert main(["--detect-max-side", "0", "--detect-retry-max-side", "640", str(tmp_path / "x.jpg")]) == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert ("--detect-retry-max-side (640) must be larger than --detect-max-side (0, full resolution), "
+            "or 0 for no second search") in message
+
+
 @pytest.mark.parametrize(("flag", "value", "allowed"), [
     ("--margin", "100", "a number from 0 to 1"),
     ("--margin", "nan", "a number from 0 to 1"),

@@ -89,8 +89,14 @@ def test_detector_options_map_the_least_score_and_smallest_face_and_refuse_what_
     assert detector_options("haar", min_face=0.1) == {"detect_max_side": 320, "min_size_fraction": 0.1}
     assert detector_options("yunet", 0.8, 0.05, detect_max_side=0, detect_retry_max_side=0) == {
         "detect_max_side": None, "retry_max_side": None, "score_threshold": 0.8, "min_size_fraction": 0.05}
-    assert detector_options("yunet", detect_max_side=None, detect_retry_max_side=640) == {
-        "detect_max_side": None, "retry_max_side": 640}
+    assert detector_options("yunet", detect_max_side=480, detect_retry_max_side=640) == {
+        "detect_max_side": 480, "retry_max_side": 640}
+    # a second search no larger than the first would never run: said, not ignored
+    with pytest.raises(ValueError, match=r"predict.detect_retry_max_side \(640\) must be larger than "
+                                         r"predict.detect_max_side \(0, full resolution\), or 0 for no second"):
+        detector_options("yunet", detect_max_side=None, detect_retry_max_side=640, where="predict")
+    with pytest.raises(ValueError, match=r"detect_retry_max_side \(320\) must be larger than detect_max_side \(320\)"):
+        detector_options("yunet", detect_retry_max_side=320)
     with pytest.raises(ValueError, match="serving.detect_retry_max_side needs the yunet detector"):
         detector_options("haar", detect_retry_max_side=800, where="serving")
     for bad in (16, -1, 320.0, True, "320"):

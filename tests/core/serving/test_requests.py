@@ -410,3 +410,30 @@ def test_serving_backend_onnxruntime_answers_as_torch_does(photo, tmp_path):
         ServingConfig(backend="ort")
     with pytest.raises(ValueError, match="serving.device must be auto or cpu with it"):
         ServingConfig(backend="onnxruntime", device="cuda")
+
+
+def test_a_conversion_that_fails_is_not_redone_for_each_request(tmp_path, monkeypatch):
+    """The error of a model the onnxruntime back-end cannot take comes back at once on the next
+    request; a new version of the file is tried again."""
+    from fer_pipeline.core import onnx_export
+    from fer_pipeline.core.onnx_export import OnnxExportError
+    from tests.core.onnx_files import small_model
+
+    model, config = small_model()
+    path = save_model(tmp_path / "model.pt", model, config)
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(args)
+        raise OnnxExportError("the ONNX export of the model does not agree with PyTorch")
+
+    monkeypatch.setattr(onnx_export, "onnx_model_from_module", refuse)
+    for _ in range(3):
+        with pytest.raises(OnnxExportError, match="does not agree with PyTorch"):
+            cached_model(path, "cpu", "onnxruntime")
+    assert len(calls) == 1
+    assert isinstance(cached_model(path, "cpu", "torch").model, torch.nn.Module)  # torch still takes it
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a new version of the file
+    monkeypatch.undo()
+    assert cached_model(path, "cpu", "onnxruntime").model is not None and len(calls) == 1

@@ -102,6 +102,11 @@ def detector_options(kind: str, min_score: Any = None, min_face: Any = None, whe
         if retry is not None and kind != "yunet":
             raise ValueError(f"{prefix}detect_retry_max_side needs the yunet detector (the Haar cascade retries on "
                              "an equalised copy instead); 0 or null with haar")
+        first = options["detect_max_side"]
+        if retry is not None and (first is None or retry <= first):
+            # the second search only ever looks at a larger copy than the first: this one would never run
+            raise ValueError(f"{prefix}detect_retry_max_side ({retry}) must be larger than {prefix}detect_max_side "
+                             f"({'0, full resolution' if first is None else first}), or 0 for no second search")
         if kind == "yunet":
             options["retry_max_side"] = retry
     if min_score is not None:

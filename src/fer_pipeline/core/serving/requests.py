@@ -359,6 +359,7 @@ class ServedModel:
 
 
 _models: dict[tuple, ServedModel] = {}
+_refused: dict[tuple, Exception] = {}  # a file version the back-end could not take, and why
 _models_lock = threading.Lock()
 
 
@@ -367,7 +368,8 @@ def cached_model(path: str | os.PathLike, device: str = "auto", backend: str = "
     ``predict_logits`` runs it), loaded once per process and file version (path, size,
     modification time): a server answers every request with the same weights without reading
     the file each time. Keeps the newest model only. ``backend`` onnxruntime: the model converted
-    to ONNX once, when it loads, and checked against PyTorch (``core.onnx_export``)."""
+    to ONNX once, when it loads, and checked against PyTorch (``core.onnx_export``); a conversion
+    that fails is not tried again for the same file version: each request gets its error at once."""
     import torch
 
     from fer_pipeline.core.device import resolve_device
@@ -378,13 +380,20 @@ def cached_model(path: str | os.PathLike, device: str = "auto", backend: str = "
     device = resolve_device("cpu" if backend == "onnxruntime" else device)  # ONNX Runtime runs on the CPU
     key = (str(path), stat.st_size, stat.st_mtime_ns, str(device), backend)
     with _models_lock:
+        if key in _refused:
+            raise _refused[key].with_traceback(None)  # the same error, not one more traceback each request
         if key not in _models:
             model, model_config = load_model(path, map_location=device)  # in eval mode
             model.to(memory_format=torch.channels_last)
             if backend == "onnxruntime":
                 from fer_pipeline.core.onnx_export import onnx_model_from_module
 
-                model = onnx_model_from_module(model, model_config, source=str(path))
+                try:
+                    model = onnx_model_from_module(model, model_config, source=str(path))
+                except Exception as error:  # a conversion takes seconds: a refused one is not redone per request
+                    _refused.clear()
+                    _refused[key] = error
+                    raise
             _models.clear()
             _models[key] = ServedModel(model, model_config)
         return _models[key]
