@@ -38,5 +38,6 @@ def on_config(config, **_: object):
     root = Path(config.config_file_path).parent
     snippets = config.mdx_configs.get("pymdownx.snippets")
     if snippets is not None:
-        snippets["base_path"] = [str(root / base) for base in snippets.get("base_path", ["."])]
+        bases = snippets.get("base_path", ["."])
+        snippets["base_path"] = [str(root / base) for base in ([bases] if isinstance(bases, str) else bases)]
     return config

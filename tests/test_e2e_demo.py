@@ -120,7 +120,7 @@ def _runs(project, experiment_name):
 
 
 def test_evaluate_refuses_a_model_trained_on_another_dataset(demo_project, tmp_path):
-    """The demo's model in a real project's place, beside another dataset: refused, with the way to allow it."""
+    """The demo's model in a real project's place, beside another dataset: refused, then allowed."""
     from fer_pipeline.kedro_glue.datasets import NpzDataset
 
     project = make_project(tmp_path / "real")
@@ -138,8 +138,14 @@ def test_evaluate_refuses_a_model_trained_on_another_dataset(demo_project, tmp_p
     assert "--params evaluate.allow_dataset_mismatch=true" in output
     assert not (project / "data/08_reporting/evaluation_metrics.json").exists()
     assert [run.info.status for run in _runs(project, "fer_pipeline")] == ["FAILED"]  # never a finished run
-    # what the hint's parameter then allows is tested without a kedro run of its own: the report in
-    # tests/core/evaluation/test_split.py, its status as a run tag in test_evaluate_alone_with_flip_tta_...
+
+    result = run_kedro(project, "run", "--pipelines", "evaluate", "--params", "evaluate.allow_dataset_mismatch=true",
+                       timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = _json(project, "data/08_reporting/evaluation_metrics.json")
+    assert report["dataset_check"]["status"] == "mismatch_allowed"
+    latest = max(_runs(project, "fer_pipeline"), key=lambda run: run.info.start_time)
+    assert latest.info.status == "FINISHED" and latest.data.tags["evaluate.dataset_check"] == "mismatch_allowed"
 
 
 def test_an_ingestion_that_keeps_no_face_stops_and_writes_nothing(tmp_path):

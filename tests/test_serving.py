@@ -101,43 +101,6 @@ def test_a_training_run_logs_the_serving_pipeline_with_its_model(demo_project):
     assert np.array(example["dataframe_split"]["data"][0][0]).shape == (48, 48)
 
 
-def test_package_model_logs_the_model_on_disk_without_training(demo_project):
-    """For a model trained elsewhere (the GPU runner's) or new serving parameters."""
-    weights = demo_project / "data/demo/06_models/resnet34.pt"
-    before = weights.stat().st_mtime_ns
-    result = run_kedro(demo_project, "run", "--env", "demo", "--pipelines", "package_model",
-                       "--params", "serving.max_inputs=8", timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert weights.stat().st_mtime_ns == before  # nothing trained
-    model, folder = _newest_model(demo_project)
-    try:
-        _check_packaged(demo_project, weights, model, folder)
-    finally:  # the other tests serve the newest model: log it again with the default parameters
-        assert run_kedro(demo_project, "run", "--env", "demo", "--pipelines", "package_model").returncode == 0
-
-
-def _check_packaged(demo_project, weights, model, folder):
-    import hashlib
-
-    import mlflow.pyfunc
-    import pandas as pd
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    assert (folder / "artifacts" / "resnet34.pt").read_bytes() == weights.read_bytes()
-    card = json.loads((demo_project / "data/demo/08_reporting/served_model_card.json").read_text())
-    assert card["weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
-    assert card["serving"]["max_inputs"] == 8
-    client = MlflowClient(tracking_uri=f"sqlite:///{demo_project / 'mlflow.db'}")
-    run = client.get_run(model.source_run_id)
-    assert "--pipeline=package_model" in run.data.tags["kedro_command"]  # kedro-mlflow's spelling, for --pipelines
-    assert "reports/served_model_card.json" in {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
-    # the stored parameters are the run's: the served model now takes at most 8 inputs
-    loaded = mlflow.pyfunc.load_model(str(folder))
-    with pytest.raises(MlflowException, match="9 inputs, over the limit of 8"):
-        loaded.predict(pd.DataFrame([{"pixels": [[0] * 48] * 48}] * 9))
-
-
 def test_fer_serve_answers_photos_and_crops_as_fer_predict_and_refuses_bad_input_offline(demo_project, tmp_path):
     model, folder = _newest_model(demo_project)
     photos = sorted((demo_project / "data/demo/01_raw/photos").iterdir())  # two photos and one without a face
@@ -240,3 +203,39 @@ def test_the_documented_command_serves_what_python_loads(demo_project, tmp_path)
     loaded = mlflow.pyfunc.load_model(str(folder))
     local = loaded.predict(pd.DataFrame([{"image": base64.b64encode(photo).decode()}]))
     assert local.to_dict(orient="records") == answer["predictions"]
+
+
+def test_package_model_logs_the_model_on_disk_without_training(demo_project):
+    """For a model trained elsewhere (the GPU runner's) or new serving parameters. Last in this
+    file: the tests above serve the newest logged model, which this one makes a model that takes
+    at most 8 inputs (no other test file serves the demo's models)."""
+    weights = demo_project / "data/demo/06_models/resnet34.pt"
+    before = weights.stat().st_mtime_ns
+    result = run_kedro(demo_project, "run", "--env", "demo", "--pipelines", "package_model",
+                       "--params", "serving.max_inputs=8", timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert weights.stat().st_mtime_ns == before  # nothing trained
+    model, folder = _newest_model(demo_project)
+    _check_packaged(demo_project, weights, model, folder)
+
+
+def _check_packaged(demo_project, weights, model, folder):
+    import hashlib
+
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    assert (folder / "artifacts" / "resnet34.pt").read_bytes() == weights.read_bytes()
+    card = json.loads((demo_project / "data/demo/08_reporting/served_model_card.json").read_text())
+    assert card["weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert card["serving"]["max_inputs"] == 8
+    client = MlflowClient(tracking_uri=f"sqlite:///{demo_project / 'mlflow.db'}")
+    run = client.get_run(model.source_run_id)
+    assert "--pipeline=package_model" in run.data.tags["kedro_command"]  # kedro-mlflow's spelling, for --pipelines
+    assert "reports/served_model_card.json" in {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
+    # the stored parameters are the run's: the served model now takes at most 8 inputs
+    loaded = mlflow.pyfunc.load_model(str(folder))
+    with pytest.raises(MlflowException, match="9 inputs, over the limit of 8"):
+        loaded.predict(pd.DataFrame([{"pixels": [[0] * 48] * 48}] * 9))

@@ -2,7 +2,7 @@
 
 The script starts PostgreSQL and ``mlflow server`` on free ports of 127.0.0.1; two copies of the
 project (two team members' checkouts) log ``kedro run --env demo --pipelines ingestion`` to it
-through conf/team/mlflow.yml, both at the same time. The runs are read
+through conf/team/mlflow.yml, once alone and then twice at the same time. The runs are read
 back through MlflowClient (params, metrics, an artifact's content), and straight from the
 PostgreSQL database, so that a server that silently fell back to sqlite would fail. A restart
 keeps the runs and takes the role's password from conf/local/credentials.yml. Afterwards no
@@ -32,7 +32,7 @@ import yaml
 
 from fer_pipeline.processes import alive, descendants, free_port
 
-from .conftest import KEDRO, make_project
+from .conftest import KEDRO, SMALL_DEMO_PARAMS, make_project, run_kedro
 from .net_recording import RECORDER, outside, records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -301,34 +301,40 @@ def test_team_runs_go_to_postgresql_through_the_shared_server(tracking_server, t
     assert status.returncode == 0 and f"tracking URI {server.uri}" in status.stdout, status.stdout
     assert "Already running" in server.start()  # a second start changes nothing
 
-    # Two team members at the same time, with different parameters, read back through the server.
+    # One run alone, read back through the server.
     alice = _team_checkout(tmp_path / "alice", server.uri)
-    bob = _team_checkout(tmp_path / "bob", server.uri)
-    runs = [_ingestion(alice, "ingestion.demo.n_train=420,ingestion.demo.n_test=140,ingestion.workers=1"),
-            _ingestion(bob, "ingestion.demo.n_train=350,ingestion.demo.n_test=140")]
-    outputs = [run.communicate(timeout=600)[0] for run in runs]
-    for run, output in zip(runs, outputs):
-        assert run.returncode == 0, output[-6000:]
-    for checkout in (alice, bob):  # nothing tracked locally
-        assert not (checkout / "mlflow.db").exists() and not (checkout / "mlruns").exists()
+    result = run_kedro(alice, "run", "--env", "demo", "--pipelines", "ingestion", "--params", SMALL_DEMO_PARAMS,
+                       timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert not (alice / "mlflow.db").exists() and not (alice / "mlruns").exists()  # nothing tracked locally
     client = MlflowClient(tracking_uri=server.uri)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     assert experiment.artifact_location.startswith("mlflow-artifacts:")  # the server keeps the artifacts
-    both = client.search_runs([experiment.experiment_id])
+    (first,) = client.search_runs([experiment.experiment_id])
+    _check_run(client, first, alice, 420, 140, tmp_path / "download_first")
+
+    # Two team members at the same time, with different parameters.
+    bob = _team_checkout(tmp_path / "bob", server.uri)
+    runs = [_ingestion(alice, "ingestion.demo.n_train=420,ingestion.demo.n_test=140,ingestion.workers=1"),
+            _ingestion(bob, "ingestion.demo.n_train=350,ingestion.demo.n_test=140,ingestion.workers=1")]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    for run, output in zip(runs, outputs):
+        assert run.returncode == 0, output[-6000:]
+    both = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id != first.info.run_id]
     assert len(both) == 2
     by_size = {int(r.data.params["ingestion.demo.n_train"]): r for r in both}
     assert set(by_size) == {420, 350}
     _check_run(client, by_size[420], alice, 420, 140, tmp_path / "download_alice")
     _check_run(client, by_size[350], bob, 350, 140, tmp_path / "download_bob")
-    assert by_size[420].data.params["ingestion.workers"] == "1" != by_size[350].data.params["ingestion.workers"]
-    run_ids = {r.info.run_id for r in both}
+    assert by_size[420].data.params["ingestion.workers"] == "1"
+    run_ids = {first.info.run_id, *(r.info.run_id for r in both)}
 
     # The runs are in PostgreSQL, the artifacts in the data folder: no sqlite, no local mlruns.
     password = server.password()
     assert set(server.query("SELECT run_uuid, status FROM runs", password)) == {(i, "FINISHED") for i in run_ids}
     kept = server.query("SELECT run_uuid, value FROM metrics WHERE key = 'ingestion.kept'", password)
-    assert sorted(value for _, value in kept) == [490, 560]
-    assert len(list((server.data_dir / "artifacts").rglob("data_quality.json"))) == 2
+    assert sorted(value for _, value in kept) == [490, 560, 560]
+    assert len(list((server.data_dir / "artifacts").rglob("data_quality.json"))) == 3
     assert not list(server.data_dir.rglob("*.db"))
 
     # Stop and start again: the runs stay; the password now comes from conf/local/credentials.yml
@@ -344,12 +350,12 @@ def test_team_runs_go_to_postgresql_through_the_shared_server(tracking_server, t
     with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
         server.query("SELECT 1", password)
     client = MlflowClient(tracking_uri=server.uri)
-    again = client.get_run(by_size[420].info.run_id)
+    again = client.get_run(first.info.run_id)
     _check_run(client, again, alice, 420, 140, tmp_path / "download_again")
 
     # Every Python process of the server and of the runs reached 127.0.0.1 only.
     log = records(Path(server.env["NET_AUDIT_LOG"]))
     started = [" ".join(r["argv"] or []) for r in log if r["event"] == "start"]
     assert any("mlflow" in argv and "server" in argv for argv in started), started[:5]
-    assert sum("kedro" in argv for argv in started) >= 2
+    assert sum("kedro" in argv for argv in started) >= 3
     assert outside(log) == []

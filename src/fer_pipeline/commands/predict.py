@@ -150,8 +150,8 @@ def _add_face_finding(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--detect-retry-max-side", type=in_range(int, *DETECT_SIDE_RANGE, or_zero="no second search"),
                        default=None, metavar="PX",
                        help="yunet, photos: where the first search finds no face, search again on a copy at most PX "
-                       f"long, for small faces in large photos (default {RETRY_MAX_SIDE}; 0: never; video frames "
-                       "are searched once)")
+                       f"long, for small faces in large photos (larger than --detect-max-side; default "
+                       f"{RETRY_MAX_SIDE}; 0: never; video frames are searched once)")
     group.add_argument("--min-score", type=float, default=None, metavar="S",
                        help="yunet: keep faces the detector scores at least S, in (0, 1] (default 0.6; lower finds "
                        "more faces and more false ones)")

@@ -27,8 +27,8 @@ pipeline, datasets shown from the Filters panel) without kedro-viz's feature tou
 the third-party warnings its start-up printed (about 80 lines before its address). Both set only
 what the browser has no value for yet: a choice made in a UI is kept.
 
-``fer-ui docs`` replaces itself with ``mkdocs serve`` on 127.0.0.1, from the project root (where
-the pages' snippets are read from), with the same offline environment; its pages load nothing
+``fer-ui docs`` replaces itself with ``mkdocs serve`` of the project's mkdocs.yml on 127.0.0.1,
+with the same offline environment; its pages load nothing
 from another host (Material's web fonts are off in ``mkdocs.yml``).
 
 Exit codes: 2 on a usage error (port in use, no mlflow.db yet, MkDocs not installed); otherwise
@@ -298,7 +298,6 @@ def serve_docs(root: Path, port: int) -> None:
     check_port_free(port)
     command = docs_command(root, port)
     print(f"The documentation (offline) on http://{HOST}:{port}/ for {root}", flush=True)
-    os.chdir(root)  # the pages include result files by their paths from the project root
     os.execve(command[0], command, {**offline_environment(), "NO_MKDOCS_2_WARNING": "1"})
 
 

@@ -31,6 +31,8 @@ def test_the_predict_key_list_is_conf_base():
     ({"detect_retry_max_side": 20}, r"predict.detect_retry_max_side must be .* or 0 \(no second search\), or null "
                                     r"\(the detector's default, 800\)"),
     ({"detector": "haar", "detect_retry_max_side": 800}, "predict.detect_retry_max_side needs the yunet detector"),
+    ({"detect_retry_max_side": 320}, r"predict.detect_retry_max_side \(320\) must be larger than "
+                                     r"predict.detect_max_side \(320\), or 0 for no second search"),
     ({"detector": "yunnet"}, r"predict.detector must be one of haar, yunet, got 'yunnet' \(did you mean 'yunet'\?\)"),
     ({"detector": None}, "predict.detector must be one of haar, yunet, got None"),
     ({"align": "yes"}, "predict.align must be true or false, got 'yes'"),
@@ -45,5 +47,6 @@ def test_predict_params_refuse_typos_and_bad_values_up_front(change, message):
     params = {"inputs": "photos", "margin": 0.2, "tta": "none", "device": "cpu", "amp": "auto"}
     check_predict_params({**params, "workers": None, "detect_max_side": None, "every_n_frames": 3})
     check_predict_params({**params, "detector": "yunet", "detect_retry_max_side": 0})
+    check_predict_params({**params, "detect_retry_max_side": 640})  # above the stage's 320 px first search
     with pytest.raises(ValueError, match=message):
         check_predict_params({**params, **change})

@@ -414,7 +414,8 @@ def test_serving_backend_onnxruntime_answers_as_torch_does(photo, tmp_path):
 
 def test_a_conversion_that_fails_is_not_redone_for_each_request(tmp_path, monkeypatch):
     """The error of a model the onnxruntime back-end cannot take comes back at once on the next
-    request; a new version of the file is tried again."""
+    request, a fresh error object each time (requests run in threads); a new version of the file
+    is tried again, and so is a conversion that ran out of memory."""
     from fer_pipeline.core import onnx_export
     from fer_pipeline.core.onnx_export import OnnxExportError
     from tests.core.onnx_files import small_model
@@ -428,12 +429,24 @@ def test_a_conversion_that_fails_is_not_redone_for_each_request(tmp_path, monkey
         raise OnnxExportError("the ONNX export of the model does not agree with PyTorch")
 
     monkeypatch.setattr(onnx_export, "onnx_model_from_module", refuse)
+    errors = []
     for _ in range(3):
-        with pytest.raises(OnnxExportError, match="does not agree with PyTorch"):
+        with pytest.raises(OnnxExportError, match="does not agree with PyTorch") as raised:
             cached_model(path, "cpu", "onnxruntime")
-    assert len(calls) == 1
+        errors.append(raised.value)
+    assert len(calls) == 1 and len({id(error) for error in errors}) == 3
     assert isinstance(cached_model(path, "cpu", "torch").model, torch.nn.Module)  # torch still takes it
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a new version of the file
+
+    def out_of_memory(*args, **kwargs):
+        calls.append(args)
+        raise MemoryError
+
+    monkeypatch.setattr(onnx_export, "onnx_model_from_module", out_of_memory)
+    for _ in range(2):
+        with pytest.raises(MemoryError):
+            cached_model(path, "cpu", "onnxruntime")
+    assert len(calls) == 3  # each request tried it
     monkeypatch.undo()
-    assert cached_model(path, "cpu", "onnxruntime").model is not None and len(calls) == 1
+    assert cached_model(path, "cpu", "onnxruntime").model is not None and len(calls) == 3

@@ -11,6 +11,7 @@ from fer_pipeline.core.device import amp_mode
 from fer_pipeline.core.faces.detector import (
     DEFAULT_ALIGN,
     DEFAULT_DETECTOR,
+    DETECT_MAX_SIDE,
     check_detector_kind,
     detector_options,
 )
@@ -29,7 +30,7 @@ def check_predict_params(params: Mapping[str, Any]) -> None:
     check_backend_options(backend, params.get("device", "auto"), amp_mode(params.get("amp", "auto")), "predict.")
     kind = check_detector_kind(params.get("detector", DEFAULT_DETECTOR), "predict.detector")
     detector_options(kind, params.get("min_score"), params.get("min_face"), "predict",
-                     detect_max_side=params.get("detect_max_side"),
+                     detect_max_side=params.get("detect_max_side", DETECT_MAX_SIDE),
                      detect_retry_max_side=params.get("detect_retry_max_side"))
     if not isinstance(params.get("align", DEFAULT_ALIGN), bool):
         raise ValueError(f"predict.align must be true or false, got {params['align']!r}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -359,7 +360,7 @@ class ServedModel:
 
 
 _models: dict[tuple, ServedModel] = {}
-_refused: dict[tuple, Exception] = {}  # a file version the back-end could not take, and why
+_refused: dict[tuple, Exception] = {}  # a file version the back-end could not take, and why (no traceback)
 _models_lock = threading.Lock()
 
 
@@ -381,7 +382,7 @@ def cached_model(path: str | os.PathLike, device: str = "auto", backend: str = "
     key = (str(path), stat.st_size, stat.st_mtime_ns, str(device), backend)
     with _models_lock:
         if key in _refused:
-            raise _refused[key].with_traceback(None)  # the same error, not one more traceback each request
+            raise copy.copy(_refused[key])  # a request's own error object: no traceback shared between threads
         if key not in _models:
             model, model_config = load_model(path, map_location=device)  # in eval mode
             model.to(memory_format=torch.channels_last)
@@ -390,9 +391,11 @@ def cached_model(path: str | os.PathLike, device: str = "auto", backend: str = "
 
                 try:
                     model = onnx_model_from_module(model, model_config, source=str(path))
+                except MemoryError:  # may pass: tried again on the next request
+                    raise
                 except Exception as error:  # a conversion takes seconds: a refused one is not redone per request
                     _refused.clear()
-                    _refused[key] = error
+                    _refused[key] = copy.copy(error)  # without this failure's frames (the model, the session)
                     raise
             _models.clear()
             _models[key] = ServedModel(model, model_config)
