@@ -117,3 +117,13 @@ def test_every_pipeline_folder_has_its_core_package_and_no_stages_module_remains
     assert pipelines == {*STAGE_PACKAGES, "package_model"}
     assert all((CORE / package / "__init__.py").is_file() for package in STAGE_PACKAGES.values())
     assert not list(PACKAGE.rglob("stages.py"))
+
+
+def test_the_files_run_first_exist_once_each():
+    """tests/conftest.py's HEAVY_FILES_FIRST: a renamed or moved file would silently go back to
+    its place in collection order (possibly last, keeping one worker busy alone)."""
+    from tests.conftest import HEAVY_FILES_FIRST
+
+    root = PACKAGE.parents[1]
+    assert [name for name in HEAVY_FILES_FIRST if not (root / name).is_file()] == []
+    assert len(set(HEAVY_FILES_FIRST)) == len(HEAVY_FILES_FIRST)
