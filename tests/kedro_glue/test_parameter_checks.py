@@ -192,8 +192,11 @@ def test_kedro_run_with_a_bad_evaluate_tta_stops_before_anything_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_kedro_run_with_a_missing_source_stops_before_anything_runs(tmp_path):
+def test_kedro_run_without_the_dataset_stops_before_anything_runs(tmp_path):
+    """A new checkout's first `kedro run`, before FER2013 is in place: where it looked, and the two
+    ways on (a path to the data, or the demo). A path given by --params is named the same way
+    (test_a_missing_source_stops_the_run_unless_the_demo_draws_it)."""
     project = make_project(tmp_path / "project")
-    result = run_kedro(project, "run", "--params", "ingestion.source_path=/nonexistent", timeout=300)
-    _assert_stopped_short(project, result, "No dataset at '/nonexistent' (ingestion.source_path)",
+    result = run_kedro(project, "run", timeout=300)
+    _assert_stopped_short(project, result, "No dataset at 'data/01_raw/fer2013' (ingestion.source_path)",
                           "--params ingestion.source_path=/path/to/fer2013", "kedro run --env demo")
