@@ -209,17 +209,6 @@ def test_package_model_logs_the_model_on_disk_without_training(demo_project):
     """For a model trained elsewhere (the GPU runner's) or new serving parameters. Last in this
     file: the tests above serve the newest logged model, which this one makes a model that takes
     at most 8 inputs (no other test file serves the demo's models)."""
-    weights = demo_project / "data/demo/06_models/resnet34.pt"
-    before = weights.stat().st_mtime_ns
-    result = run_kedro(demo_project, "run", "--env", "demo", "--pipelines", "package_model",
-                       "--params", "serving.max_inputs=8", timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert weights.stat().st_mtime_ns == before  # nothing trained
-    model, folder = _newest_model(demo_project)
-    _check_packaged(demo_project, weights, model, folder)
-
-
-def _check_packaged(demo_project, weights, model, folder):
     import hashlib
 
     import mlflow.pyfunc
@@ -227,6 +216,13 @@ def _check_packaged(demo_project, weights, model, folder):
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    weights = demo_project / "data/demo/06_models/resnet34.pt"
+    before = weights.stat().st_mtime_ns
+    result = run_kedro(demo_project, "run", "--env", "demo", "--pipelines", "package_model",
+                       "--params", "serving.max_inputs=8", timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert weights.stat().st_mtime_ns == before  # nothing trained
+    model, folder = _newest_model(demo_project)
     assert (folder / "artifacts" / "resnet34.pt").read_bytes() == weights.read_bytes()
     card = json.loads((demo_project / "data/demo/08_reporting/served_model_card.json").read_text())
     assert card["weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()

@@ -257,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          detect_retry_max_side=args.detect_retry_max_side)
     except ValueError as error:  # the flags argparse cannot check alone (--min-score needs yunet)
         _error(str(error).replace("min_score", "--min-score").replace("min_face", "--min-face")
-               .replace("detect_retry_max_side", "--detect-retry-max-side").replace("detect_max_side", "--detect-max-side")
+               .replace("detect_retry_max_side", "--detect-retry-max-side")
+               .replace("detect_max_side", "--detect-max-side")
                .replace(", or null for the detector's default", ", or left out for the detector's default"))
         return EXIT_USAGE
     missing = [p for p in args.paths if not Path(p).exists()]

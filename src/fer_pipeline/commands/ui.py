@@ -28,8 +28,8 @@ the third-party warnings its start-up printed (about 80 lines before its address
 what the browser has no value for yet: a choice made in a UI is kept.
 
 ``fer-ui docs`` replaces itself with ``mkdocs serve`` of the project's mkdocs.yml on 127.0.0.1,
-with the same offline environment; its pages load nothing
-from another host (Material's web fonts are off in ``mkdocs.yml``).
+with the same offline environment; its pages load nothing from another host (Material's web
+fonts are off in ``mkdocs.yml``).
 
 Exit codes: 2 on a usage error (port in use, no mlflow.db yet, MkDocs not installed); otherwise
 the server's own (``fer-ui mlflow`` becomes ``mlflow ui``, ``fer-ui docs`` ``mkdocs serve``;

@@ -102,12 +102,20 @@ def onnx_bytes(model: nn.Module, config: Mapping[str, Any]) -> bytes:
     return proto.SerializeToString()
 
 
-def compare(model: nn.Module, onnx_model: OnnxModel, config: Mapping[str, Any], faces: np.ndarray) -> Agreement:
-    """``Agreement`` of ONNX Runtime with PyTorch float32 on the CPU on uint8 ``faces`` (N, H, W)."""
-    reference = predict_logits(copy.deepcopy(model).float(), faces, dict(config), device="cpu", amp="off")
-    logits = onnx_model.predict_logits(faces)
+def reference_logits(model: nn.Module, config: Mapping[str, Any], faces: np.ndarray) -> np.ndarray:
+    """PyTorch float32 logits on the CPU of uint8 ``faces`` (N, H, W): what an export is checked against."""
     if not len(faces):
         raise ValueError("no faces to check the exported model on")
+    return predict_logits(copy.deepcopy(model).float(), faces, dict(config), device="cpu", amp="off")
+
+
+def compare(model: nn.Module, onnx_model: OnnxModel, config: Mapping[str, Any], faces: np.ndarray,
+            reference: np.ndarray | None = None) -> Agreement:
+    """``Agreement`` of ONNX Runtime with PyTorch float32 on the CPU on uint8 ``faces`` (N, H, W);
+    ``reference``: ``reference_logits`` of them where already computed."""
+    if reference is None:
+        reference = reference_logits(model, config, faces)
+    logits = onnx_model.predict_logits(faces)
     best_two = np.sort(reference, axis=1)[:, -2:]
     flipped = logits.argmax(1) != reference.argmax(1)
     return Agreement(faces=len(faces), max_abs_diff=float(np.abs(logits - reference).max()),
@@ -116,12 +124,14 @@ def compare(model: nn.Module, onnx_model: OnnxModel, config: Mapping[str, Any], 
 
 
 def convert(model: nn.Module, config: Mapping[str, Any], faces: np.ndarray, tolerance: float = DEFAULT_TOLERANCE,
-            min_agreement: float = MIN_AGREEMENT, source: str = "the model") -> tuple[bytes, OnnxModel, Agreement]:
-    """(ONNX bytes, their ``OnnxModel``, ``Agreement``) of ``model``, checked on ``faces``;
-    ``OnnxExportError`` when they disagree beyond ``tolerance`` / ``min_agreement``."""
+            min_agreement: float = MIN_AGREEMENT, source: str = "the model",
+            reference: np.ndarray | None = None) -> tuple[bytes, OnnxModel, Agreement]:
+    """(ONNX bytes, their ``OnnxModel``, ``Agreement``) of ``model``, checked on ``faces`` (against
+    ``reference``, their ``reference_logits``, where given); ``OnnxExportError`` when they disagree
+    beyond ``tolerance`` / ``min_agreement``."""
     data = onnx_bytes(model, config)
     onnx_model = onnx_model_from_bytes(data, f"the ONNX export of {source}")
-    agreement = compare(model, onnx_model, config, faces)
+    agreement = compare(model, onnx_model, config, faces, reference)
     problems = agreement.problems(tolerance, min_agreement)
     if problems:
         raise OnnxExportError(f"the ONNX export of {source} does not agree with PyTorch on {agreement.faces} faces: "

@@ -36,6 +36,7 @@ from fer_pipeline.core.onnx_export import (
     OnnxExportError,
     compare,
     convert,
+    reference_logits,
     write_atomically,
 )
 from fer_pipeline.core.onnx_model import INPUT_NAME, onnx_model_from_bytes
@@ -117,9 +118,10 @@ def export_int8(model: nn.Module, config: Mapping[str, Any], out: str | os.PathL
     """The float32 export checked as ``onnx_export.convert`` checks it (``tolerance``), quantised (``quantize_int8``),
     compared with PyTorch float32 on ``faces`` and written to ``out`` atomically; ``OnnxExportError``
     (nothing written) when the int8 model's class agrees on fewer than ``min_agreement`` of them."""
-    float_onnx, _, _ = convert(model, config, faces, tolerance=tolerance, source=source)
+    reference = reference_logits(model, config, faces)  # one PyTorch pass for both checks
+    float_onnx, _, _ = convert(model, config, faces, tolerance=tolerance, source=source, reference=reference)
     data = quantize_int8(float_onnx, config, calibration)
-    agreement = compare(model, onnx_model_from_bytes(data, f"the int8 export of {source}"), config, faces)
+    agreement = compare(model, onnx_model_from_bytes(data, f"the int8 export of {source}"), config, faces, reference)
     if agreement.top1_agreement < min_agreement:
         raise OnnxExportError(f"the int8 export of {source} gives PyTorch's class on {agreement.top1_agreement:.2%} "
                               f"of {agreement.faces} faces (needed {min_agreement:.0%}): the quantisation broke it. "

@@ -12,7 +12,6 @@ from fer_pipeline.core.faces.detector import (
     DEFAULT_ALIGN,
     DEFAULT_DETECTOR,
     DETECT_MAX_SIDE,
-    check_detector_kind,
     detector_options,
 )
 from fer_pipeline.core.inference import TTA_MODES
@@ -28,8 +27,7 @@ def check_predict_params(params: Mapping[str, Any]) -> None:
     reject_unknown_keys(params, PREDICT_KEYS, "predict")
     backend = check_backend(params.get("backend", "torch"), "predict.backend")
     check_backend_options(backend, params.get("device", "auto"), amp_mode(params.get("amp", "auto")), "predict.")
-    kind = check_detector_kind(params.get("detector", DEFAULT_DETECTOR), "predict.detector")
-    detector_options(kind, params.get("min_score"), params.get("min_face"), "predict",
+    detector_options(params.get("detector", DEFAULT_DETECTOR), params.get("min_score"), params.get("min_face"), "predict",
                      detect_max_side=params.get("detect_max_side", DETECT_MAX_SIDE),
                      detect_retry_max_side=params.get("detect_retry_max_side"))
     if not isinstance(params.get("align", DEFAULT_ALIGN), bool):

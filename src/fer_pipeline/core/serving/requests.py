@@ -42,7 +42,6 @@ from fer_pipeline.core.faces.detector import (
     DEFAULT_DETECTOR,
     DETECT_MAX_SIDE,
     Detector,
-    check_detector_kind,
     detector_options,
     make_detector,
 )
@@ -93,8 +92,7 @@ class ServingConfig:
             raise ValueError(f"serving.whole_image_max_side must be >= 0, got {self.whole_image_max_side}")
         object.__setattr__(self, "amp", amp_mode(self.amp))  # YAML's bare on/off arrive as booleans
         check_backend_options(check_backend(self.backend, "serving.backend"), self.device, self.amp, "serving.")
-        check_detector_kind(self.detector, "serving.detector")
-        self.detector_options()
+        self.detector_options()  # the detector's name first, then its options
         if not isinstance(self.align, bool):
             raise ValueError(f"serving.align must be true or false, got {self.align!r}")
         for name in ("max_pixels", "max_inputs", "batch_size"):
