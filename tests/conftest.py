@@ -64,6 +64,84 @@ def run_kedro(project: Path, *args: str, timeout: int = 900) -> subprocess.Compl
     )
 
 
+def run_kedro_in_process(project: Path, *args: str) -> subprocess.CompletedProcess:
+    """``kedro <args>`` as ``run_kedro`` runs it, the same commands (Kedro's ``KedroCLI``, which the
+    ``kedro`` executable runs: Kedro's, the plugins', and ``fer_pipeline.cli``'s ``run``), but in
+    this process, through click's ``CliRunner``: 1-3 s a run where a new process spends 5-10 s
+    importing torch, MLflow and Kedro and loading the plugins. The result reads like
+    ``run_kedro``'s: the exit status, stdout, and stderr with the log records and the traceback of
+    an error that is not the user's. Tests of the ``kedro`` executable itself, or of processes a
+    run starts (training workers), use ``run_kedro``."""
+    import io
+    import logging
+    import traceback
+
+    from click.testing import CliRunner
+
+    logs = io.StringIO()
+    handler = logging.StreamHandler(logs)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    with _process_state_restored(project), _kedro_process_warning_filters():
+        from kedro.framework.cli.cli import KedroCLI  # inside: a first import configures logging
+
+        kedro = KedroCLI(project)  # the `kedro` executable's commands, the project bootstrapped
+        logging.getLogger().addHandler(handler)
+        result = CliRunner().invoke(kedro, list(args))
+    stderr = result.stderr + logs.getvalue()
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*result.exc_info))
+    return subprocess.CompletedProcess(["kedro", *args], result.exit_code, result.stdout, stderr)
+
+
+@contextlib.contextmanager
+def _process_state_restored(project: Path) -> Iterator[None]:
+    """Inside: ``project`` as the working directory, ``run_kedro``'s environment. After: what a
+    ``kedro run`` changes in its process put back (the working directory, the environment,
+    ``sys.path``, ``sys.excepthook``, MLflow's tracking and registry URIs, the root logger's handlers
+    and level, torch's threads), and the MLflow runs it left active ended as a process's exit ends
+    them (kedro-mlflow leaves its run on MLflow's stack twice and pops it once)."""
+    import logging
+
+    import mlflow
+    import torch
+
+    root = logging.getLogger()
+    saved_cwd, saved_env, saved_path, saved_hook = os.getcwd(), dict(os.environ), list(sys.path), sys.excepthook
+    saved_handlers, saved_level, saved_threads = list(root.handlers), root.level, torch.get_num_threads()
+    os.environ.update({"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "COLUMNS": "200"})
+    os.chdir(project)
+    try:
+        yield
+    finally:
+        while mlflow.active_run():  # as MLflow's atexit hook ends them when a process exits
+            mlflow.end_run()
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        mlflow.set_tracking_uri(saved_env.get("MLFLOW_TRACKING_URI"))
+        mlflow.set_registry_uri(saved_env.get("MLFLOW_REGISTRY_URI"))
+        sys.path[:], sys.excepthook = saved_path, saved_hook  # Kedro's rich logging installs rich's tracebacks
+        root.handlers[:], root.level = saved_handlers, saved_level
+        torch.set_num_threads(saved_threads)
+
+
+@contextlib.contextmanager
+def _kedro_process_warning_filters() -> Iterator[None]:
+    """The warning filters of a `kedro` process (pytest's show every deprecation): Python's
+    defaults, and ours, which our ``kedro.init`` entry point adds (pyproject.toml)."""
+    import warnings
+
+    from fer_pipeline.third_party import silence_known_warnings
+
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", category)
+        warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+        silence_known_warnings()
+        yield
+
+
 def _build_demo(root: Path) -> Path:
     project = make_project(root)
     result = run_kedro(project, "run", "--env", "demo", "--params", SMALL_DEMO_PARAMS)
@@ -140,23 +218,22 @@ def runner_log_handlers_removed():
         handler.close()
 
 
-#: The files that take longest (seconds of one worker on 2 cores: from 137 s for the first down to
-#: about 7 s), run first, longest first: scripts/test.sh hands the files to the pytest-xdist
-#: workers one at a time as each gets free, in collection order (``--no-loadscope-reorder``), and
-#: a long file handed out last keeps one worker busy while the other has finished (its default,
-#: most tests first, left the one-test files for last; test_predict_cli.py, in collection order,
-#: ended one worker 18 s after the other). After these come files of a few seconds at most. The
-#: demo build's file leads, so that the shared demo run is ready when the other worker's demo
-#: tests start.
+#: The files that take longest (seconds of one worker on 2 cores: from 66 s down to about 5 s), run
+#: first, longest first: scripts/test.sh hands the files to the pytest-xdist workers one at a time
+#: as each gets free, in collection order (``--no-loadscope-reorder``), and a long file handed out
+#: last keeps one worker busy while the other has finished (its default, most tests first, left the
+#: one-test files for last; test_predict_cli.py, in collection order, ended one worker 18 s after
+#: the other). After these come files of a few seconds at most. The demo build's file leads, so
+#: that the shared demo run is ready when the other worker's demo tests start.
 HEAVY_FILES_FIRST = (
-    "tests/test_e2e_demo.py", "tests/test_gpu_session.py", "tests/test_train_cli.py", "tests/test_ui.py",
-    "tests/core/training/test_job.py", "tests/test_browser_ui.py", "tests/test_serving.py",
-    "tests/test_tracking_server.py", "tests/test_ferplus_e2e.py", "tests/test_ablation_cpu_script.py",
-    "tests/test_predict_cli.py", "tests/ablation/test_run.py", "tests/runner/test_same_evaluation.py",
-    "tests/runner/test_run.py", "tests/kedro_glue/test_parameter_checks.py", "tests/test_docs_site.py",
-    "tests/core/training/test_train.py", "tests/test_notebook.py", "tests/core/serving/test_requests.py",
-    "tests/test_airflow_export.py", "tests/core/faces/test_recognizer.py", "tests/ablation/test_report.py",
-    "tests/core/test_models.py",
+    "tests/test_e2e_demo.py", "tests/core/training/test_job.py", "tests/test_ui.py", "tests/test_train_cli.py",
+    "tests/test_browser_ui.py", "tests/test_tracking_server.py", "tests/test_gpu_session.py", "tests/test_serving.py",
+    "tests/test_ablation_cpu_script.py", "tests/test_predict_cli.py", "tests/test_ferplus_e2e.py",
+    "tests/ablation/test_run.py", "tests/runner/test_run.py", "tests/test_docs_site.py",
+    "tests/core/training/test_train.py", "tests/test_notebook.py", "tests/kedro_glue/test_parameter_checks.py",
+    "tests/core/faces/test_recognizer.py", "tests/core/serving/test_requests.py", "tests/test_airflow_export.py",
+    "tests/ablation/test_report.py", "tests/runner/test_resume_check.py", "tests/core/training/test_distributed.py",
+    "tests/core/test_models.py", "tests/runner/test_same_evaluation.py",
 )
 
 

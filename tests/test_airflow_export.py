@@ -30,7 +30,9 @@ from kedro.framework.startup import bootstrap_project
 from kedro.io import MemoryDataset
 from kedro_mlflow.pipeline.pipeline_ml import PipelineML
 
-from .conftest import SMALL_DEMO_PARAMS, make_project, project_as_cwd, run_kedro
+from .conftest import SMALL_DEMO_PARAMS, make_project, project_as_cwd, run_kedro, run_kedro_in_process
+
+pytestmark = pytest.mark.slow  # `kedro airflow create`, and Airflow's own runs
 
 #: What docs/scaling-out.md tells the user to run, for two pipelines in one call.
 EXPORTED = {"__default__": "fer_pipeline_dag.py", "training": "fer_pipeline_training_dag.py"}
@@ -46,7 +48,7 @@ def project(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dag_folder(project) -> Path:
-    result = run_kedro(project, *CREATE, timeout=300)
+    result = run_kedro_in_process(project, *CREATE)
     assert result.returncode == 0, f"kedro airflow create failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     folder = project / "airflow_dags"  # the plugin's default --target-dir, inside the project
     assert sorted(p.name for p in folder.iterdir()) == sorted(EXPORTED.values())
@@ -157,8 +159,6 @@ LOAD_DAGS = """
 import json, sys
 import airflow
 from airflow.models import DagBag
-
-pytestmark = pytest.mark.slow  # `kedro airflow create` in a subprocess, and Airflow runs
 
 bag = DagBag(dag_folder=sys.argv[1])
 print(json.dumps({

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 
 import numpy as np
 import pandas as pd
@@ -12,7 +14,7 @@ import pytest
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.ingestion import DATASET_META_KEYS
 
-from .conftest import make_project, run_kedro
+from .conftest import make_project, run_kedro_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -130,7 +132,7 @@ def test_evaluate_refuses_a_model_trained_on_another_dataset(demo_project, tmp_p
     other = {key: value if key in DATASET_META_KEYS else value[1:] for key, value in demo.items()}  # one face fewer
     NpzDataset(filepath=(project / "data/03_primary/fer_dataset.npz").as_posix()).save(other)
 
-    result = run_kedro(project, "run", "--pipelines", "evaluate", timeout=300)
+    result = run_kedro_in_process(project, "run", "--pipelines", "evaluate")
     assert result.returncode != 0
     output = " ".join((result.stdout + result.stderr).split())
     assert f"the model {project / 'data/06_models/resnet34.pt'} was trained on dataset" in output
@@ -139,8 +141,7 @@ def test_evaluate_refuses_a_model_trained_on_another_dataset(demo_project, tmp_p
     assert not (project / "data/08_reporting/evaluation_metrics.json").exists()
     assert [run.info.status for run in _runs(project, "fer_pipeline")] == ["FAILED"]  # never a finished run
 
-    result = run_kedro(project, "run", "--pipelines", "evaluate", "--params", "evaluate.allow_dataset_mismatch=true",
-                       timeout=300)
+    result = run_kedro_in_process(project, "run", "--pipelines", "evaluate", "--params", "evaluate.allow_dataset_mismatch=true")
     assert result.returncode == 0, result.stderr[-4000:]
     report = _json(project, "data/08_reporting/evaluation_metrics.json")
     assert report["dataset_check"]["status"] == "mismatch_allowed"
@@ -166,8 +167,7 @@ def test_an_ingestion_that_keeps_no_face_stops_and_writes_nothing(tmp_path):
     for k in range(5):
         Image.fromarray(np.full((48, 48), 40 * k, np.uint8)).save(flat / f"Training_{k}.jpg")
 
-    result = run_kedro(project, "run", "--pipelines", "ingestion", "--params", f"ingestion.source_path={flat}",
-                       timeout=300)
+    result = run_kedro_in_process(project, "run", "--pipelines", "ingestion", "--params", f"ingestion.source_path={flat}")
     assert result.returncode != 0
     output = " ".join((result.stdout + result.stderr).split())
     assert "ingestion kept no face of the train/val/test splits (read 5, kept 0" in output
@@ -199,7 +199,7 @@ def _latest_run(project):
     ],
 )
 def test_each_stage_runs_alone_and_is_tracked(demo_project, pipeline, params, histories):
-    result = run_kedro(demo_project, "run", "--env", "demo", "--pipelines", pipeline, "--params", params)
+    result = run_kedro_in_process(demo_project, "run", "--env", "demo", "--pipelines", pipeline, "--params", params)
     assert result.returncode == 0, result.stderr[-4000:]
     client, run = _latest_run(demo_project)
     assert f"--pipeline={pipeline}" in run.data.tags["kedro_command"]  # kedro-mlflow's spelling, for --pipelines
@@ -229,7 +229,7 @@ def test_evaluate_alone_with_flip_tta_on_a_model_logged_by_run_id(demo_project):
     local = demo_project / "data/demo/06_models/resnet34.pt"
     local.rename(local.with_suffix(".moved"))  # prove the model comes from MLflow, not the local file
     try:
-        result = run_kedro(demo_project, "run", "--env", "demo", "--pipelines", "evaluate",
+        result = run_kedro_in_process(demo_project, "run", "--env", "demo", "--pipelines", "evaluate",
                            "--params", f"evaluate.tta=flip,evaluate.model_run_id={source}")
     finally:
         local.with_suffix(".moved").rename(local)
@@ -250,8 +250,31 @@ def test_evaluate_without_a_model_says_how_to_get_one(tmp_path):
         "images": np.zeros((2, 48, 48), np.uint8), "labels": np.array([0, 1]), "splits": np.array(["test", "test"]),
         "source_ids": np.array(["a", "b"]), "classes": np.array(CLASSES),
     })
-    result = run_kedro(project, "run", "--env", "demo", "--pipelines", "evaluate", timeout=300)
+    result = run_kedro_in_process(project, "run", "--env", "demo", "--pipelines", "evaluate")
     assert result.returncode != 0
     output = " ".join((result.stdout + result.stderr).split())  # rich wraps long lines
     assert f"No trained model at {project / 'data/demo/06_models/resnet34.pt'}" in output
     assert "evaluate.model_run_id=<MLflow run id>" in output
+
+
+def test_a_kedro_run_in_this_process_leaves_the_process_as_it_found_it(demo_project):
+    """``run_kedro_in_process``, which most runs of these tests use: the run's log is in its output,
+    and the worker's state is what it was (kedro-mlflow's run ended, MLflow's URIs, the working
+    directory, the environment, the logging handlers, the warning filters)."""
+    import logging
+    import warnings
+
+    import mlflow
+
+    def state():
+        return (os.getcwd(), dict(os.environ), mlflow.get_tracking_uri(), list(logging.getLogger().handlers),
+                list(warnings.filters), sys.excepthook, sys.path[:])
+
+    # the first run in a process imports what it needs, and libraries add warning filters as they are imported
+    run_kedro_in_process(demo_project, "run", "--env", "demo", "--pipelines", "evaluate")
+    before = state()
+    result = run_kedro_in_process(demo_project, "run", "--env", "demo", "--pipelines", "evaluate")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Pipeline execution completed successfully" in " ".join((result.stdout + result.stderr).split())
+    assert mlflow.active_run() is None
+    assert state() == before

@@ -13,7 +13,7 @@ import pytest
 from fer_pipeline.core.classes import CLASSES
 from fer_pipeline.core.ingestion import label_set
 
-from .conftest import make_project, run_kedro
+from .conftest import make_project, run_kedro_in_process
 from .core.ingestion.ferplus_files import noisy_rows, write_contest_files
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +32,7 @@ def ferplus_project(tmp_path_factory):
         "autoencoder.epochs=1", "training.config.epochs=2", "training.config.drw_epoch=1",
         "predict.demo_photos.n_photos=2",
     ])
-    result = run_kedro(project, "run", "--env", "demo", "--params", params)
+    result = run_kedro_in_process(project, "run", "--env", "demo", "--params", params)
     if result.returncode != 0:
         pytest.fail(f"kedro run failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
     return project, result.stdout + result.stderr

@@ -31,7 +31,7 @@ from fer_pipeline.core.serving.requests import ServingConfig, request_json
 from fer_pipeline.demo import draw_face
 from fer_pipeline.processes import alive, free_port, start, stop, wait_http
 
-from .conftest import run_kedro
+from .conftest import run_kedro_in_process
 from .net_recording import outside, recorded_env, recorded_server, records
 from .test_docs import _serving_page_example
 
@@ -218,8 +218,8 @@ def test_package_model_logs_the_model_on_disk_without_training(demo_project):
 
     weights = demo_project / "data/demo/06_models/resnet34.pt"
     before = weights.stat().st_mtime_ns
-    result = run_kedro(demo_project, "run", "--env", "demo", "--pipelines", "package_model",
-                       "--params", "serving.max_inputs=8", timeout=300)
+    result = run_kedro_in_process(demo_project, "run", "--env", "demo", "--pipelines", "package_model",
+                                  "--params", "serving.max_inputs=8")
     assert result.returncode == 0, result.stderr[-4000:]
     assert weights.stat().st_mtime_ns == before  # nothing trained
     model, folder = _newest_model(demo_project)

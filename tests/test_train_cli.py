@@ -15,7 +15,7 @@ import pytest
 
 from fer_pipeline.commands import train as train_cli
 from fer_pipeline.core.models import load_model
-from tests.conftest import make_project, run_kedro
+from tests.conftest import make_project, run_kedro, run_kedro_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -74,7 +74,7 @@ def test_torchrun_trains_and_the_evaluate_pipeline_scores_its_model(trained_inpu
     summary = json.loads(out.with_name("resnet34_summary.json").read_text())
     assert summary["device"]["processes"] == 2
     assert len(out.with_name("resnet34_history.csv").read_text().splitlines()) == 2  # header + 1 epoch
-    evaluated = run_kedro(project, "run", "--env", "demo", "--pipelines", "evaluate")
+    evaluated = run_kedro_in_process(project, "run", "--env", "demo", "--pipelines", "evaluate")
     assert evaluated.returncode == 0, evaluated.stderr[-6000:]
     report = json.loads((project / "data" / "demo" / "08_reporting" / "evaluation_metrics.json").read_text())
     assert report["n"] == 70 and 0.0 <= report["accuracy"] <= 1.0  # the demo test split, scored

@@ -15,7 +15,7 @@ from fer_pipeline.params import apply_sets, load_environment_parameters
 from fer_pipeline.runner.dataset_loading import read_npz
 from fer_pipeline.runner.records import PipelineRun
 from fer_pipeline.runner.run import run_evaluation
-from tests.conftest import make_project, run_kedro
+from tests.conftest import make_project, run_kedro_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def evaluated_project(demo_project, tmp_path_factory):
     project = make_project(tmp_path_factory.mktemp("same_evaluation") / "fer_project")
     for layer in ("03_primary", "06_models"):
         shutil.copytree(demo_project / "data" / "demo" / layer, project / "data" / "demo" / layer)
-    result = run_kedro(project, "run", "--env", "demo", "--pipelines", "evaluate")
+    result = run_kedro_in_process(project, "run", "--env", "demo", "--pipelines", "evaluate")
     assert result.returncode == 0, result.stderr[-4000:]
     return project
 
