@@ -30,7 +30,7 @@ def test_npz_round_trip_keeps_dtypes_and_refuses_pickles(tmp_path):
     for key in data:
         assert loaded[key].dtype == data[key].dtype
         np.testing.assert_array_equal(loaded[key], data[key])
-    assert not list((tmp_path / "sub").glob("*.tmp"))  # atomic write left no temp file
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["d.npz"]  # atomic write left no temp file
 
     objects = NpzDataset(filepath=(tmp_path / "obj.npz").as_posix())
     np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object))

@@ -8,8 +8,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from fer_pipeline.files import file_info, json_safe, read_csv, write_csv, write_json
+from fer_pipeline.files import atomic_path, file_info, json_safe, read_csv, write_csv, write_json
 
 
 def test_json_safe_converts_numpy_non_finite_and_paths():
@@ -20,7 +21,32 @@ def test_json_safe_converts_numpy_non_finite_and_paths():
 def test_write_json_is_atomic_and_valid(tmp_path):
     write_json(tmp_path / "metrics.json", {"accuracy": np.float64(0.5), "nan": float("nan")})
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"accuracy": 0.5, "nan": None}
-    assert not list(tmp_path.glob("*.tmp"))
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left
+
+
+def test_an_atomic_write_that_fails_keeps_the_old_file_and_leaves_nothing_beside_it(tmp_path):
+    target = tmp_path / "report.json"
+    write_json(target, {"run": 1})
+    with pytest.raises(OSError, match="disk full"), atomic_path(target) as tmp:
+        tmp.write_text('{"run": 2, "half')
+        raise OSError("disk full")
+    assert json.loads(target.read_text()) == {"run": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_an_atomic_path_keeps_the_suffix_a_writer_needs_and_makes_the_folder(tmp_path):
+    target = tmp_path / "new" / "arrays.npz"
+    with atomic_path(target, suffix=".npz") as tmp:
+        assert tmp.parent == target.parent and tmp.name.endswith(".npz") and tmp.name.startswith(".arrays.npz.")
+        np.savez(tmp, a=np.arange(3))  # any other suffix and savez writes <name>.npz beside it
+    with np.load(target) as stored:
+        assert list(stored["a"]) == [0, 1, 2]
+    assert [p.name for p in target.parent.iterdir()] == ["arrays.npz"]
+    with atomic_path(target) as first, atomic_path(target) as second:
+        assert first != second  # two writers of one file never share a temporary file
+        first.write_bytes(b"1")
+        second.write_bytes(b"2")
+    assert target.read_bytes() == b"1"  # the last to finish wins, whole
 
 
 def test_csv_round_trip_with_columns_in_first_appearance_order(tmp_path):

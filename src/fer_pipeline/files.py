@@ -1,13 +1,16 @@
-"""Writing a run's records: JSON-safe values, atomic JSON, CSV tables, file digests."""
+"""Writing files: atomically (the one way every file of the project is written), JSON-safe values,
+JSON and CSV records, file digests."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +34,51 @@ def json_safe(value: Any) -> Any:
     return str(value)  # Path, torch.device, torch.dtype, ...
 
 
-def write_json(path: str | os.PathLike, payload: Any) -> None:
-    """``payload`` as indented JSON, written to a temporary file and renamed (never half a file)."""
+def temporary_path_beside(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
+    """A new hidden name in ``path``'s folder (``.<name>.<random><suffix>``): a file to write
+    before it is renamed over ``path``, in the same file system so that the rename is atomic, and
+    unique so that two writers of the same file never write into each other's."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(json_safe(payload), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path (``temporary_path_beside``) to write ``path``'s new content to: renamed
+    over ``path`` when the block ends, deleted when it raises. ``path`` is never half written,
+    and no temporary file stays beside it. Its folder is made if missing. ``suffix`` is for
+    writers that go by the extension (``np.savez`` adds ``.npz`` to any other name)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path_beside(path, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """``data`` into ``path``, atomically (``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> None:
+    """``payload`` as indented JSON, atomically (``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(json_safe(payload), indent=2) + "\n", encoding="utf-8")
 
 
 def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Rows as CSV; the columns are every key in order of first appearance."""
+    """Rows as CSV, atomically (``atomic_path``); the columns are every key in order of first
+    appearance."""
     fields: list[str] = []
     for row in rows:
         fields += [k for k in row if k not in fields]
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(json_safe(list(rows)))

@@ -97,7 +97,7 @@ def test_save_load_round_trip_is_exact(tmp_path):
     assert loaded_config == config and not loaded.training
     x = torch.randn(2, 1, 44, 44)
     assert torch.equal(_outputs(model, x), _outputs(loaded, x))
-    assert not (tmp_path / "model.pt.tmp").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
 
 
 def test_save_load_strips_ema_and_compile_prefixes(tmp_path):

@@ -34,6 +34,7 @@ from fer_pipeline.core.evaluation.metrics import HEADLINE_KEYS
 from fer_pipeline.core.evaluation.split import evaluate_split
 from fer_pipeline.core.models import save_model
 from fer_pipeline.core.training.job import train_resnet
+from fer_pipeline.files import atomic_path
 
 from .plan import digest, run_fingerprint, run_parameters
 from .records import append_run, read_runs, run_key
@@ -68,10 +69,8 @@ class SyntheticCache:
                                            on_epoch=autoencoder_epoch_logger(ae_params))
             synthetic, _ = oversample(dataset, run.model, ae_params)
             del run
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.stem + ".tmp.npz")
-            np.savez(tmp, **synthetic)
-            os.replace(tmp, path)
+            with atomic_path(path, suffix=".npz") as tmp:
+                np.savez(tmp, **synthetic)
             source = "trained"
         self.memory[key] = synthetic
         return synthetic, time.perf_counter() - start, source

@@ -36,6 +36,7 @@ from torch import nn
 from fer_pipeline.core.classes import CLASSES, IMAGE_SIZE
 from fer_pipeline.core.model_files import load_weights, not_a_model, read_bundle
 from fer_pipeline.core.pixels import MEAN, STD
+from fer_pipeline.files import atomic_path
 
 ARCHITECTURES = ("resnet18", "resnet34")
 STEMS = ("small", "small_pool", "imagenet")
@@ -264,13 +265,10 @@ def model_bundle(model: nn.Module, config: Mapping[str, Any], dtype: torch.dtype
 
 def save_model(path: str | os.PathLike, model: nn.Module, config: Mapping[str, Any],
                dtype: torch.dtype | None = None) -> Path:
-    """Write ``model_bundle(model, config, dtype)`` atomically (tmp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(model_bundle(model, config, dtype), tmp)
-    os.replace(tmp, path)
-    return path
+    """Write ``model_bundle(model, config, dtype)`` atomically (``files.atomic_path``)."""
+    with atomic_path(path) as tmp:
+        torch.save(model_bundle(model, config, dtype), tmp)
+    return Path(path)
 
 
 def _cast_if_representable(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -22,11 +22,9 @@ from __future__ import annotations
 import copy
 import io
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +36,7 @@ from fer_pipeline.core.classes import IMAGE_SIZE
 from fer_pipeline.core.config import ParameterError
 from fer_pipeline.core.inference import predict_logits
 from fer_pipeline.core.onnx_model import INPUT_NAME, OUTPUT_NAME, OnnxModel, onnx_model_from_bytes, readable_metadata
+from fer_pipeline.files import write_bytes
 
 #: ONNX opset: what torch 2.5's TorchScript exporter and onnxruntime 1.18 both support.
 OPSET = 17
@@ -145,22 +144,8 @@ def export_onnx(model: nn.Module, config: Mapping[str, Any], out: str | os.PathL
                 source: str = "the model") -> Agreement:
     """``convert``, then write the ONNX file to ``out`` atomically; nothing is written when it is refused."""
     data, _, agreement = convert(model, config, faces, tolerance, min_agreement, source)
-    write_atomically(Path(out), data)
+    write_bytes(out, data)
     return agreement
-
-
-def write_atomically(path: Path, data: bytes) -> Path:
-    """``data`` into ``path`` through a temp file in its folder and a rename: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def synthetic_faces(count: int = 32, seed: int = 0) -> np.ndarray:

@@ -37,9 +37,9 @@ from fer_pipeline.core.onnx_export import (
     compare,
     convert,
     reference_logits,
-    write_atomically,
 )
 from fer_pipeline.core.onnx_model import INPUT_NAME, onnx_model_from_bytes
+from fer_pipeline.files import write_bytes
 
 #: The least share of faces on which the int8 model's class must be PyTorch float32's: below it the
 #: quantisation broke the model (a working one agreed on 98-99 % of FER2013 faces).
@@ -126,5 +126,5 @@ def export_int8(model: nn.Module, config: Mapping[str, Any], out: str | os.PathL
         raise OnnxExportError(f"the int8 export of {source} gives PyTorch's class on {agreement.top1_agreement:.2%} "
                               f"of {agreement.faces} faces (needed {min_agreement:.0%}): the quantisation broke it. "
                               "Nothing was written; calibrate on more training faces, or keep the float32 export")
-    write_atomically(Path(out), data)
+    write_bytes(out, data)
     return agreement

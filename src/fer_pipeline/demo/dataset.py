@@ -27,6 +27,7 @@ from fer_pipeline.core.classes import (
     FER2013_TRAIN_COUNTS,
     NUM_CLASSES,
 )
+from fer_pipeline.files import write_json
 
 from .faces import GENERATOR_VERSION, draw_face, draw_photo
 
@@ -169,9 +170,7 @@ def generate_demo_dataset(
 
     summary = _summary(root, spec, plan)
     stored = {key: value for key, value in summary.items() if key != "root"}
-    tmp = root / (SPEC_FILE + ".tmp")
-    tmp.write_text(json.dumps(stored, indent=2) + "\n")
-    tmp.replace(root / SPEC_FILE)
+    write_json(root / SPEC_FILE, stored)
     return {**summary, "generated": True, "seconds": round(time.perf_counter() - started, 3)}
 
 

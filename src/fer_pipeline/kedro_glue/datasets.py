@@ -6,27 +6,20 @@ run never leaves a half-written file that a later run would load.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
+from fer_pipeline.files import atomic_path, write_bytes
+
 
 def _check_plain_names(names, what: str) -> None:
     for name in names:
         if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
             raise DatasetError(f"{what} name {name!r} is not a plain file name")
-
-
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
 
 
 class NpzDataset(AbstractDataset[dict, dict]):
@@ -53,11 +46,8 @@ class NpzDataset(AbstractDataset[dict, dict]):
     def save(self, data: dict[str, np.ndarray]) -> None:
         if not isinstance(data, dict):
             raise DatasetError(f"NpzDataset saves a dict of arrays, got {type(data).__name__}")
-        path = Path(self._filepath)
-        tmp = _atomic_target(path)
-        with open(tmp, "wb") as handle:
+        with atomic_path(self._filepath) as tmp, open(tmp, "wb") as handle:  # a handle: savez keeps its name
             (np.savez_compressed if self._compress else np.savez)(handle, **data)
-        os.replace(tmp, path)
 
     def _exists(self) -> bool:
         return Path(self._filepath).exists()
@@ -122,10 +112,8 @@ class TorchModelDataset(AbstractDataset[dict, ModelFile]):
 
         if not isinstance(data, dict) or {"config", "state_dict"} - data.keys():
             raise DatasetError("TorchModelDataset saves a dict with 'config' and 'state_dict'")
-        path = Path(self._filepath)
-        tmp = _atomic_target(path)
-        torch.save({"config": data["config"], "state_dict": data["state_dict"]}, tmp)
-        os.replace(tmp, path)
+        with atomic_path(self._filepath) as tmp:
+            torch.save({"config": data["config"], "state_dict": data["state_dict"]}, tmp)
 
     def _exists(self) -> bool:
         return Path(self._filepath).exists()
@@ -149,9 +137,7 @@ class OnnxFileDataset(AbstractDataset[bytes, Path]):
     def save(self, data: bytes) -> None:
         if not isinstance(data, (bytes, bytearray)):
             raise DatasetError(f"OnnxFileDataset saves the bytes of an ONNX model, got {type(data).__name__}")
-        from fer_pipeline.core.onnx_export import write_atomically  # temp file removed when the write fails
-
-        write_atomically(Path(self._filepath), bytes(data))
+        write_bytes(self._filepath, bytes(data))
 
     def _exists(self) -> bool:
         return Path(self._filepath).exists()
@@ -243,13 +229,8 @@ class VideoFolderDataset(AbstractDataset[dict, dict]):
     @staticmethod
     def _move_in(folder: Path, name: str, source: Path) -> Path:
         target = folder / f"{name}{source.suffix.lower()}"
-        tmp = _atomic_target(target)
-        try:
+        with atomic_path(target) as tmp:
             shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         source.unlink()
         return target
 

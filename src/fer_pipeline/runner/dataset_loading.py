@@ -20,6 +20,7 @@ from fer_pipeline.core.classes import SPLITS
 from fer_pipeline.core.ingestion import DATASET_META_KEYS, ingest, leaked_mask
 from fer_pipeline.core.ingestion.dataset import build_dataset, leaked_flags
 from fer_pipeline.core.ingestion.decode import decoder_name
+from fer_pipeline.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +101,9 @@ def load_dataset(
 def write_npz(path: str | os.PathLike, dataset: Mapping[str, np.ndarray]) -> Path:
     """``dataset``'s arrays as an ``.npz`` that ``load_dataset`` reads back without decoding
     (written to a temporary name and renamed: never half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **{key: np.asarray(value) for key, value in dataset.items()})
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **{key: np.asarray(value) for key, value in dataset.items()})
+    return Path(path)
 
 
 def subset_dataset(dataset: Mapping[str, np.ndarray], per_split: int, seed: int = 0) -> dict[str, np.ndarray]:

@@ -24,7 +24,7 @@ from torch import nn
 
 from fer_pipeline.core.evaluation.split import evaluate_split
 from fer_pipeline.core.models import load_model, save_model
-from fer_pipeline.files import file_info
+from fer_pipeline.files import atomic_path, file_info
 
 log = logging.getLogger(__name__)
 
@@ -74,21 +74,17 @@ def model_parts(prefix: str | os.PathLike) -> list[Path]:
 def join_files(parts: Sequence[str | os.PathLike], dest: str | os.PathLike, sha256: str | None = None) -> Path:
     """Concatenate ``parts`` into ``dest`` atomically; with ``sha256``, refuse (ValueError, nothing
     written) when the joined bytes do not match it."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
     digest = hashlib.sha256()
-    with open(tmp, "wb") as target:
-        for part in parts:
-            data = Path(part).read_bytes()
-            digest.update(data)
-            target.write(data)
-    if sha256 is not None and digest.hexdigest() != sha256:
-        tmp.unlink()
-        raise ValueError(f"joined parts have sha256 {digest.hexdigest()}, expected {sha256}: "
-                         f"a part is missing, truncated or from another run")
-    os.replace(tmp, dest)
-    return dest
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as target:
+            for part in parts:
+                data = Path(part).read_bytes()
+                digest.update(data)
+                target.write(data)
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise ValueError(f"joined parts have sha256 {digest.hexdigest()}, expected {sha256}: "
+                             f"a part is missing, truncated or from another run")
+    return Path(dest)
 
 
 def export_returned_model(

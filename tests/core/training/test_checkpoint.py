@@ -24,7 +24,7 @@ def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     checkpoint.set_rng_state(state["rng"], generator)
     assert _draws(generator) == expected
-    assert not list(tmp_path.glob("*.tmp"))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
 
 
 def test_fingerprint_sees_values_and_array_bytes():

@@ -16,7 +16,6 @@ import dataclasses
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from fer_pipeline.core.faces.crops import DETECTION_COLUMNS, FoundFaces
 from fer_pipeline.core.faces.detector import box_iou
 from fer_pipeline.core.faces.recognizer import EmotionRecognizer, Face, FaceFinder
 from fer_pipeline.core.predict.workers import map_ordered
+from fer_pipeline.files import atomic_path, temporary_path_beside
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +173,7 @@ class AnnotatedVideoWriter:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # The FFmpeg backend picks the container from the name's extension, so the temp keeps it.
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=self.path.suffix)
-            os.close(fd)
-            self._tmp = Path(tmp)
+            self._tmp = temporary_path_beside(self.path, suffix=self.path.suffix)
             height, width = frame_bgr.shape[:2]
             fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[self.path.suffix.lower()])
             self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, (width, height))
@@ -406,20 +404,12 @@ def _stream(capture, info: VideoInfo, labeller: _FrameLabeller, finder: FaceFind
 def write_video_csv(result: VideoResult, path: str | os.PathLike) -> Path:
     """``result.rows`` as CSV (``video_csv_columns``; floats to 6 decimals, empty cells off face
     rows), written to a temporary file and renamed: never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=video_csv_columns(result.classes), restval="")
-            writer.writeheader()
-            for row in result.rows:
-                writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=video_csv_columns(result.classes), restval="")
+        writer.writeheader()
+        for row in result.rows:
+            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return Path(path)
 
 
 def video_table(results: Sequence[VideoResult], classes: Sequence[str] = CLASSES):  # -> pandas.DataFrame

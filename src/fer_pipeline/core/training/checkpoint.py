@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fer_pipeline.files import atomic_path
+
 log = logging.getLogger(__name__)
 
 #: Bumped when the checkpoint layout changes; part of the fingerprint, so older files are not resumed.
@@ -74,11 +76,9 @@ def fingerprint(*parts: Any) -> str:
 
 
 def atomic_save(payload: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file, then rename: a killed write never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    """``torch.save``, atomically (``files.atomic_path``): a killed write never leaves half a file."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
