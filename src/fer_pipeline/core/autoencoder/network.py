@@ -19,6 +19,7 @@ from torch import nn
 
 from fer_pipeline.core.classes import IMAGE_SIZE
 from fer_pipeline.core.model_files import load_weights, not_a_model, read_bundle
+from fer_pipeline.files import atomic_path
 
 #: Where an autoencoder file comes from (the catalog's ``autoencoder_model``).
 AUTOENCODER_ORIGIN = "autoencoders are written by `kedro run --pipelines autoencoder` (data/06_models/autoencoder.pt)"
@@ -99,10 +100,10 @@ def autoencoder_bundle(model: ConvAutoencoder) -> dict[str, Any]:
 
 
 def save_autoencoder(path: str | Path, model: ConvAutoencoder) -> None:
-    """``torch.save(autoencoder_bundle(model))``, loadable with weights_only=True."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(autoencoder_bundle(model), path)
+    """``torch.save(autoencoder_bundle(model))``, atomically (``files.atomic_path``), loadable with
+    weights_only=True."""
+    with atomic_path(path) as tmp:
+        torch.save(autoencoder_bundle(model), tmp)
 
 
 def load_autoencoder(path: str | Path, map_location: str | torch.device = "cpu") -> ConvAutoencoder:

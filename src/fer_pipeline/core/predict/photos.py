@@ -23,6 +23,7 @@ from fer_pipeline.core.faces.images import MAX_PIXELS, UnreadableImageError, loa
 from fer_pipeline.core.faces.recognizer import EmotionRecognizer
 from fer_pipeline.core.predict.inputs import name_list, scan_media
 from fer_pipeline.core.predict.workers import map_ordered
+from fer_pipeline.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ def write_outputs(result: PredictionResult, output_dir: str | os.PathLike,
     annotated_dir.mkdir(parents=True, exist_ok=True)
     csv_path = output_dir / "predictions.csv"
     columns = csv_columns(result.classes)
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in result.csv_rows():
