@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,9 @@ def test_an_atomic_path_keeps_the_suffix_a_writer_needs_and_makes_the_folder(tmp
         first.write_bytes(b"1")
         second.write_bytes(b"2")
     assert target.read_bytes() == b"1"  # the last to finish wins, whole
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # as any new file: others may read a model file
 
 
 def test_csv_round_trip_with_columns_in_first_appearance_order(tmp_path):
