@@ -141,7 +141,8 @@ def test_evaluate_refuses_a_model_trained_on_another_dataset(demo_project, tmp_p
     assert not (project / "data/08_reporting/evaluation_metrics.json").exists()
     assert [run.info.status for run in _runs(project, "fer_pipeline")] == ["FAILED"]  # never a finished run
 
-    result = run_kedro_in_process(project, "run", "--pipelines", "evaluate", "--params", "evaluate.allow_dataset_mismatch=true")
+    result = run_kedro_in_process(project, "run", "--pipelines", "evaluate", "--params",
+                                  "evaluate.allow_dataset_mismatch=true")
     assert result.returncode == 0, result.stderr[-4000:]
     report = _json(project, "data/08_reporting/evaluation_metrics.json")
     assert report["dataset_check"]["status"] == "mismatch_allowed"
@@ -167,7 +168,8 @@ def test_an_ingestion_that_keeps_no_face_stops_and_writes_nothing(tmp_path):
     for k in range(5):
         Image.fromarray(np.full((48, 48), 40 * k, np.uint8)).save(flat / f"Training_{k}.jpg")
 
-    result = run_kedro_in_process(project, "run", "--pipelines", "ingestion", "--params", f"ingestion.source_path={flat}")
+    result = run_kedro_in_process(project, "run", "--pipelines", "ingestion", "--params",
+                                  f"ingestion.source_path={flat}")
     assert result.returncode != 0
     output = " ".join((result.stdout + result.stderr).split())
     assert "ingestion kept no face of the train/val/test splits (read 5, kept 0" in output

@@ -127,3 +127,24 @@ def test_int8_without_training_faces_says_what_to_pass(model_file, face_folder, 
     assert main([str(model_file), str(tmp_path / "m.onnx"), "--int8", "--faces", str(face_folder),
                  "--calibration", str(tmp_path / "missing")]) == 2
     assert "--calibration: no such file or folder" in capsys.readouterr().err
+
+
+def test_image_files_become_faces_as_ingestion_makes_them_and_unreadable_ones_are_passed_over(tmp_path):
+    from fer_pipeline.commands.export import _image_faces
+
+    rng = np.random.default_rng(1)
+    grey = draw_face(3, rng, size=96)
+    colour = np.dstack([grey, np.roll(grey, 5, axis=1), 255 - grey])  # BGR, channels unequal
+    cv2.imwrite(str(tmp_path / "a_grey.png"), grey)
+    cv2.imwrite(str(tmp_path / "b_colour.png"), colour)
+    cv2.imwrite(str(tmp_path / "c_small.png"), draw_face(5, rng, size=48))
+    (tmp_path / "d_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    faces = _image_faces([tmp_path], count=4)
+    # what FER2013's ingestion makes of a crop (OpenCV's BGR to grey, area resize), computed with OpenCV alone
+    stored = [cv2.imread(str(tmp_path / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+              for name in ("a_grey", "b_colour", "c_small")]
+    expected = [cv2.resize(image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (48, 48),
+                           interpolation=cv2.INTER_AREA) for image in stored]
+    assert faces.shape == (3, 48, 48) and faces.dtype == np.uint8
+    for face, want in zip(faces, expected, strict=True):
+        np.testing.assert_array_equal(face, want)

@@ -175,12 +175,11 @@ def _npz_faces(path: Path, count: int, split: str = "val", flag: str = "--faces"
 
 
 def _image_faces(paths: list[Path], count: int, flag: str = "--faces") -> np.ndarray:
-    """Up to ``count`` image files among ``paths`` (spread over their sorted listing), each made a
-    grey 48x48 face: taken as a face crop, as FER2013's are."""
-    import cv2
-
+    """Up to ``count`` image files among ``paths`` (spread over their sorted listing), each taken as
+    a face crop, as FER2013's are, and made a grey 48x48 face as ingestion makes the training faces
+    (``decode_face``); unreadable files are passed over."""
     from fer_pipeline.core.classes import IMAGE_SIZE
-    from fer_pipeline.core.faces.images import UnreadableImageError, load_image, to_gray
+    from fer_pipeline.core.ingestion.decode import decode_face
     from fer_pipeline.core.onnx_export import spread
     from fer_pipeline.core.predict.inputs import scan_media
 
@@ -188,10 +187,11 @@ def _image_faces(paths: list[Path], count: int, flag: str = "--faces") -> np.nda
     faces = []
     for index in spread(len(files), count):
         try:
-            grey = to_gray(load_image(files[index]))
-        except UnreadableImageError:
+            face, _ = decode_face(files[index].read_bytes(), "convert", "convert", IMAGE_SIZE)
+        except OSError:
             continue
-        faces.append(cv2.resize(grey, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA))
+        if face is not None:
+            faces.append(face)
     if not faces:
         raise ValueError(f"{flag}: no readable image among {', '.join(map(str, paths))}")
     return np.stack(faces)

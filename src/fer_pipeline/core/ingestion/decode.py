@@ -196,8 +196,9 @@ def _to_grey(pixels: np.ndarray, colour: str) -> tuple[np.ndarray | None, str | 
     return _bgr_to_grey(bgr), None
 
 
-def _decode(data: bytes, colour: str, size: str, image_size: int) -> tuple[np.ndarray | None, str | None]:
-    """File bytes -> uint8 (S,S) grayscale face, or (None, reason)."""
+def decode_face(data: bytes, colour: str, size: str, image_size: int) -> tuple[np.ndarray | None, str | None]:
+    """File bytes -> uint8 (S,S) grayscale face, as ingestion makes each face of a dataset, or
+    (None, reason). ``colour`` and ``size``: ``convert`` or ``reject``."""
     if not data:
         return None, "empty_file: file is empty (0 bytes)"
     fmt = sniff_format(data)
@@ -248,7 +249,7 @@ def _load_chunk(
             results.append(("", f"unreadable_file: {exc.strerror or exc}"))
             continue
         try:
-            pixels, problem = _decode(data, colour, size, image_size)
+            pixels, problem = decode_face(data, colour, size, image_size)
         except Exception as exc:  # a decoder bug must quarantine one file, not stop the run
             pixels, problem = None, f"corrupt_image: decoding failed ({type(exc).__name__}: {exc})"
         if pixels is not None:
