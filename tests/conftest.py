@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -82,7 +83,7 @@ def run_kedro_in_process(project: Path, *args: str) -> subprocess.CompletedProce
     handler = logging.StreamHandler(logs)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     with _process_state_restored(project), _kedro_process_warning_filters():
-        from kedro.framework.cli.cli import KedroCLI  # inside: a first import configures logging
+        from kedro.framework.cli.cli import KedroCLI
 
         kedro = KedroCLI(project)  # the `kedro` executable's commands, the project bootstrapped
         logging.getLogger().addHandler(handler)
@@ -95,51 +96,112 @@ def run_kedro_in_process(project: Path, *args: str) -> subprocess.CompletedProce
 
 @contextlib.contextmanager
 def _process_state_restored(project: Path) -> Iterator[None]:
-    """Inside: ``project`` as the working directory, ``run_kedro``'s environment. After: what a
-    ``kedro run`` changes in its process put back (the working directory, the environment,
-    ``sys.path``, ``sys.excepthook``, MLflow's tracking and registry URIs, the root logger's handlers
-    and level, torch's threads), and the MLflow runs it left active ended as a process's exit ends
-    them (kedro-mlflow leaves its run on MLflow's stack twice and pops it once)."""
-    import logging
-
+    """Inside: ``project`` as the working directory, ``run_kedro``'s environment. After: the MLflow
+    runs left active ended as a process's exit ends them (kedro-mlflow leaves its run on MLflow's
+    stack twice and pops it once), then what a ``kedro run`` changes in its process put back
+    (``_ProcessState``), even when ending the runs fails."""
     import mlflow
-    import torch
 
-    root = logging.getLogger()
-    saved_cwd, saved_env, saved_path, saved_hook = os.getcwd(), dict(os.environ), list(sys.path), sys.excepthook
-    saved_handlers, saved_level, saved_threads = list(root.handlers), root.level, torch.get_num_threads()
+    saved = _ProcessState.now()
     os.environ.update({"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "COLUMNS": "200"})
     os.chdir(project)
     try:
         yield
     finally:
-        while mlflow.active_run():  # as MLflow's atexit hook ends them when a process exits
-            mlflow.end_run()
-        os.chdir(saved_cwd)
-        os.environ.clear()
-        os.environ.update(saved_env)
-        mlflow.set_tracking_uri(saved_env.get("MLFLOW_TRACKING_URI"))
-        mlflow.set_registry_uri(saved_env.get("MLFLOW_REGISTRY_URI"))
-        sys.path[:], sys.excepthook = saved_path, saved_hook  # Kedro's rich logging installs rich's tracebacks
-        root.handlers[:], root.level = saved_handlers, saved_level
-        torch.set_num_threads(saved_threads)
+        try:
+            while mlflow.active_run():
+                mlflow.end_run()
+        finally:
+            saved.restore()
+
+
+@dataclasses.dataclass
+class _ProcessState:
+    """What a ``kedro run`` changes in its process: the working directory, the environment,
+    ``sys.path``, ``sys.excepthook`` and ``sys.displayhook`` (Kedro's rich logging installs rich's),
+    MLflow's tracking and registry URIs and active experiment, the root logger's handlers and
+    level and the ``kedro`` and ``fer_pipeline`` loggers' levels, the random generators (training
+    seeds them) and torch's threads. What the first run in a process imports stays, as imports do."""
+
+    cwd: str
+    env: dict
+    path: list
+    hooks: tuple
+    experiment_id: str | None
+    handlers: list
+    levels: dict
+    rng: tuple
+    threads: int
+
+    @classmethod
+    def now(cls) -> _ProcessState:
+        import logging
+        import random
+
+        import mlflow.tracking.fluent
+        import numpy as np
+        import torch
+
+        return cls(os.getcwd(), dict(os.environ), list(sys.path), (sys.excepthook, sys.displayhook),
+                   mlflow.tracking.fluent._active_experiment_id,  # set_experiment's; no public way to unset it
+                   list(logging.getLogger().handlers),
+                   {name: logging.getLogger(name).level for name in ("", "kedro", "fer_pipeline")},
+                   (random.getstate(), np.random.get_state(), torch.random.get_rng_state()), torch.get_num_threads())
+
+    def restore(self) -> None:
+        import logging
+        import random
+
+        import mlflow.tracking.fluent
+        import numpy as np
+        import torch
+
+        os.chdir(self.cwd)
+        for key in set(os.environ) - set(self.env):  # key by key: other threads may read the environment
+            del os.environ[key]
+        os.environ.update({key: value for key, value in self.env.items() if os.environ.get(key) != value})
+        mlflow.set_tracking_uri(self.env.get("MLFLOW_TRACKING_URI"))  # set_tracking_uri keeps the two equal
+        mlflow.set_registry_uri(self.env.get("MLFLOW_REGISTRY_URI"))
+        mlflow.tracking.fluent._active_experiment_id = self.experiment_id
+        sys.path[:] = self.path
+        sys.excepthook, sys.displayhook = self.hooks
+        logging.getLogger().handlers[:] = self.handlers
+        for name, level in self.levels.items():
+            logging.getLogger(name).setLevel(level)
+        random.setstate(self.rng[0])
+        np.random.set_state(self.rng[1])
+        torch.random.set_rng_state(self.rng[2])
+        torch.set_num_threads(self.threads)
 
 
 @contextlib.contextmanager
 def _kedro_process_warning_filters() -> Iterator[None]:
-    """The warning filters of a `kedro` process (pytest's show every deprecation): Python's
-    defaults, and ours, which our ``kedro.init`` entry point adds (pyproject.toml)."""
+    """A `kedro` process's warnings: Python's default filters (pytest's show every deprecation),
+    then the ``kedro.init`` entry points (ours, pyproject.toml, silences ``third_party``'s known
+    warnings), and each warning shown as a log record (``py.warnings``), as Kedro's rich logging has
+    them, where pytest would record it instead. A warning given only on import is not seen again by
+    a run in a process that has imported the module already."""
     import warnings
 
-    from fer_pipeline.third_party import silence_known_warnings
+    from kedro.framework.cli.utils import load_entry_points
 
     with warnings.catch_warnings():
         warnings.resetwarnings()
         for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
             warnings.simplefilter("ignore", category)
         warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
-        silence_known_warnings()
+        warnings.showwarning = _warning_as_log_record  # catch_warnings puts pytest's back after
+        for init in load_entry_points("init"):  # what the `kedro` executable runs first
+            init()
         yield
+
+
+def _warning_as_log_record(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """``warnings.showwarning`` as ``logging.captureWarnings(True)`` makes it (a ``py.warnings`` record)."""
+    import logging
+    import warnings
+
+    logging.getLogger("py.warnings").warning("%s", warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def _build_demo(root: Path) -> Path:

@@ -232,7 +232,7 @@ def test_evaluate_alone_with_flip_tta_on_a_model_logged_by_run_id(demo_project):
     local.rename(local.with_suffix(".moved"))  # prove the model comes from MLflow, not the local file
     try:
         result = run_kedro_in_process(demo_project, "run", "--env", "demo", "--pipelines", "evaluate",
-                           "--params", f"evaluate.tta=flip,evaluate.model_run_id={source}")
+                                      "--params", f"evaluate.tta=flip,evaluate.model_run_id={source}")
     finally:
         local.with_suffix(".moved").rename(local)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -261,22 +261,51 @@ def test_evaluate_without_a_model_says_how_to_get_one(tmp_path):
 
 def test_a_kedro_run_in_this_process_leaves_the_process_as_it_found_it(demo_project):
     """``run_kedro_in_process``, which most runs of these tests use: the run's log is in its output,
-    and the worker's state is what it was (kedro-mlflow's run ended, MLflow's URIs, the working
-    directory, the environment, the logging handlers, the warning filters)."""
+    and the worker's state is what it was: kedro-mlflow's run ended, MLflow's URIs and experiment,
+    the working directory, the environment, the logging handlers and levels, the random generators
+    (the run trains, which seeds them); the warning filters from the second run on (the first
+    imports libraries, which add their own)."""
     import logging
+    import random
     import warnings
 
-    import mlflow
+    import mlflow.tracking.fluent
+    import torch
 
     def state():
-        return (os.getcwd(), dict(os.environ), mlflow.get_tracking_uri(), list(logging.getLogger().handlers),
-                list(warnings.filters), sys.excepthook, sys.path[:])
+        return (os.getcwd(), dict(os.environ), mlflow.get_tracking_uri(), mlflow.tracking.fluent._active_experiment_id,
+                list(logging.getLogger().handlers), logging.getLogger("fer_pipeline").level, sys.excepthook,
+                sys.displayhook, sys.path[:], random.random(), np.random.random(), torch.rand(1).item())
 
-    # the first run in a process imports what it needs, and libraries add warning filters as they are imported
-    run_kedro_in_process(demo_project, "run", "--env", "demo", "--pipelines", "evaluate")
-    before = state()
-    result = run_kedro_in_process(demo_project, "run", "--env", "demo", "--pipelines", "evaluate")
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert "Pipeline execution completed successfully" in " ".join((result.stdout + result.stderr).split())
+    run = ("run", "--env", "demo", "--pipelines", "training", "--params",
+           "training.config.epochs=1,training.config.steps_per_epoch=1,training.config.resume=false")
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    first = run_kedro_in_process(demo_project, *run)
+    assert first.returncode == 0, first.stderr[-4000:]
+    assert "Pipeline execution completed successfully" in " ".join((first.stdout + first.stderr).split())
     assert mlflow.active_run() is None
-    assert state() == before
+    after_first = state()
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    assert after_first == state()  # as it was before the run: the draws the same as after seeding
+
+    filters = list(warnings.filters)
+    run_kedro_in_process(demo_project, *run)
+    assert list(warnings.filters) == filters and mlflow.active_run() is None
+
+
+def test_a_warning_in_a_run_in_this_process_reaches_its_output_as_in_a_kedro_process(demo_project, monkeypatch):
+    """A library's warning during the run is logged (``py.warnings``) into the run's output, where
+    pytest would have recorded it: the checks for "no warning" in the output can fail."""
+    from fer_pipeline.kedro_glue.datasets import NpzDataset
+
+    load = NpzDataset.load
+
+    def load_and_warn(self):
+        import warnings
+
+        warnings.warn("a library complains", UserWarning, stacklevel=1)
+        return load(self)
+
+    monkeypatch.setattr(NpzDataset, "load", load_and_warn)  # the catalog makes its datasets in each run
+    result = run_kedro_in_process(demo_project, "run", "--env", "demo", "--pipelines", "evaluate")
+    assert "WARNING py.warnings" in result.stderr and "a library complains" in result.stderr

@@ -1,5 +1,6 @@
-"""Writing files: atomically (the one way every file of the project is written), JSON-safe values,
-JSON and CSV records, file digests."""
+"""Writing files atomically (``atomic_path``: the one implementation, which the project's writers
+of records, models, data sets and figures go through), JSON-safe values, JSON and CSV records,
+figures, file digests."""
 
 from __future__ import annotations
 
@@ -45,9 +46,10 @@ def temporary_path_beside(path: str | os.PathLike, suffix: str = ".tmp") -> Path
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary path (``temporary_path_beside``) to write ``path``'s new content to: renamed
-    over ``path`` when the block ends, deleted when it raises. ``path`` is never half written,
-    and no temporary file stays beside it. Its folder is made if missing. ``suffix`` is for
-    writers that go by the extension (``np.savez`` adds ``.npz`` to any other name)."""
+    over ``path`` when the block ends, deleted when it raises (an exception, Ctrl-C). ``path`` is
+    never half written; a process killed outright while writing leaves its hidden temporary file.
+    Its folder is made if missing. ``suffix`` is for writers that go by the extension
+    (``np.savez`` adds ``.npz`` to any other name, matplotlib picks the format by it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path_beside(path, suffix)
@@ -63,6 +65,13 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """``data`` into ``path``, atomically (``atomic_path``)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+    return Path(path)
+
+
+def save_figure(figure: Any, path: str | os.PathLike, **savefig_args: Any) -> Path:
+    """A matplotlib ``figure`` into ``path`` (its format from the extension), atomically."""
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:
+        figure.savefig(tmp, **savefig_args)
     return Path(path)
 
 

@@ -1,5 +1,7 @@
 """Warnings of the libraries we use that no user of the project can act on, silenced in one place
-(``kedro run`` through ``cli.py``, ``fer-ui viz``); measured with the installed releases."""
+(every ``kedro`` command through the ``kedro.init`` entry point of pyproject.toml, which Kedro
+runs before it loads the plugins; ``kedro run`` through ``cli.py`` too; ``fer-ui viz``); measured
+with the installed releases."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from fer_pipeline.core.classes import SPLITS
-from fer_pipeline.files import write_json
+from fer_pipeline.files import save_figure, write_bytes, write_json
 from fer_pipeline.params import apply_sets, deep_merge, load_environment_parameters, load_parameters
 from fer_pipeline.runner.dataset_loading import load_dataset, subset_dataset
 from fer_pipeline.runner.records import default_paths, setup_logging
@@ -119,14 +119,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     text = markdown_report(records, order)
     print(text)
     if args.markdown:
-        Path(args.markdown).write_text(text + "\n", encoding="utf-8")
+        write_bytes(args.markdown, (text + "\n").encode("utf-8"))
     if args.chart:
         from fer_pipeline import plots
 
         rows = summarize(records, order)
-        path = Path(args.chart)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        plots.plot_ablation(rows, best_strategy(rows)).savefig(path, dpi=110)
+        path = save_figure(plots.plot_ablation(rows, best_strategy(rows)), args.chart, dpi=110)
         print(f"chart: {path}")
     if args.mlflow:
         uri = args.mlflow_uri or f"sqlite:///{(default_paths()['root'] / 'mlflow.db').as_posix()}"

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
-from fer_pipeline.files import atomic_path, write_bytes
+from fer_pipeline.files import atomic_path, save_figure, write_bytes
 
 
 def _check_plain_names(names, what: str) -> None:
@@ -172,12 +172,13 @@ class FigureFolderDataset(AbstractDataset[dict, dict]):
         import matplotlib.pyplot as plt
 
         folder = Path(self._filepath)
-        folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob("*.png"):
-            old.unlink()
+        folder.mkdir(parents=True, exist_ok=True)  # made, empty, when there is no figure
+        written = set()
         for name, figure in data.items():
-            figure.savefig(folder / f"{name}.png", **self._save_args)
+            written.add(save_figure(figure, folder / f"{name}.png", **self._save_args))
             plt.close(figure)
+        for old in set(folder.glob("*.png")) - written:  # last run's figures that this one does not make
+            old.unlink()
 
     def _exists(self) -> bool:
         return Path(self._filepath).is_dir()

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from fer_pipeline.files import write_json
 from fer_pipeline.params import apply_sets, load_parameters
 from fer_pipeline.runner import model_transport, throughput
 from fer_pipeline.runner.records import default_paths
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     params = effective_parameters(args)
     if args.dump_params:
-        Path(args.dump_params).write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
+        write_json(args.dump_params, params)
         print(f"wrote {args.dump_params}")
         return params
     if args.threads:

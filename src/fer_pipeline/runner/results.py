@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_pipeline.core.classes import SPLIT_TO_FER_NAME
-from fer_pipeline.files import read_csv
+from fer_pipeline.files import read_csv, save_figure
 
 
 def results_table(metrics: Mapping[str, Any]) -> str:
@@ -77,5 +77,5 @@ def draw_figures(folder: Path, dest: Path) -> list[Path]:
                                                                        report["classes"], normalized=True),
     }
     for name, figure in figures.items():
-        figure.savefig(dest / name, dpi=110)
+        save_figure(figure, dest / name, dpi=110)
     return [dest / name for name in figures]
