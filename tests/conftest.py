@@ -120,8 +120,10 @@ class _ProcessState:
     """What a ``kedro run`` changes in its process: the working directory, the environment,
     ``sys.path``, ``sys.excepthook`` and ``sys.displayhook`` (Kedro's rich logging installs rich's),
     MLflow's tracking and registry URIs and active experiment, the root logger's handlers and
-    level and the ``kedro`` and ``fer_pipeline`` loggers' levels, the random generators (training
-    seeds them) and torch's threads. What the first run in a process imports stays, as imports do."""
+    level, the random generators (training seeds them) and torch's threads. What the first run in a
+    process sets up once stays, as a ``kedro`` process has it: the modules it imports, and the
+    ``kedro`` and ``fer_pipeline`` loggers at INFO (Kedro sets them once a process; put back, the
+    next run's INFO records would be lost)."""
 
     cwd: str
     env: dict
@@ -129,7 +131,7 @@ class _ProcessState:
     hooks: tuple
     experiment_id: str | None
     handlers: list
-    levels: dict
+    level: int
     rng: tuple
     threads: int
 
@@ -145,7 +147,7 @@ class _ProcessState:
         return cls(os.getcwd(), dict(os.environ), list(sys.path), (sys.excepthook, sys.displayhook),
                    mlflow.tracking.fluent._active_experiment_id,  # set_experiment's; no public way to unset it
                    list(logging.getLogger().handlers),
-                   {name: logging.getLogger(name).level for name in ("", "kedro", "fer_pipeline")},
+                   logging.getLogger().level,
                    (random.getstate(), np.random.get_state(), torch.random.get_rng_state()), torch.get_num_threads())
 
     def restore(self) -> None:
@@ -166,8 +168,7 @@ class _ProcessState:
         sys.path[:] = self.path
         sys.excepthook, sys.displayhook = self.hooks
         logging.getLogger().handlers[:] = self.handlers
-        for name, level in self.levels.items():
-            logging.getLogger(name).setLevel(level)
+        logging.getLogger().setLevel(self.level)
         random.setstate(self.rng[0])
         np.random.set_state(self.rng[1])
         torch.random.set_rng_state(self.rng[2])

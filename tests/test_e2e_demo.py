@@ -262,7 +262,7 @@ def test_evaluate_without_a_model_says_how_to_get_one(tmp_path):
 def test_a_kedro_run_in_this_process_leaves_the_process_as_it_found_it(demo_project):
     """``run_kedro_in_process``, which most runs of these tests use: the run's log is in its output,
     and the worker's state is what it was: kedro-mlflow's run ended, MLflow's URIs and experiment,
-    the working directory, the environment, the logging handlers and levels, the random generators
+    the working directory, the environment, the logging handlers, the random generators
     (the run trains, which seeds them); the warning filters from the second run on (the first
     imports libraries, which add their own)."""
     import logging
@@ -289,8 +289,10 @@ def test_a_kedro_run_in_this_process_leaves_the_process_as_it_found_it(demo_proj
     assert after_first == state()  # as it was before the run: the draws the same as after seeding
 
     filters = list(warnings.filters)
-    run_kedro_in_process(demo_project, *run)
+    second = run_kedro_in_process(demo_project, *run)
     assert list(warnings.filters) == filters and mlflow.active_run() is None
+    assert logging.getLogger("fer_pipeline").getEffectiveLevel() == logging.INFO  # as Kedro sets it, once
+    assert "fer_pipeline.core.training.loop: epoch 0" in second.stderr  # so a later run still logs at INFO
 
 
 def test_a_warning_in_a_run_in_this_process_reaches_its_output_as_in_a_kedro_process(demo_project, monkeypatch):
