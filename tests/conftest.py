@@ -57,9 +57,13 @@ def project_as_cwd(root: Path) -> Iterator[Path]:
         os.chdir(cwd)
 
 
+#: The environment of a test's `kedro` run, in its own process or this one: no telemetry, and wide
+#: enough lines that rich does not wrap the messages the tests look for.
+KEDRO_RUN_ENV = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "COLUMNS": "200"}
+
+
 def run_kedro(project: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1",
-           "COLUMNS": "200"}
+    env = {**os.environ, **KEDRO_RUN_ENV, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
         [str(KEDRO), *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -103,7 +107,7 @@ def _process_state_restored(project: Path) -> Iterator[None]:
     import mlflow
 
     saved = _ProcessState.now()
-    os.environ.update({"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "COLUMNS": "200"})
+    os.environ.update(KEDRO_RUN_ENV)
     os.chdir(project)
     try:
         yield

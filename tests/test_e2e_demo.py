@@ -279,13 +279,18 @@ def test_a_kedro_run_in_this_process_leaves_the_process_as_it_found_it(demo_proj
 
     run = ("run", "--env", "demo", "--pipelines", "training", "--params",
            "training.config.epochs=1,training.config.steps_per_epoch=1,training.config.resume=false")
-    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    def seed():
+        random.seed(5)
+        np.random.seed(5)
+        torch.manual_seed(5)
+
+    seed()
     first = run_kedro_in_process(demo_project, *run)
     assert first.returncode == 0, first.stderr[-4000:]
     assert "Pipeline execution completed successfully" in " ".join((first.stdout + first.stderr).split())
     assert mlflow.active_run() is None
     after_first = state()
-    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    seed()
     assert after_first == state()  # as it was before the run: the draws the same as after seeding
 
     filters = list(warnings.filters)
